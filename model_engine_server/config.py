@@ -1,0 +1,111 @@
+"""Settings: one class, read from ``LLM_ENGINE_*`` environment variables and validated once at start-up.
+
+The defaults are the embedded one-machine defaults of DESIGN.md (SQLite, an embedded broker, local processes,
+open auth on loopback). Every Helm value that configures the control plane maps to exactly one field here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "LLM_ENGINE_"
+
+
+class AuthMode(StrEnum):
+    OPEN = "open"  # any key is its own tenant; refused on non-loopback addresses
+    KEYS = "keys"  # keys created with `model-engine keys create`, stored hashed
+
+
+class OrchestratorKind(StrEnum):
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "llm-engine"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # --- where state lives -------------------------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str = ""  # default: sqlite+aiosqlite:///<data_dir>/registry.db
+    broker_url: str = ""  # default: the embedded SQLAlchemy transport on <data_dir>/broker.db
+    result_backend_url: str = ""  # default: follows broker_url (redis) or <data_dir>/results.db
+    model_cache_dir: Path | None = None  # converted weights; default <data_dir>/models
+
+    # --- the gateway ---------------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=5000, ge=1, le=65535)
+    auth_mode: AuthMode = AuthMode.OPEN
+    bootstrap_api_key: SecretStr | None = None  # stored hashed for owner `bootstrap_owner` at start-up
+    bootstrap_owner: str = "admin"
+    upstream_connect_timeout_seconds: float = 5.0
+    upstream_read_timeout_seconds: float = 600.0
+    async_task_result_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    demo_model: str = "smollm2-135m"  # created by `model-engine serve` when absent; "" disables it
+
+    # --- the orchestrator ----------------------------------------------------------------------------------------
+    orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
+    reconcile_interval_seconds: float = Field(default=2.0, gt=0)
+    inference_server_command: str = ""  # default: text-generation-launcher if on PATH, else the built-in server
+
+    # --- Kubernetes ----------------------------------------------------------------------------------------------
+    kubernetes_namespace: str = "llm-engine-endpoints"
+    kubernetes_kubeconfig: Path | None = None  # unset: in-cluster config, then ~/.kube/config
+    kubernetes_field_manager: str = "llm-engine"
+    kubernetes_gpu_node_label: str = "k8s.amazonaws.com/accelerator"
+    kubernetes_gpu_tolerations: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["nvidia.com/gpu"])
+    kubernetes_keda_enabled: bool = False
+    kubernetes_endpoint_service_account: str = "llm-engine-endpoint"
+    kubernetes_hf_token_secret: str = ""  # Secret (key HF_TOKEN) mounted into TGI/vLLM pods when set
+    # How the gateway reaches an endpoint's Service; {service} and {namespace} are filled in.
+    kubernetes_service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:80"
+    tgi_image_repository: str = "ghcr.io/huggingface/text-generation-inference"
+    vllm_image_repository: str = "vllm/vllm-openai"
+    builtin_image_repository: str = "ghcr.io/llm-engine/model-engine"
+    builtin_image_tag: str = "0.1.0"
+    # `inference_framework_image_tag: "latest"` resolves through this map (framework -> tag).
+    latest_image_tags: dict[str, str] = Field(
+        default_factory=lambda: {"text_generation_inference": "3.3.6", "vllm": "v0.11.0"}
+    )
+
+    @model_validator(mode="after")
+    def _fill_derived_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'registry.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        if not self.result_backend_url:
+            if self.broker_url.startswith(("redis://", "rediss://")):
+                self.result_backend_url = self.broker_url
+            else:
+                self.result_backend_url = f"db+sqlite:///{self.data_dir / 'results.db'}"
+        if self.model_cache_dir is None:
+            self.model_cache_dir = self.data_dir / "models"
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_tolerations(cls, data: object) -> object:
+        if isinstance(data, dict):
+            raw = data.get("kubernetes_gpu_tolerations")
+            if isinstance(raw, str):
+                data["kubernetes_gpu_tolerations"] = [t.strip() for t in raw.split(",") if t.strip()]
+        return data
+
+    @property
+    def models_dir(self) -> Path:
+        assert self.model_cache_dir is not None  # filled in by the validator
+        return self.model_cache_dir
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment; raises ``pydantic.ValidationError`` with every problem at once."""
+    return Settings()

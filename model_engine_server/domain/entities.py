@@ -1,0 +1,92 @@
+"""The records the platform is about: model endpoints, their requested shape and their observed state.
+
+Plain dataclasses and enums; no I/O and no framework imports, so every layer can use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class EndpointStatus(StrEnum):
+    """The only values the published client accepts."""
+
+    UPDATE_PENDING = "UPDATE_PENDING"
+    UPDATE_IN_PROGRESS = "UPDATE_IN_PROGRESS"
+    READY = "READY"
+    UPDATE_FAILED = "UPDATE_FAILED"
+    DELETE_IN_PROGRESS = "DELETE_IN_PROGRESS"
+
+
+class InferenceFramework(StrEnum):
+    TEXT_GENERATION_INFERENCE = "text_generation_inference"
+    VLLM = "vllm"
+
+
+class EndpointType(StrEnum):
+    STREAMING = "streaming"
+    SYNC = "sync"
+    ASYNC = "async"
+
+
+class ModelSource(StrEnum):
+    HUGGING_FACE = "hugging_face"
+
+
+@dataclass
+class EndpointConfig:
+    """What the operator asked for: everything a create or update request can set."""
+
+    model_name: str
+    source: ModelSource = ModelSource.HUGGING_FACE
+    inference_framework: InferenceFramework = InferenceFramework.TEXT_GENERATION_INFERENCE
+    inference_framework_image_tag: str = "latest"
+    num_shards: int = 1
+    quantize: str | None = None
+    checkpoint_path: str | None = None
+    endpoint_type: EndpointType = EndpointType.STREAMING
+    cpus: str = "1"
+    gpus: int = 0
+    memory: str = "4Gi"
+    gpu_type: str | None = None
+    storage: str | None = None
+    nodes_per_worker: int = 1
+    min_workers: int = 1
+    max_workers: int = 1
+    per_worker: int = 10
+    labels: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    public_inference: bool = False
+    high_priority: bool = False
+    post_inference_hooks: list[str] = field(default_factory=list)
+    default_callback_url: str | None = None
+
+
+@dataclass
+class ObservedState:
+    """What the orchestrator sees running for an endpoint."""
+
+    status: EndpointStatus
+    available_workers: int = 0
+    unavailable_workers: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class ModelEndpoint:
+    id: str
+    name: str
+    owner: str
+    created_by: str
+    created_at: datetime
+    last_updated_at: datetime
+    config: EndpointConfig
+    status: EndpointStatus = EndpointStatus.UPDATE_PENDING
+    status_reason: str | None = None
+    available_workers: int = 0
+    unavailable_workers: int = 0
+    # Bumped on every update, so orchestrators can tell which revision their servers run.
+    revision: int = 1

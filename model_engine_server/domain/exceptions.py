@@ -1,0 +1,79 @@
+"""The domain's errors. Adapters translate their own failures into these; ``api/errors.py`` maps them to HTTP once.
+
+    DomainError
+    ├── InvalidRequestError          the request is well-formed but not acceptable (400)
+    ├── NotFoundError                no such object visible to the caller (404)
+    │   └── EndpointNotFoundError
+    ├── ConflictError                it exists already / conflicting state (409)
+    ├── AuthenticationError          no or unknown credentials (401)
+    ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
+    ├── OverloadedError              upstream or queue is full (429)
+    ├── UpstreamError                an inference server failed or answered badly (502/504)
+    │   └── UpstreamTimeoutError
+    ├── BrokerUnavailableError       the task broker cannot be reached (503)
+    └── OrchestrationError           the orchestrator could not carry out a change
+        └── PermissionDeniedError    the platform itself lacks a permission (e.g. Kubernetes RBAC)
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the platform raises on purpose. ``message`` is safe to show to the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequestError(DomainError):
+    pass
+
+
+class NotFoundError(DomainError):
+    pass
+
+
+class EndpointNotFoundError(NotFoundError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Model endpoint {name!r} was not found.")
+        self.name = name
+
+
+class ConflictError(DomainError):
+    pass
+
+
+class AuthenticationError(DomainError):
+    pass
+
+
+class EndpointNotReadyError(DomainError):
+    pass
+
+
+class OverloadedError(DomainError):
+    pass
+
+
+class UpstreamError(DomainError):
+    def __init__(self, message: str, status_code: int = 502) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class UpstreamTimeoutError(UpstreamError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=504)
+
+
+class BrokerUnavailableError(DomainError):
+    pass
+
+
+class OrchestrationError(DomainError):
+    pass
+
+
+class PermissionDeniedError(OrchestrationError):
+    pass

@@ -1,0 +1,36 @@
+"""Interfaces the domain needs from the outside world; ``db/`` and ``orchestration/*`` implement them."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from model_engine_server.domain.entities import ModelEndpoint, ObservedState
+
+
+class Orchestrator(Protocol):
+    """Turns endpoint records into running inference servers and reports what actually runs.
+
+    Implementations: ``orchestration.local.LocalOrchestrator`` (processes on this machine) and
+    ``orchestration.kubernetes.KubernetesOrchestrator`` (Deployments through the Kubernetes API).
+    """
+
+    async def start(self) -> None:
+        """Connect, start watches or supervisors. Called once from the application's lifespan."""
+
+    async def close(self) -> None:
+        """Stop background work and release connections (local servers are stopped on shutdown)."""
+
+    async def apply(self, endpoint: ModelEndpoint) -> None:
+        """Create or update the servers of ``endpoint`` so they match its config (idempotent)."""
+
+    async def delete(self, endpoint: ModelEndpoint) -> None:
+        """Remove everything that runs for ``endpoint`` (idempotent; absent is fine)."""
+
+    async def observe(self, endpoint: ModelEndpoint) -> ObservedState:
+        """What runs for ``endpoint`` right now. Cheap: served from a watch-fed cache or in-process state."""
+
+    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
+        """Base URLs (``http://host:port``) the gateway may send requests for ``endpoint`` to, ready ones only."""
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when something observed may have changed, or after ``timeout`` seconds at the latest."""
