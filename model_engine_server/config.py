@@ -71,6 +71,23 @@ class Settings(BaseSettings):
     vllm_image_repository: str = "vllm/vllm-openai"
     builtin_image_repository: str = "ghcr.io/llm-engine/model-engine"
     builtin_image_tag: str = "0.1.0"
+    # Endpoints with gpus == 0 run the built-in server (a TGI and OpenAI peer) instead of the CUDA-only engine images.
+    kubernetes_builtin_engine_without_gpus: bool = True
+    kubernetes_termination_grace_seconds: int = Field(default=600, ge=30)  # lets in-flight streams finish
+    # Per-pod custom metric (served by prometheus-adapter) the HPA targets with `per_worker` concurrent requests.
+    kubernetes_hpa_metric_name: str = "llm_engine_concurrent_requests"
+    # KEDA (min_workers == 0): Prometheus query of queued + in-flight requests; {endpoint_id} and {namespace} filled in.
+    kubernetes_keda_prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    kubernetes_keda_query_template: str = (
+        'sum(llm_engine_endpoint_inflight_requests{{endpoint_id="{endpoint_id}"}}) or vector(0)'
+    )
+    # Init-container images that copy a checkpoint_path from object storage; credentials come from the pod's
+    # ServiceAccount (IRSA / Workload Identity) or the Secret below (envFrom, optional).
+    kubernetes_s3_download_image: str = "amazon/aws-cli:2.22.35"
+    kubernetes_gcs_download_image: str = "google/cloud-sdk:502.0.0-slim"
+    kubernetes_checkpoint_credentials_secret: str = ""
+    kubernetes_watch_timeout_seconds: int = Field(default=300, gt=0)  # server-side; watches resume after it
+    kubernetes_leader_lease_name: str = "llm-engine-orchestrator"
     # `inference_framework_image_tag: "latest"` resolves through this map (framework -> tag).
     latest_image_tags: dict[str, str] = Field(
         default_factory=lambda: {"text_generation_inference": "3.3.6", "vllm": "v0.11.0"}

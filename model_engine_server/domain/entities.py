@@ -73,6 +73,9 @@ class ObservedState:
     available_workers: int = 0
     unavailable_workers: int = 0
     reason: str | None = None
+    # The servers' resources are absent, stale or were changed by hand: the reconciler should call apply() again
+    # (status is UPDATE_IN_PROGRESS with a reason saying what is missing).
+    missing: bool = False
 
 
 @dataclass

@@ -1,18 +1,18 @@
 """The domain's errors. Adapters translate their own failures into these; ``api/errors.py`` maps them to HTTP once.
 
-    DomainError
-    ├── InvalidRequestError          the request is well-formed but not acceptable (400)
-    ├── NotFoundError                no such object visible to the caller (404)
-    │   └── EndpointNotFoundError
-    ├── ConflictError                it exists already / conflicting state (409)
-    ├── AuthenticationError          no or unknown credentials (401)
-    ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
-    ├── OverloadedError              upstream or queue is full (429)
-    ├── UpstreamError                an inference server failed or answered badly (502/504)
-    │   └── UpstreamTimeoutError
-    ├── BrokerUnavailableError       the task broker cannot be reached (503)
-    └── OrchestrationError           the orchestrator could not carry out a change
-        └── PermissionDeniedError    the platform itself lacks a permission (e.g. Kubernetes RBAC)
+DomainError
+├── InvalidRequestError          the request is well-formed but not acceptable (400)
+├── NotFoundError                no such object visible to the caller (404)
+│   └── EndpointNotFoundError
+├── ConflictError                it exists already / conflicting state (409)
+├── AuthenticationError          no or unknown credentials (401)
+├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
+├── OverloadedError              upstream or queue is full (429)
+├── UpstreamError                an inference server failed or answered badly (502/504)
+│   └── UpstreamTimeoutError
+├── BrokerUnavailableError       the task broker cannot be reached (503)
+└── OrchestrationError           the orchestrator could not carry out a change
+    └── PermissionDeniedError    the platform itself lacks a permission (e.g. Kubernetes RBAC)
 """
 
 from __future__ import annotations

@@ -63,8 +63,9 @@ DEFAULT_ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("mixtral-8x7b-instruct", "mistralai/Mixtral-8x7B-Instruct-v0.1", (TGI, VLLM), 32768, 2, _A100, "160Gi"),
     ZooEntry("qwen2-5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct", (TGI, VLLM), 32768, 1, _A10, "24Gi"),
     ZooEntry("gemma-2-9b-it", "google/gemma-2-9b-it", (TGI, VLLM), 8192, 1, _A100, "40Gi"),
-    ZooEntry("llama-3-1-405b-instruct-fp8", "meta-llama/Llama-3.1-405B-Instruct-FP8", (VLLM,), 131072, 8, _H100,
-             "800Gi"),
+    ZooEntry(
+        "llama-3-1-405b-instruct-fp8", "meta-llama/Llama-3.1-405B-Instruct-FP8", (VLLM,), 131072, 8, _H100, "800Gi"
+    ),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from model_engine_server.domain.entities import ModelEndpoint, ObservedState
+from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint, ObservedState
 
 
 class Orchestrator(Protocol):
@@ -34,3 +34,15 @@ class Orchestrator(Protocol):
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when something observed may have changed, or after ``timeout`` seconds at the latest."""
+
+
+class EndpointRepository(Protocol):
+    """The registry of endpoints, as the endpoint operations need it (``db.repositories.EndpointRegistry``)."""
+
+    async def create(self, *, owner: str, name: str, config: EndpointConfig) -> ModelEndpoint: ...
+
+    async def get_owned(self, name: str, owner: str) -> ModelEndpoint: ...
+
+    async def update_config(self, name: str, owner: str, config: EndpointConfig) -> ModelEndpoint: ...
+
+    async def mark_deleting(self, name: str, owner: str) -> ModelEndpoint: ...

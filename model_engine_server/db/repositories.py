@@ -1,0 +1,324 @@
+"""Repositories: the registry's operations, each one transaction. They speak in domain entities, not rows."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Select, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from model_engine_server.db.models import ApiKeyRow, AsyncTaskRow, EndpointRow, utcnow
+from model_engine_server.domain.entities import (
+    EndpointConfig,
+    EndpointStatus,
+    EndpointType,
+    InferenceFramework,
+    ModelEndpoint,
+    ModelSource,
+    ObservedState,
+)
+from model_engine_server.domain.exceptions import ConflictError, EndpointNotFoundError, NotFoundError
+
+API_KEY_PREFIX = "llme_"
+
+
+class EndpointOrder(StrEnum):
+    NEWEST = "newest"
+    OLDEST = "oldest"
+    ALPHABETICAL = "alphabetical"
+
+
+_CONFIG_FIELDS = tuple(EndpointConfig.__dataclass_fields__)
+
+
+def _config_columns(config: EndpointConfig) -> dict[str, Any]:
+    values = asdict(config)
+    values["metadata_"] = values.pop("metadata")
+    return values
+
+
+def _to_entity(row: EndpointRow) -> ModelEndpoint:
+    raw = {name: getattr(row, "metadata_" if name == "metadata" else name) for name in _CONFIG_FIELDS}
+    raw["source"] = ModelSource(raw["source"])
+    raw["inference_framework"] = InferenceFramework(raw["inference_framework"])
+    raw["endpoint_type"] = EndpointType(raw["endpoint_type"])
+    return ModelEndpoint(
+        id=row.id,
+        name=row.name,
+        owner=row.owner,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        last_updated_at=row.last_updated_at,
+        config=EndpointConfig(**raw),
+        status=EndpointStatus(row.status),
+        status_reason=row.status_reason,
+        available_workers=row.available_workers,
+        unavailable_workers=row.unavailable_workers,
+        revision=row.revision,
+    )
+
+
+class EndpointRegistry:
+    """Model endpoints: what operators asked for and what the reconciler observed."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(self, *, owner: str, name: str, config: EndpointConfig) -> ModelEndpoint:
+        now = utcnow()
+        row = EndpointRow(
+            id=f"end_{uuid.uuid4().hex}",
+            name=name,
+            owner=owner,
+            created_by=owner,
+            created_at=now,
+            last_updated_at=now,
+            status=EndpointStatus.UPDATE_PENDING.value,
+            available_workers=0,
+            unavailable_workers=0,
+            revision=1,
+            **_config_columns(config),
+        )
+        try:
+            async with self._sessions.begin() as session:
+                session.add(row)
+        except IntegrityError as exc:
+            raise ConflictError(f"A model endpoint named {name!r} already exists.") from exc
+        return _to_entity(row)
+
+    async def get_owned(self, name: str, owner: str) -> ModelEndpoint:
+        """The endpoint if ``owner`` owns it; others' endpoints are indistinguishable from missing ones."""
+        return await self._one(select(EndpointRow).where(EndpointRow.name == name, EndpointRow.owner == owner), name)
+
+    async def get_for_inference(self, name: str, caller: str) -> ModelEndpoint:
+        """The endpoint if ``caller`` may send it requests: its owner, or anyone when it is public."""
+        query = select(EndpointRow).where(
+            EndpointRow.name == name, or_(EndpointRow.owner == caller, EndpointRow.public_inference.is_(True))
+        )
+        return await self._one(query, name)
+
+    async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None:
+        async with self._sessions() as session:
+            row = await session.get(EndpointRow, endpoint_id)
+            return _to_entity(row) if row is not None else None
+
+    async def list_owned(
+        self, owner: str, *, name: str | None = None, order_by: EndpointOrder = EndpointOrder.NEWEST
+    ) -> list[ModelEndpoint]:
+        query = select(EndpointRow).where(EndpointRow.owner == owner)
+        if name is not None:
+            query = query.where(EndpointRow.name == name)
+        ordering = {
+            EndpointOrder.NEWEST: (EndpointRow.created_at.desc(), EndpointRow.name),
+            EndpointOrder.OLDEST: (EndpointRow.created_at.asc(), EndpointRow.name),
+            EndpointOrder.ALPHABETICAL: (EndpointRow.name.asc(),),
+        }[order_by]
+        return await self._all(query.order_by(*ordering))
+
+    async def list_all(self) -> list[ModelEndpoint]:
+        return await self._all(select(EndpointRow).order_by(EndpointRow.created_at))
+
+    async def update_config(self, name: str, owner: str, config: EndpointConfig) -> ModelEndpoint:
+        """Store a new config as the next revision; the reconciler rolls the servers over to it."""
+        async with self._sessions.begin() as session:
+            row = await self._locked_owned(session, name, owner)
+            if row.status == EndpointStatus.DELETE_IN_PROGRESS:
+                raise ConflictError(f"Model endpoint {name!r} is being deleted.")
+            for column, value in _config_columns(config).items():
+                setattr(row, column, value)
+            row.revision += 1
+            row.status = EndpointStatus.UPDATE_PENDING.value
+            row.status_reason = None
+            row.last_updated_at = utcnow()
+            return _to_entity(row)
+
+    async def mark_deleting(self, name: str, owner: str) -> ModelEndpoint:
+        async with self._sessions.begin() as session:
+            row = await self._locked_owned(session, name, owner)
+            row.status = EndpointStatus.DELETE_IN_PROGRESS.value
+            row.status_reason = None
+            row.last_updated_at = utcnow()
+            return _to_entity(row)
+
+    async def set_status(self, endpoint_id: str, revision: int, status: EndpointStatus, reason: str | None) -> bool:
+        """Set the status of ``revision``; a newer revision or a pending delete wins (returns False)."""
+        return await self._write_observation(endpoint_id, revision, status=status.value, status_reason=reason)
+
+    async def record_observed(self, endpoint_id: str, revision: int, state: ObservedState) -> bool:
+        """Write what the orchestrator saw for ``revision``; ignored once a newer revision or a delete exists."""
+        return await self._write_observation(
+            endpoint_id,
+            revision,
+            status=state.status.value,
+            status_reason=state.reason,
+            available_workers=state.available_workers,
+            unavailable_workers=state.unavailable_workers,
+        )
+
+    async def remove(self, endpoint_id: str) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(delete(EndpointRow).where(EndpointRow.id == endpoint_id))
+
+    async def _write_observation(self, endpoint_id: str, revision: int, **values: Any) -> bool:
+        statement = (
+            update(EndpointRow)
+            .where(
+                EndpointRow.id == endpoint_id,
+                EndpointRow.revision == revision,
+                EndpointRow.status != EndpointStatus.DELETE_IN_PROGRESS.value,
+            )
+            .values(**values)
+        )
+        async with self._sessions.begin() as session:
+            result = await session.execute(statement)
+            return bool(getattr(result, "rowcount", 0))
+
+    async def _locked_owned(self, session: AsyncSession, name: str, owner: str) -> EndpointRow:
+        query = select(EndpointRow).where(EndpointRow.name == name, EndpointRow.owner == owner).with_for_update()
+        row = (await session.execute(query)).scalar_one_or_none()
+        if row is None:
+            raise EndpointNotFoundError(name)
+        return row
+
+    async def _one(self, query: Select[tuple[EndpointRow]], name: str) -> ModelEndpoint:
+        async with self._sessions() as session:
+            row = (await session.execute(query)).scalar_one_or_none()
+        if row is None:
+            raise EndpointNotFoundError(name)
+        return _to_entity(row)
+
+    async def _all(self, query: Select[tuple[EndpointRow]]) -> list[ModelEndpoint]:
+        async with self._sessions() as session:
+            return [_to_entity(row) for row in (await session.execute(query)).scalars()]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    owner: str
+    prefix: str
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _key_entity(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(row.id, row.owner, row.prefix, row.description, row.created_at, row.revoked_at)
+
+
+class ApiKeyStore:
+    """API keys, stored only as hashes. The plaintext exists once: in the return value of ``create``."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(self, owner: str, description: str = "") -> tuple[str, ApiKey]:
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        return key, await self.store(key, owner, description)
+
+    async def store(self, key: str, owner: str, description: str = "") -> ApiKey:
+        """Store a given key (the Helm chart's bootstrap key); storing the same key again is a no-op."""
+        key_hash = hash_api_key(key)
+        async with self._sessions.begin() as session:
+            existing = (await session.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))).scalar()
+            if existing is not None:
+                return _key_entity(existing)
+            row = ApiKeyRow(
+                id=f"key_{uuid.uuid4().hex}",
+                owner=owner,
+                key_hash=key_hash,
+                prefix=key[: len(API_KEY_PREFIX) + 4],
+                description=description,
+                created_at=utcnow(),
+            )
+            session.add(row)
+        return _key_entity(row)
+
+    async def authenticate(self, key: str) -> str | None:
+        """The owner of ``key``, or None when it is unknown or revoked."""
+        query = select(ApiKeyRow.owner).where(ApiKeyRow.key_hash == hash_api_key(key), ApiKeyRow.revoked_at.is_(None))
+        async with self._sessions() as session:
+            return (await session.execute(query)).scalar_one_or_none()
+
+    async def list(self, owner: str | None = None) -> list[ApiKey]:
+        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at)
+        if owner is not None:
+            query = query.where(ApiKeyRow.owner == owner)
+        async with self._sessions() as session:
+            return [_key_entity(row) for row in (await session.execute(query)).scalars()]
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        async with self._sessions.begin() as session:
+            row = await session.get(ApiKeyRow, key_id)
+            if row is None:
+                raise NotFoundError(f"API key {key_id!r} was not found.")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            return _key_entity(row)
+
+
+@dataclass(frozen=True)
+class AsyncTaskRecord:
+    id: str
+    owner: str
+    endpoint_id: str | None
+    endpoint_name: str
+    created_at: datetime
+    expires_at: datetime
+
+
+def _task_entity(row: AsyncTaskRow) -> AsyncTaskRecord:
+    return AsyncTaskRecord(row.id, row.owner, row.endpoint_id, row.endpoint_name, row.created_at, row.expires_at)
+
+
+class AsyncTaskStore:
+    """Ownership and expiry of async completion tasks."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(self, task_id: str, owner: str, endpoint: ModelEndpoint, ttl: timedelta) -> AsyncTaskRecord:
+        now = utcnow()
+        row = AsyncTaskRow(
+            id=task_id,
+            owner=owner,
+            endpoint_id=endpoint.id,
+            endpoint_name=endpoint.name,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        async with self._sessions.begin() as session:
+            session.add(row)
+        return _task_entity(row)
+
+    async def get_owned(self, task_id: str, owner: str) -> AsyncTaskRecord:
+        """The task if ``owner`` submitted it and it has not expired."""
+        query = select(AsyncTaskRow).where(
+            AsyncTaskRow.id == task_id, AsyncTaskRow.owner == owner, AsyncTaskRow.expires_at > utcnow()
+        )
+        async with self._sessions() as session:
+            row = (await session.execute(query)).scalar_one_or_none()
+        if row is None:
+            raise NotFoundError(f"Async task {task_id!r} was not found.")
+        return _task_entity(row)
+
+    async def delete_expired(self) -> int:
+        async with self._sessions.begin() as session:
+            result = await session.execute(delete(AsyncTaskRow).where(AsyncTaskRow.expires_at <= utcnow()))
+            return int(getattr(result, "rowcount", 0))
+
+
+def merged_config(current: EndpointConfig, changes: dict[str, Any]) -> EndpointConfig:
+    """``current`` with the given fields replaced (an update request only names what changes)."""
+    return replace(current, **changes)

@@ -1,0 +1,46 @@
+"""In-memory fakes of our own ports, for tests of the layers above them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
+
+
+class FakeOrchestrator:
+    """Records what it was asked to do; tests set what it observes and which upstreams it routes to."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, int]] = []
+        self.deleted: list[str] = []
+        self.observed: dict[str, ObservedState] = {}
+        self.routes: dict[str, list[str]] = {}
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def apply(self, endpoint: ModelEndpoint) -> None:
+        self.applied.append((endpoint.name, endpoint.revision))
+
+    async def delete(self, endpoint: ModelEndpoint) -> None:
+        self.deleted.append(endpoint.name)
+
+    async def observe(self, endpoint: ModelEndpoint) -> ObservedState:
+        return self.observed.get(endpoint.name, ObservedState(status=EndpointStatus.UPDATE_IN_PROGRESS))
+
+    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
+        return list(self.routes.get(endpoint.name, []))
+
+    async def wait_for_change(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return
+        self._changed.clear()
+
+    def notify(self) -> None:
+        self._changed.set()
