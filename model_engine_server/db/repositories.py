@@ -187,14 +187,14 @@ class EndpointRegistry:
             raise EndpointNotFoundError(name)
         return row
 
-    async def _one(self, query: Select[tuple[EndpointRow]], name: str) -> ModelEndpoint:
+    async def _one(self, query: Select[EndpointRow], name: str) -> ModelEndpoint:
         async with self._sessions() as session:
             row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
             raise EndpointNotFoundError(name)
         return _to_entity(row)
 
-    async def _all(self, query: Select[tuple[EndpointRow]]) -> list[ModelEndpoint]:
+    async def _all(self, query: Select[EndpointRow]) -> list[ModelEndpoint]:
         async with self._sessions() as session:
             return [_to_entity(row) for row in (await session.execute(query)).scalars()]
 

@@ -1,0 +1,3 @@
+from model_engine_server.cli import app
+
+app()
