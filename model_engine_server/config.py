@@ -10,8 +10,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model_engine_server.domain.entities import InferenceFramework
+from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
 
 ENV_PREFIX = "LLM_ENGINE_"
 
@@ -24,6 +27,20 @@ class AuthMode(StrEnum):
 class OrchestratorKind(StrEnum):
     LOCAL = "local"
     KUBERNETES = "kubernetes"
+
+
+class ModelZooOverride(BaseModel):
+    """One model zoo entry an operator adds or replaces (the Helm chart's ``modelZoo`` value), keyed by model_name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hf_repo: str = Field(min_length=3, pattern=r"^[^/\s]+/[^/\s]+$")
+    frameworks: list[InferenceFramework] = Field(min_length=1)
+    context_length: int = Field(gt=0)
+    gpus: int = Field(ge=0)
+    gpu_type: str | None = None
+    memory: str
+    cpus: str = "4"
 
 
 def _default_data_dir() -> Path:
@@ -48,7 +65,19 @@ class Settings(BaseSettings):
     bootstrap_owner: str = "admin"
     upstream_connect_timeout_seconds: float = 5.0
     upstream_read_timeout_seconds: float = 600.0
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)  # ": ping" comments on quiet completion streams
     async_task_result_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    # Async workers (`model-engine worker`): a task held by a worker that stopped renewing its lease (killed, lost
+    # its network) goes back to the queue after this long. Running tasks renew every third of it, so it does not
+    # bound how long a generation may take.
+    async_task_visibility_timeout_seconds: int = Field(default=120, ge=3)
+    async_worker_concurrency: int = Field(default=16, ge=1)  # tasks one worker process runs at once
+    # At most this many of one endpoint's tasks run at once in one worker process (lower still when the endpoint's
+    # max_workers * per_worker is lower), so a stalled endpoint leaves the other slots to other endpoints.
+    async_endpoint_concurrency: int = Field(default=8, ge=1)
+    async_task_max_attempts: int = Field(default=8, ge=1)  # tries on upstream 429/503/connection errors
+    broker_key_prefix: str = ""  # Redis only: prefix of every broker and result key (several installs, one Redis)
+    embedded_broker_polling_seconds: float = Field(default=0.05, gt=0, le=5)  # SQLite broker: idle poll interval
     demo_model: str = "smollm2-135m"  # created by `model-engine serve` when absent; "" disables it
 
     # --- the orchestrator ----------------------------------------------------------------------------------------
@@ -92,6 +121,8 @@ class Settings(BaseSettings):
     latest_image_tags: dict[str, str] = Field(
         default_factory=lambda: {"text_generation_inference": "3.3.6", "vllm": "v0.11.0"}
     )
+    # Model zoo entries added or replaced by the operator (JSON object: model_name -> ModelZooOverride fields).
+    model_zoo_overrides: dict[str, ModelZooOverride] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _fill_derived_defaults(self) -> Settings:
@@ -121,6 +152,24 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         assert self.model_cache_dir is not None  # filled in by the validator
         return self.model_cache_dir
+
+    def model_zoo(self) -> ModelZoo:
+        """The default zoo with ``model_zoo_overrides`` applied: an override replaces the entry of the same name."""
+        overrides = tuple(
+            ZooEntry(
+                name=name,
+                hf_repo=entry.hf_repo,
+                frameworks=tuple(entry.frameworks),
+                context_length=entry.context_length,
+                gpus=entry.gpus,
+                gpu_type=entry.gpu_type,
+                memory=entry.memory,
+                cpus=entry.cpus,
+            )
+            for name, entry in self.model_zoo_overrides.items()
+        )
+        kept = tuple(entry for entry in DEFAULT_ZOO if entry.name not in self.model_zoo_overrides)
+        return ModelZoo(kept + overrides)
 
 
 def load_settings() -> Settings:

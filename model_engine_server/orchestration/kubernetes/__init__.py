@@ -1,0 +1,5 @@
+"""The Kubernetes orchestrator: Deployments, Services, autoscalers and PDBs per endpoint through the Kubernetes API."""
+
+from model_engine_server.orchestration.kubernetes.orchestrator import KubernetesOrchestrator
+
+__all__ = ["KubernetesOrchestrator"]
