@@ -18,6 +18,7 @@ from model_engine_server.db.repositories import ApiKeyStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.domain.rules import is_loopback_host
+from model_engine_server.inference.server.cli import inference_server
 
 app = typer.Typer(
     name="model-engine",
@@ -29,6 +30,7 @@ keys_app = typer.Typer(help="Create, list and revoke API keys (auth mode [bold]k
 endpoints_app = typer.Typer(help="Inspect model endpoints in the registry.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(endpoints_app, name="endpoints")
+app.command("inference-server")(inference_server)
 
 console = Console()
 T = TypeVar("T")
@@ -86,6 +88,49 @@ def migrate(
     console.print("[green]Database schema is up to date.[/green]")
 
 
+def _platform_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check would drown everything else
+
+
+@app.command()
+def serve(
+    host: HostOption = None,
+    port: PortOption = None,
+    worker: Annotated[bool, typer.Option(help="Also run the async completion worker.")] = True,
+) -> None:
+    """Run the whole platform on this machine: gateway, orchestrator, async worker and the demo model.
+
+    Embedded defaults: the registry and the task broker are SQLite files in LLM_ENGINE_DATA_DIR and every endpoint
+    is served by inference-server processes on this machine. The demo endpoint (LLM_ENGINE_DEMO_MODEL) is created
+    when absent. Ctrl-C stops everything.
+    """
+    from model_engine_server.runtime import StartupError, serve_platform, worker_command
+
+    settings = settings_or_exit(host=host, port=port)
+    check_bind_address(settings)
+    _platform_logging()
+    try:
+        asyncio.run(serve_platform(settings, console, worker_argv=worker_command() if worker else None))
+    except StartupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command("orchestrator")
+def orchestrator_command() -> None:
+    """Run the reconciler and orchestrator alone (on Kubernetes; with replicas, the Lease holder reconciles)."""
+    from model_engine_server.runtime import run_orchestrator
+
+    settings = settings_or_exit()
+    _platform_logging()
+    asyncio.run(run_orchestrator(settings))
+
+
 @app.command()
 def gateway(host: HostOption = None, port: PortOption = None) -> None:
     """Run the gateway API alone (on Kubernetes; on one machine use [bold]model-engine serve[/bold])."""
@@ -99,6 +144,30 @@ def gateway(host: HostOption = None, port: PortOption = None) -> None:
     logging.basicConfig(level=logging.INFO)
     application = create_app(settings, orchestrator=build_orchestrator(settings))
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info", proxy_headers=True)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Tasks run at once (threads); default LLM_ENGINE_ASYNC_WORKER_CONCURRENCY.")
+    ] = None,
+    queues: Annotated[
+        str | None, typer.Option(help="Comma-separated endpoint names to serve; default: every endpoint.")
+    ] = None,
+) -> None:
+    """Run an async completion worker (Celery) that consumes the endpoints' task queues."""
+    from model_engine_server.config import OrchestratorKind
+    from model_engine_server.tasks.runtime import OrchestratorResolver, UpstreamResolver
+    from model_engine_server.tasks.worker import parse_endpoint_names, run_worker
+
+    settings = settings_or_exit()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    resolver: UpstreamResolver | None = None  # default: the local orchestrator's replicas, from its state file
+    if settings.orchestrator is OrchestratorKind.KUBERNETES:
+        from model_engine_server.orchestration.factory import build_orchestrator
+
+        resolver = OrchestratorResolver(build_orchestrator(settings))
+    run_worker(settings, concurrency=concurrency, endpoint_names=parse_endpoint_names(queues), resolver=resolver)
 
 
 @keys_app.command("create")

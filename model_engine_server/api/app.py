@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
-from model_engine_server.api.routes import endpoints, health
+from model_engine_server.api.routes import async_tasks, completions, endpoints, health
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.inference.completions import CompletionDispatcher
+from model_engine_server.inference.upstream import UpstreamClient
+from model_engine_server.tasks.celery_app import create_celery_app
+from model_engine_server.tasks.client import AsyncTaskQueue
 
 VERSION = "0.1.0"
 
@@ -40,19 +45,38 @@ def create_app(
         keys = ApiKeyStore(sessions)
         if settings.bootstrap_api_key is not None:
             await keys.store(settings.bootstrap_api_key.get_secret_value(), settings.bootstrap_owner, "bootstrap")
+        # Async completions: a Celery app (no connection until the first submit) over the task records.
+        endpoint_registry = EndpointRegistry(sessions)
+        model_zoo = zoo or ModelZoo()
+        task_queue = AsyncTaskQueue(
+            create_celery_app(settings),
+            AsyncTaskStore(sessions),
+            timedelta(seconds=settings.async_task_result_ttl_seconds),
+            endpoint_registry.get_for_inference,
+            model_zoo,
+        )
         app.state.services = Services(
             settings=settings,
-            endpoints=EndpointRegistry(sessions),
+            endpoints=endpoint_registry,
             keys=keys,
             tasks=AsyncTaskStore(sessions),
             orchestrator=orchestrator,
-            zoo=zoo or ModelZoo(),
+            zoo=model_zoo,
             on_registry_change=on_registry_change,
             database=database,
+            async_tasks=task_queue,
+        )
+        # One pooled client for every inference server this process talks to.
+        upstream = UpstreamClient.from_settings(settings)
+        services = app.state.services
+        app.state.completions = CompletionDispatcher(
+            services.endpoints.get_for_inference, orchestrator, upstream, services.zoo
         )
         try:
             yield
         finally:
+            await upstream.aclose()
+            task_queue.close()
             await database.dispose()
 
     app = FastAPI(
@@ -64,4 +88,6 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(endpoints.router)
+    app.include_router(completions.router)
+    app.include_router(async_tasks.router)
     return app

@@ -16,6 +16,8 @@ from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, End
 from model_engine_server.domain.endpoints import EndpointOperations
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.inference.completions import CompletionDispatcher
+from model_engine_server.tasks.client import AsyncTaskQueue
 
 
 @dataclass
@@ -30,9 +32,10 @@ class Services:
     zoo: ModelZoo
     on_registry_change: Callable[[], None]
     database: AsyncEngine
+    async_tasks: AsyncTaskQueue | None = None  # the Celery side of async completions
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -40,7 +43,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
@@ -60,8 +63,25 @@ def get_orchestrator(services: ServicesDep) -> Orchestrator:
     return services.orchestrator
 
 
+async def get_completion_dispatcher(request: Request) -> CompletionDispatcher:
+    """Built in the lifespan next to the pooled upstream client (``app.state.completions``). Dependencies on the
+    completion path are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool, which cost more
+    than the rest of the gateway's work per request (benchmarks/gateway_overhead.py)."""
+    dispatcher: CompletionDispatcher = request.app.state.completions
+    return dispatcher
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CallerDep = Annotated[str, Depends(get_caller)]
 EndpointRegistryDep = Annotated[EndpointRegistry, Depends(get_endpoint_registry)]
 EndpointOperationsDep = Annotated[EndpointOperations, Depends(get_endpoint_operations)]
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
+CompletionDispatcherDep = Annotated[CompletionDispatcher, Depends(get_completion_dispatcher)]
+
+
+def get_async_task_queue(services: ServicesDep) -> AsyncTaskQueue:
+    assert services.async_tasks is not None, "create_app's lifespan builds the async task queue"
+    return services.async_tasks
+
+
+AsyncTaskQueueDep = Annotated[AsyncTaskQueue, Depends(get_async_task_queue)]

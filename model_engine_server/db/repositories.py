@@ -313,6 +313,11 @@ class AsyncTaskStore:
             raise NotFoundError(f"Async task {task_id!r} was not found.")
         return _task_entity(row)
 
+    async def delete(self, task_id: str) -> None:
+        """Forget a task (its message could not be enqueued, so no id was handed out)."""
+        async with self._sessions.begin() as session:
+            await session.execute(delete(AsyncTaskRow).where(AsyncTaskRow.id == task_id))
+
     async def delete_expired(self) -> int:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(AsyncTaskRow).where(AsyncTaskRow.expires_at <= utcnow()))

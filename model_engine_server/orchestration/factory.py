@@ -1,5 +1,4 @@
-"""Choose the orchestrator the settings ask for. Imports are deferred so a one-machine install never loads the
-Kubernetes client, and a cluster install never needs the local process supervisor."""
+"""Pick the orchestrator the settings ask for. Kubernetes support is imported only when it is used."""
 
 from __future__ import annotations
 
@@ -9,9 +8,9 @@ from model_engine_server.domain.ports import Orchestrator
 
 def build_orchestrator(settings: Settings) -> Orchestrator:
     if settings.orchestrator is OrchestratorKind.KUBERNETES:
-        from model_engine_server.orchestration.kubernetes.orchestrator import KubernetesOrchestrator
+        from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
 
         return KubernetesOrchestrator(settings)
-    from model_engine_server.orchestration.local.orchestrator import LocalOrchestrator
+    from model_engine_server.orchestration.local import LocalOrchestrator
 
     return LocalOrchestrator(settings)

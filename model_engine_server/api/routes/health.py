@@ -26,6 +26,12 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready; say which
         checks["database"] = f"unreachable: {type(exc).__name__}"
+    if services.async_tasks is not None:
+        try:
+            await services.async_tasks.check_broker()
+            checks["broker"] = "ok"
+        except Exception as exc:  # any failure means not ready; say which
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -1,0 +1,6 @@
+"""Serve endpoints with inference-server processes on this machine (the embedded default)."""
+
+from model_engine_server.orchestration.local.orchestrator import LocalOrchestrator, ReplicaPhase, ReplicaView
+from model_engine_server.orchestration.local.policy import SupervisionPolicy
+
+__all__ = ["LocalOrchestrator", "ReplicaPhase", "ReplicaView", "SupervisionPolicy"]

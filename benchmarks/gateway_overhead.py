@@ -1,0 +1,495 @@
+"""What the gateway adds to a completion: the same requests sent straight to an inference server, through the
+gateway, and through nginx as a reverse proxy, in one run.
+
+The inference server is ``benchmarks/instant_tgi.py``, which answers instantly, so everything measured beyond the
+direct baseline is the proxy's own cost. Each process runs on its own: the instant server, the gateway (uvicorn with
+uvloop and httptools, embedded SQLite registry, open auth), nginx (if installed), and a load generator (a minimal
+keep-alive HTTP/1.1 client on asyncio + httptools, so the load generator costs as little CPU as possible).
+
+Reported: added latency p50/p99 (sync, at concurrency 1), added time to first token (stream, concurrency 1),
+gateway requests/s at concurrency 1, 8, 32 and 128 (with the direct and nginx figures from the same run), errors,
+and the gateway/nginx ratio of added latency. Results go to ``benchmarks/results/gateway_overhead.json``.
+
+    .venv/bin/python -m benchmarks.gateway_overhead [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import httptools
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "gateway_overhead.json"
+ENDPOINT = "bench"
+OWNER_KEY = "bench-key"  # open auth: the key is its own tenant
+STORED_KEY = "llme_benchmark-key-0123456789"  # keys auth: stored hashed at start-up for OWNER_KEY
+PROMPT = "Summarise the benefits of connection pooling in one sentence"
+MAX_NEW_TOKENS = 16
+CONCURRENCIES = (1, 8, 32, 128)
+TARGETS = {"p50_added_ms": 2.0, "sync_rps_at_32": 800.0}
+
+
+# --- the load generator (runs in its own process) --------------------------------------------------------------
+
+
+class _Client(asyncio.Protocol):
+    """One keep-alive connection; ``request`` sends prebuilt bytes and returns (status, latency, first-byte time)."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._first_body: float | None = None
+        self._status = 0
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+
+    def on_body(self, _body: bytes) -> None:
+        if self._first_body is None:
+            self._first_body = time.perf_counter()
+
+    def on_message_complete(self) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    async def request(self, raw: bytes) -> tuple[int, float, float]:
+        assert self._transport is not None
+        self._done = asyncio.get_running_loop().create_future()
+        self._first_body = None
+        started = time.perf_counter()
+        self._transport.write(raw)
+        await self._done
+        ended = time.perf_counter()
+        return self._status, ended - started, (self._first_body or ended) - started
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _raw_request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _load(spec: dict[str, Any]) -> dict[str, Any]:
+    host, port = spec["host"], spec["port"]
+    raw = _raw_request(f"{host}:{port}", spec["path"], spec["body"].encode(), spec["headers"])
+    concurrency, total, warmup = spec["concurrency"], spec["requests"], spec["warmup"]
+    loop = asyncio.get_running_loop()
+
+    async def connect() -> _Client:
+        return (await loop.create_connection(_Client, host, port))[1]
+
+    clients = [await connect() for _ in range(concurrency)]
+    latencies: list[float] = []
+    first_bytes: list[float] = []
+    errors = 0
+    remaining = total
+
+    async def send(index: int) -> tuple[int, float, float]:
+        """One request on connection ``index``, reconnecting first if the server closed it (not timed)."""
+        if clients[index].closed:
+            clients[index] = await connect()
+        return await clients[index].request(raw)
+
+    async def worker(index: int) -> None:
+        nonlocal remaining, errors
+        while remaining > 0:
+            remaining -= 1
+            try:
+                status, latency, first = await send(index)
+            except ConnectionError:
+                errors += 1
+                continue
+            if status != 200:
+                errors += 1
+            else:
+                latencies.append(latency)
+                first_bytes.append(first)
+
+    # Warm-up requests run first on every connection, then the clock starts for the measured ones.
+    async def warm(index: int) -> None:
+        for _ in range(max(1, warmup // concurrency)):
+            await send(index)
+
+    await asyncio.gather(*(warm(index) for index in range(concurrency)))
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(index) for index in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        client.close()
+    return {
+        "completed": len(latencies),
+        "errors": errors,
+        "elapsed": elapsed,
+        "p50": _percentile(latencies, 0.50),
+        "p99": _percentile(latencies, 0.99),
+        "first_byte_p50": _percentile(first_bytes, 0.50),
+        "first_byte_p99": _percentile(first_bytes, 0.99),
+    }
+
+
+def _load_main(spec_json: str) -> None:
+    import uvloop
+
+    result = uvloop.run(_load(json.loads(spec_json)))
+    sys.stdout.write(json.dumps(result))
+
+
+# --- processes under test ---------------------------------------------------------------------------------------
+
+
+def _spawn(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start a process that prints ``listening on <url>`` when ready; returns it and the URL."""
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env or os.environ.copy()
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("listening on "):
+        process.kill()
+        raise RuntimeError(f"{args[:4]} failed to start: {line}{process.stderr.read() if process.stderr else ''}")
+    return process, line.split()[-1]
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class StaticOrchestrator:
+    """The benchmark's orchestrator: one endpoint, always READY, routed to the given inference server."""
+
+    def __init__(self, upstream: str) -> None:
+        self._upstream = upstream
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def apply(self, _endpoint: Any) -> None:
+        return None
+
+    async def delete(self, _endpoint: Any) -> None:
+        return None
+
+    async def observe(self, _endpoint: Any) -> Any:
+        from model_engine_server.domain.entities import EndpointStatus, ObservedState
+
+        return ObservedState(status=EndpointStatus.READY, available_workers=1)
+
+    async def upstreams(self, _endpoint: Any) -> list[str]:
+        return [self._upstream]
+
+    async def wait_for_change(self, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+
+
+def _gateway_main(upstream: str, data_dir: str, auth_mode: str) -> None:
+    """Run the real gateway app (as ``model-engine serve`` would) with one READY endpoint routed to ``upstream``."""
+    import socket
+
+    import uvicorn
+
+    from model_engine_server.api.app import create_app
+    from model_engine_server.config import AuthMode, Settings
+    from model_engine_server.db.migrate import upgrade
+    from model_engine_server.db.repositories import EndpointRegistry
+    from model_engine_server.db.session import create_engine, create_session_factory
+    from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ObservedState
+
+    settings = Settings(
+        data_dir=Path(data_dir), auth_mode=AuthMode(auth_mode), bootstrap_api_key=STORED_KEY, bootstrap_owner=OWNER_KEY
+    )
+    upgrade(settings.database_url)
+
+    async def register() -> None:
+        engine = create_engine(settings.database_url)
+        registry = EndpointRegistry(create_session_factory(engine))
+        endpoint = await registry.create(
+            owner=OWNER_KEY, name=ENDPOINT, config=EndpointConfig(model_name="smollm2-135m")
+        )
+        await registry.record_observed(endpoint.id, endpoint.revision, ObservedState(EndpointStatus.READY, 1))
+        await engine.dispose()
+
+    asyncio.run(register())
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    app = create_app(settings, orchestrator=StaticOrchestrator(upstream))
+    config = uvicorn.Config(
+        app, loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="on", backlog=4096
+    )
+    server = uvicorn.Server(config)
+    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    server.run(sockets=[sock])
+
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    upstream engine {{ server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://engine;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def _nginx(upstream_port: int, prefix: Path) -> Iterator[str | None]:
+    """nginx as a reverse proxy in front of the instant server, or None when nginx is not installed."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if binary is None:
+        print("nginx is not installed (Debian: apt-get install nginx): skipping the nginx comparison.")
+        yield None
+        return
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, upstream_port=upstream_port, port=port))
+    process = subprocess.Popen([binary, "-c", str(conf), "-p", str(prefix)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"nginx failed to start: {process.stderr.read() if process.stderr else ''}")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+# --- scenarios ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    target: str
+    kind: str
+    concurrency: int
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    first_byte_p50_ms: float
+    first_byte_p99_ms: float
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+def _run_load(target: str, url: str, kind: str, concurrency: int, requests: int, auth_mode: str) -> Run:
+    from model_engine_server.domain.completions import CompletionRequest
+    from model_engine_server.inference.adapters import TgiAdapter
+
+    request = CompletionRequest(prompt=PROMPT, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
+    if target == "gateway":
+        path = f"/v1/llm/completions-{kind}?model_endpoint_name={ENDPOINT}"
+        body: dict[str, Any] = {"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0}
+        headers = {"x-api-key": STORED_KEY if auth_mode == "keys" else OWNER_KEY}
+    else:  # what the gateway itself sends to the engine
+        adapter = TgiAdapter()
+        path = adapter.generate_path if kind == "sync" else adapter.stream_path
+        body = adapter.generate_body(request) if kind == "sync" else adapter.stream_body(request)
+        headers = {}
+    host, port = url.removeprefix("http://").split(":")
+    spec = {
+        "host": host,
+        "port": int(port),
+        "path": path,
+        "body": json.dumps(body),
+        "headers": headers,
+        "concurrency": concurrency,
+        "requests": requests,
+        "warmup": max(100, concurrency * 4),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gateway_overhead", "--load", json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    result = json.loads(completed.stdout)
+    return Run(
+        target=target,
+        kind=kind,
+        concurrency=concurrency,
+        requests=result["completed"] + result["errors"],
+        errors=result["errors"],
+        rps=result["completed"] / result["elapsed"],
+        p50_ms=result["p50"],
+        p99_ms=result["p99"],
+        first_byte_p50_ms=result["first_byte_p50"],
+        first_byte_p99_ms=result["first_byte_p99"],
+    )
+
+
+def _find(runs: list[Run], target: str, kind: str, concurrency: int) -> Run | None:
+    return next((r for r in runs if (r.target, r.kind, r.concurrency) == (target, kind, concurrency)), None)
+
+
+def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
+    latency_requests = 500 if quick else 3000
+    throughput_requests = 1000 if quick else 6000
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, contextlib.ExitStack() as processes:
+        engine, engine_url = _spawn([sys.executable, "-m", "benchmarks.instant_tgi", "--port", "0"])
+        processes.callback(_stop, engine)
+        gateway, gateway_url = _spawn(
+            [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp, auth_mode]
+        )
+        processes.callback(_stop, gateway)
+        nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
+        targets = {"direct": engine_url, "gateway": gateway_url}
+        if nginx_url is not None:
+            targets["nginx"] = nginx_url
+        for kind in ("sync", "stream"):
+            for target, url in targets.items():
+                print(f"  latency    {kind:6} {target:8} c=1 ...", flush=True)
+                runs.append(_run_load(target, url, kind, 1, latency_requests, auth_mode))
+        for concurrency in CONCURRENCIES[1:]:
+            for target, url in targets.items():
+                print(f"  throughput sync   {target:8} c={concurrency} ...", flush=True)
+                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, auth_mode))
+    return _summarise(runs, quick) | {"auth_mode": auth_mode}
+
+
+def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
+    def added(target: str, kind: str, field: str) -> float | None:
+        run, base = _find(runs, target, kind, 1), _find(runs, "direct", kind, 1)
+        return getattr(run, field) - getattr(base, field) if run and base else None
+
+    summary: dict[str, Any] = {
+        "gateway_added_sync_p50_ms": added("gateway", "sync", "p50_ms"),
+        "gateway_added_sync_p99_ms": added("gateway", "sync", "p99_ms"),
+        "gateway_added_ttft_p50_ms": added("gateway", "stream", "first_byte_p50_ms"),
+        "gateway_added_ttft_p99_ms": added("gateway", "stream", "first_byte_p99_ms"),
+        "nginx_added_sync_p50_ms": added("nginx", "sync", "p50_ms"),
+        "nginx_added_sync_p99_ms": added("nginx", "sync", "p99_ms"),
+        "nginx_added_ttft_p50_ms": added("nginx", "stream", "first_byte_p50_ms"),
+        "gateway_sync_rps": {c: run.rps for c in CONCURRENCIES if (run := _find(runs, "gateway", "sync", c))},
+        "errors": sum(run.errors for run in runs),
+    }
+    nginx_p50 = summary["nginx_added_sync_p50_ms"]
+    if nginx_p50:
+        summary["gateway_to_nginx_added_p50_ratio"] = summary["gateway_added_sync_p50_ms"] / nginx_p50
+    summary["targets_met"] = {
+        "added_p50_le_2ms": summary["gateway_added_sync_p50_ms"] <= TARGETS["p50_added_ms"],
+        "rps_at_32_ge_800": summary["gateway_sync_rps"].get(32, 0) >= TARGETS["sync_rps_at_32"],
+        "no_errors": summary["errors"] == 0,
+    }
+    return {
+        "benchmark": "gateway_overhead",
+        "quick": quick,
+        "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
+        "prompt_tokens": len(PROMPT.split()),
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "summary": summary,
+        "runs": [asdict(run) for run in runs],
+    }
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print()
+    print(f"{'target':8} {'kind':6} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttfb p50':>9} {'errors':>6}")
+    for run in result["runs"]:
+        print(
+            f"{run['target']:8} {run['kind']:6} {run['concurrency']:>4} {run['rps']:>8.0f} {run['p50_ms']:>8.2f} "
+            f"{run['p99_ms']:>8.2f} {run['first_byte_p50_ms']:>9.2f} {run['errors']:>6}"
+        )
+    summary = result["summary"]
+    print()
+    for key, value in summary.items():
+        if isinstance(value, float):
+            print(f"{key:40} {value:8.2f}")
+        else:
+            print(f"{key:40} {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Gateway overhead versus a direct call and nginx.")
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run, noisier figures)")
+    parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run the load generator with this spec
+    parser.add_argument(
+        "--auth-mode", choices=("open", "keys"), default="open", help="gateway auth: open (default) or keys (hashed)"
+    )
+    parser.add_argument("--serve-gateway", nargs=3, metavar=("UPSTREAM", "DATA_DIR", "AUTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        _load_main(args.load)
+        return
+    if args.serve_gateway:
+        _gateway_main(*args.serve_gateway)
+        return
+    print(f"gateway overhead: direct vs gateway vs nginx (instant TGI-protocol upstream, {args.auth_mode} auth)")
+    result = benchmark(args.quick, args.auth_mode)
+    _print_table(result)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    path = RESULTS if args.auth_mode == "open" else RESULTS.with_name(f"gateway_overhead_{args.auth_mode}.json")
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""llmengine: the Python SDK of LLM Engine.
+
+    from llmengine import Completion, Model
+
+    Model.create(name="demo", model="smollm2-135m", inference_framework_image_tag="latest", ...)
+    print(Completion.create(model="demo", prompt="Hello", max_new_tokens=10).output.text)
+
+Configure with ``LLM_ENGINE_BASE_PATH`` and ``SCALE_API_KEY`` (or ``llmengine.api_engine.set_base_path`` /
+``set_api_key``). The public names match the published ``scale-llm-engine`` client.
+"""
+
+from llmengine._core.retry import RetryPolicy
+from llmengine._transport import close_connections
+from llmengine._version import __version__
+from llmengine.completion import AsyncCompletionTask, Completion, CompletionTask
+from llmengine.data_types import (
+    CompletionOutput,
+    CompletionStreamOutput,
+    CompletionStreamResponse,
+    CompletionStreamV1Request,
+    CompletionStreamV1Response,
+    CompletionSyncResponse,
+    CompletionSyncV1Request,
+    CompletionSyncV1Response,
+    CreateAsyncTaskV1Response,
+    CreateLLMEndpointRequest,
+    CreateLLMEndpointResponse,
+    DeleteLLMEndpointResponse,
+    GetAsyncTaskV1Response,
+    GetLLMEndpointResponse,
+    GetModelEndpointResponse,
+    GpuType,
+    ListLLMEndpointsResponse,
+    LLMInferenceFramework,
+    LLMSource,
+    ModelEndpointDeploymentState,
+    ModelEndpointResourceState,
+    ModelEndpointStatus,
+    ModelEndpointType,
+    PostInferenceHooks,
+    Quantization,
+    StreamError,
+    StreamErrorContent,
+    TaskStatus,
+    TokenOutput,
+    UpdateLLMEndpointRequest,
+    UpdateLLMEndpointResponse,
+)
+from llmengine.model import Model
+from llmengine.streaming import AsyncCompletionStream, CompletionStream
+
+__all__ = [
+    "AsyncCompletionStream",
+    "AsyncCompletionTask",
+    "Completion",
+    "CompletionOutput",
+    "CompletionStream",
+    "CompletionStreamOutput",
+    "CompletionStreamResponse",
+    "CompletionStreamV1Request",
+    "CompletionStreamV1Response",
+    "CompletionSyncResponse",
+    "CompletionSyncV1Request",
+    "CompletionSyncV1Response",
+    "CompletionTask",
+    "CreateAsyncTaskV1Response",
+    "CreateLLMEndpointRequest",
+    "CreateLLMEndpointResponse",
+    "DeleteLLMEndpointResponse",
+    "GetAsyncTaskV1Response",
+    "GetLLMEndpointResponse",
+    "GetModelEndpointResponse",
+    "GpuType",
+    "LLMInferenceFramework",
+    "LLMSource",
+    "ListLLMEndpointsResponse",
+    "Model",
+    "ModelEndpointDeploymentState",
+    "ModelEndpointResourceState",
+    "ModelEndpointStatus",
+    "ModelEndpointType",
+    "PostInferenceHooks",
+    "Quantization",
+    "RetryPolicy",
+    "StreamError",
+    "StreamErrorContent",
+    "TaskStatus",
+    "TokenOutput",
+    "UpdateLLMEndpointRequest",
+    "UpdateLLMEndpointResponse",
+    "__version__",
+    "close_connections",
+]

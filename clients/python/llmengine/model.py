@@ -1,0 +1,175 @@
+"""Model endpoints: create, inspect, list, update and delete the deployments that serve completions."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+from llmengine import _transport
+from llmengine._constants import DEFAULT_TIMEOUT
+from llmengine._core.request_specs import (
+    create_endpoint_request,
+    delete_endpoint_request,
+    get_endpoint_request,
+    hook_names,
+    list_endpoints_request,
+    update_endpoint_request,
+)
+from llmengine._core.responses import parse_body
+from llmengine.data_types import (
+    CreateLLMEndpointResponse,
+    DeleteLLMEndpointResponse,
+    GetLLMEndpointResponse,
+    ListLLMEndpointsResponse,
+    LLMInferenceFramework,
+    LLMSource,
+    ModelEndpointType,
+    PostInferenceHooks,
+    Quantization,
+    UpdateLLMEndpointResponse,
+)
+
+# `Model.list` shadows the builtin inside the class body, so annotations there use this alias.
+_Hooks: TypeAlias = list[PostInferenceHooks]
+
+
+class Model:
+    """Model endpoints. Signatures and defaults match the published ``scale-llm-engine`` client."""
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        model: str,
+        inference_framework_image_tag: str,
+        source: LLMSource = LLMSource.HUGGING_FACE,
+        inference_framework: LLMInferenceFramework = LLMInferenceFramework.VLLM,
+        num_shards: int = 1,
+        quantize: Quantization | None = None,
+        checkpoint_path: str | None = None,
+        max_model_len: int | None = None,
+        cpus: int | None = None,
+        memory: str | None = None,
+        storage: str | None = None,
+        gpus: int | None = None,
+        nodes_per_worker: int = 1,
+        min_workers: int = 0,
+        max_workers: int = 1,
+        per_worker: int = 2,
+        endpoint_type: ModelEndpointType = ModelEndpointType.STREAMING,
+        gpu_type: str | None = None,
+        high_priority: bool | None = False,
+        post_inference_hooks: _Hooks | None = None,
+        default_callback_url: str | None = None,
+        public_inference: bool | None = True,
+        labels: dict[str, str] | None = None,
+        request_headers: dict[str, str] | None = None,
+        **extra_kwargs: Any,
+    ) -> CreateLLMEndpointResponse:
+        """Create the endpoint ``name`` serving ``model`` (a model-zoo name); it starts as ``UPDATE_PENDING``.
+
+        Poll ``Model.get(name).status`` until ``READY`` (or ``UPDATE_FAILED``, with ``spec.status_reason``).
+        Hardware left as None is filled in by the gateway from the model zoo.
+        """
+        fields: dict[str, Any] = {
+            "name": name,
+            "model_name": model,
+            "source": source,
+            "inference_framework": inference_framework,
+            "inference_framework_image_tag": inference_framework_image_tag,
+            "num_shards": num_shards,
+            "quantize": quantize,
+            "checkpoint_path": checkpoint_path,
+            "max_model_len": max_model_len,
+            "cpus": cpus,
+            "memory": memory,
+            "storage": storage,
+            "gpus": gpus,
+            "nodes_per_worker": nodes_per_worker,
+            "min_workers": min_workers,
+            "max_workers": max_workers,
+            "per_worker": per_worker,
+            "endpoint_type": endpoint_type,
+            "gpu_type": gpu_type,
+            "high_priority": high_priority,
+            "post_inference_hooks": hook_names(post_inference_hooks),
+            "default_callback_url": default_callback_url,
+            "public_inference": public_inference,
+            "labels": labels or {},
+            **extra_kwargs,
+        }
+        spec = create_endpoint_request(fields, DEFAULT_TIMEOUT, request_headers)
+        return parse_body(_transport.request(spec), CreateLLMEndpointResponse)
+
+    @classmethod
+    def get(cls, model: str, request_headers: dict[str, str] | None = None) -> GetLLMEndpointResponse:
+        """The endpoint named ``model``: its status, framework and (``spec``) deployment and hardware."""
+        spec = get_endpoint_request(model, DEFAULT_TIMEOUT, request_headers)
+        return parse_body(_transport.request(spec), GetLLMEndpointResponse)
+
+    @classmethod
+    def list(cls, request_headers: dict[str, str] | None = None) -> ListLLMEndpointsResponse:
+        """Every endpoint this API key can use."""
+        spec = list_endpoints_request(DEFAULT_TIMEOUT, request_headers)
+        return parse_body(_transport.request(spec), ListLLMEndpointsResponse)
+
+    @classmethod
+    def update(
+        cls,
+        name: str,
+        model: str | None = None,
+        inference_framework_image_tag: str | None = None,
+        source: LLMSource | None = None,
+        num_shards: int | None = None,
+        quantize: Quantization | None = None,
+        checkpoint_path: str | None = None,
+        cpus: int | None = None,
+        memory: str | None = None,
+        storage: str | None = None,
+        gpus: int | None = None,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        per_worker: int | None = None,
+        endpoint_type: ModelEndpointType | None = None,
+        gpu_type: str | None = None,
+        high_priority: bool | None = None,
+        post_inference_hooks: _Hooks | None = None,
+        default_callback_url: str | None = None,
+        public_inference: bool | None = None,
+        labels: dict[str, str] | None = None,
+        request_headers: dict[str, str] | None = None,
+        **extra_kwargs: Any,
+    ) -> UpdateLLMEndpointResponse:
+        """Change the given fields of endpoint ``name`` (None leaves a field as it is); servers roll over."""
+        fields: dict[str, Any] = {
+            "model_name": model,
+            "inference_framework_image_tag": inference_framework_image_tag,
+            "source": source,
+            "num_shards": num_shards,
+            "quantize": quantize,
+            "checkpoint_path": checkpoint_path,
+            "cpus": cpus,
+            "memory": memory,
+            "storage": storage,
+            "gpus": gpus,
+            "min_workers": min_workers,
+            "max_workers": max_workers,
+            "per_worker": per_worker,
+            "endpoint_type": endpoint_type,
+            "gpu_type": gpu_type,
+            "high_priority": high_priority,
+            "post_inference_hooks": hook_names(post_inference_hooks),
+            "default_callback_url": default_callback_url,
+            "public_inference": public_inference,
+            "labels": labels,
+            **extra_kwargs,
+        }
+        spec = update_endpoint_request(name, fields, DEFAULT_TIMEOUT, request_headers)
+        return parse_body(_transport.request(spec), UpdateLLMEndpointResponse)
+
+    @classmethod
+    def delete(
+        cls, model_endpoint_name: str, request_headers: dict[str, str] | None = None
+    ) -> DeleteLLMEndpointResponse:
+        """Delete the endpoint and stop its servers; ``deleted`` is True once the gateway accepted it."""
+        spec = delete_endpoint_request(model_endpoint_name, DEFAULT_TIMEOUT, request_headers)
+        return parse_body(_transport.request(spec), DeleteLLMEndpointResponse)

@@ -1,0 +1,139 @@
+"""The published ``scale-llm-engine`` client, unchanged, against the real gateway (it lives in its own venv).
+
+What our SDK creates, the published client must read, change and delete — and the other way round — and it must get
+completions (sync, streamed, async) from a READY endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import pytest
+from llmengine import LLMInferenceFramework, Model, ModelEndpointStatus, api_engine
+from llmengine.errors import NotFoundError
+from sdk_inprocess_gateway import BackgroundGateway
+from sdk_platform import Platform
+
+from tests.peer_clients import run_peer_script
+
+PEER_SCRIPT = """
+import json, os
+from llmengine import Model
+from llmengine.data_types import LLMInferenceFramework
+from llmengine.errors import NotFoundError
+
+ours, theirs = os.environ["OURS"], os.environ["THEIRS"]
+out = {}
+out["list"] = sorted(e.name for e in Model.list().model_endpoints)
+got = Model.get(ours)
+out["get"] = json.loads(got.json())
+out["update"] = Model.update(ours, max_workers=3).endpoint_creation_task_id
+created = Model.create(
+    name=theirs,
+    model="smollm2-135m",
+    inference_framework_image_tag="latest",
+    inference_framework=LLMInferenceFramework.TEXT_GENERATION_INFERENCE,
+    labels={"made-by": "published-client"},
+)
+out["create"] = created.endpoint_creation_task_id
+out["delete"] = Model.delete(ours).deleted
+try:
+    Model.get("no-such-endpoint")
+except NotFoundError as exc:
+    out["not_found"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def peer_env(base_path: str) -> dict[str, str]:
+    """The published client's configuration: our gateway and the current test's key."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LLM_ENGINE_BASE_PATH": base_path,
+        "SCALE_API_KEY": api_engine.get_api_key(),
+        "LLM_ENGINE_DISABLE_VERSION_CHECK": "true",  # it would otherwise ask PyPI at import
+    }
+
+
+def run_published_client(gateway: Platform, ours: str, theirs: str) -> dict[str, Any]:
+    env = peer_env(gateway.url) | {"OURS": ours, "THEIRS": theirs}
+    result = run_peer_script(PEER_SCRIPT, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return output
+
+
+def test_the_published_client_reads_changes_and_deletes_what_our_sdk_made(gateway: Platform) -> None:
+    ours, theirs = f"ours-{uuid.uuid4().hex[:8]}", f"theirs-{uuid.uuid4().hex[:8]}"
+    Model.create(
+        name=ours,
+        model="smollm2-135m",
+        inference_framework_image_tag="latest",
+        inference_framework=LLMInferenceFramework.TEXT_GENERATION_INFERENCE,
+        labels={"team": "search"},
+    )
+
+    out = run_published_client(gateway, ours, theirs)
+
+    assert out["list"] == [ours]
+    assert out["get"]["name"] == ours
+    assert out["get"]["status"] == "UPDATE_PENDING"
+    assert out["get"]["spec"]["labels"] == {"team": "search"}
+    assert out["update"] and out["create"]
+    assert out["delete"] is True
+    assert "no-such-endpoint" in out["not_found"]
+
+    # What the published client did is visible to ours, and its update left the other fields alone.
+    changed = Model.get(ours)
+    assert changed.status is ModelEndpointStatus.DELETE_IN_PROGRESS
+    assert changed.spec is not None and changed.spec.deployment_state is not None
+    assert changed.spec.deployment_state.max_workers == 3
+    assert changed.spec.labels == {"team": "search"}
+    made = Model.get(theirs)
+    assert made.inference_framework is LLMInferenceFramework.TEXT_GENERATION_INFERENCE
+    assert made.spec is not None and made.spec.labels == {"made-by": "published-client"}
+    with pytest.raises(NotFoundError) as caught:
+        Model.get("no-such-endpoint")
+    assert str(caught.value) == out["not_found"]  # the same message through both clients
+
+
+PEER_COMPLETIONS_SCRIPT = """
+import asyncio, json, os
+from llmengine import Completion
+
+name = os.environ["ENDPOINT"]
+out = {}
+out["sync"] = json.loads(Completion.create(model=name, prompt="Hello there", max_new_tokens=4, temperature=0).json())
+events = list(Completion.create(model=name, prompt="Hello", max_new_tokens=3, stream=True))
+out["stream"] = [json.loads(e.json()) for e in events]
+
+async def main():
+    single = await Completion.acreate(model=name, prompt="Hello", max_new_tokens=2)
+    stream = await Completion.acreate(model=name, prompt="Hello", max_new_tokens=2, stream=True)
+    return single.output.text, [e.output.text async for e in stream]
+
+out["async"], out["async_stream"] = asyncio.run(main())
+print(json.dumps(out))
+"""
+
+
+def test_the_published_client_gets_completions_sync_streamed_and_async(completions: BackgroundGateway) -> None:
+    name = f"llm-{uuid.uuid4().hex[:8]}"
+    completions.add_endpoint(name, api_engine.get_api_key(), completions.tgi)
+    env = peer_env(completions.url) | {"ENDPOINT": name}
+    result = run_peer_script(PEER_COMPLETIONS_SCRIPT, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert out["sync"]["output"]["text"] == " the quick brown fox"
+    assert out["sync"]["output"]["num_completion_tokens"] == 4
+    texts = [event["output"]["text"] for event in out["stream"]]
+    assert "".join(texts) == " the quick brown"
+    assert out["stream"][-1]["output"]["finished"] is True
+    assert out["stream"][-1]["output"]["num_completion_tokens"] == 3
+    assert out["async"] == " the quick"
+    assert "".join(out["async_stream"]) == " the quick"

@@ -1,0 +1,62 @@
+"""Prometheus metrics of the completion routes, and the per-request observation that records them.
+
+Metric objects are process-wide by nature (one default registry per process), so they are module level.
+``llm_engine_endpoint_inflight_requests`` is also what the KEDA scaler queries per endpoint (see config.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+COMPLETION_REQUESTS = Counter(
+    "llm_engine_completion_requests",
+    "Completion requests by kind (sync, stream) and outcome (HTTP status, or client_disconnected).",
+    ["kind", "outcome"],
+)
+COMPLETION_LATENCY = Histogram(
+    "llm_engine_completion_latency_seconds",
+    "Time from request to the last byte of the completion.",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "llm_engine_completion_time_to_first_token_seconds",
+    "Streams: time from request to the first token received from the model server.",
+    buckets=_LATENCY_BUCKETS,
+)
+INFLIGHT = Gauge(
+    "llm_engine_endpoint_inflight_requests",
+    "Completion requests in flight through this gateway, per endpoint.",
+    ["endpoint_id"],
+)
+
+
+class RequestObservation:
+    """One request's metrics: created when the endpoint is known, ``finish`` exactly once (extra calls ignored)."""
+
+    def __init__(self, kind: str, endpoint_id: str, started: float | None = None) -> None:
+        self.kind = kind
+        self.started = time.perf_counter() if started is None else started
+        self._inflight = INFLIGHT.labels(endpoint_id)
+        self._inflight.inc()
+        self._finished = False
+
+    def first_token(self) -> None:
+        TIME_TO_FIRST_TOKEN.observe(time.perf_counter() - self.started)
+
+    def finish(self, outcome: str) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._inflight.dec()
+        COMPLETION_REQUESTS.labels(self.kind, outcome).inc()
+        COMPLETION_LATENCY.labels(self.kind).observe(time.perf_counter() - self.started)
+
+
+def count_rejected(kind: str, status_code: int) -> None:
+    """A request refused before it reached an endpoint (404, 503, 400)."""
+    COMPLETION_REQUESTS.labels(kind, str(status_code)).inc()

@@ -1,0 +1,174 @@
+"""The streaming proxy: engine deltas in, Server-Sent Events out, with one lifecycle per stream.
+
+    open_completion_stream   waits for the first delta; anything that fails before it is an ordinary HTTP error
+    first delta              time-to-first-token is recorded, the response (status 200) starts
+    each delta               one ``data:`` event, written as soon as it arrives (no buffering)
+    quiet upstream           a ``: ping`` comment every ``ping_seconds`` keeps proxies from closing the connection
+    upstream error           one in-band error event, then the stream ends
+    client disconnect        Starlette cancels the body iterator; the reader task is cancelled, which closes the
+                             upstream connection, which is how the inference server learns to stop generating
+    finally                  metrics (outcome, latency, in-flight) are recorded exactly once
+
+A reader task owns the upstream iterator and hands deltas over a small queue, so waiting for the next delta can time
+out (for the ping) without cancelling the upstream read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import orjson
+from starlette.background import BackgroundTask
+from starlette.responses import StreamingResponse
+
+from model_engine_server.api.completion_metrics import RequestObservation
+from model_engine_server.api.errors import status_for
+from model_engine_server.domain.completions import StreamDelta
+from model_engine_server.domain.exceptions import DomainError, UpstreamError
+
+logger = logging.getLogger(__name__)
+
+PING = b": ping\n\n"
+DEFAULT_PING_SECONDS = 15.0
+_END = object()  # the reader's "upstream finished" marker
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # the latter stops nginx from buffering
+
+
+def delta_payload(delta: StreamDelta) -> dict[str, object]:
+    """Our wire form of one delta: counts only on the last event, ``token`` only when log-probs were asked for."""
+    output: dict[str, object] = {"text": delta.text, "finished": delta.finished}
+    if delta.finished:
+        output["num_prompt_tokens"] = delta.num_prompt_tokens
+        output["num_completion_tokens"] = delta.num_completion_tokens
+    if delta.token is not None:
+        output["token"] = {"token": delta.token.token, "log_prob": delta.token.log_prob}
+    return output
+
+
+def data_event(request_id: str, delta: StreamDelta) -> bytes:
+    return b"data: " + orjson.dumps({"request_id": request_id, "output": delta_payload(delta), "error": None}) + b"\n\n"
+
+
+def error_event(request_id: str, status_code: int, message: str) -> bytes:
+    error = {
+        "status_code": status_code,
+        "content": {"error": message, "timestamp": datetime.now(UTC).isoformat()},
+    }
+    return b"data: " + orjson.dumps({"request_id": request_id, "output": None, "error": error}) + b"\n\n"
+
+
+async def open_completion_stream(
+    request_id: str,
+    deltas: AsyncIterator[StreamDelta],
+    observation: RequestObservation,
+    *,
+    ping_seconds: float = DEFAULT_PING_SECONDS,
+) -> StreamingResponse:
+    """Start the SSE response once the engine produced its first delta; errors before that propagate (→ HTTP)."""
+    try:
+        first = await anext(deltas)
+    except StopAsyncIteration:
+        observation.finish("502")
+        raise UpstreamError("The model server ended the stream without any output.") from None
+    except DomainError as exc:
+        observation.finish(str(status_for(exc)))
+        await _close(deltas)
+        raise
+    except BaseException:
+        observation.finish("client_disconnected")
+        await _close(deltas)
+        raise
+    observation.first_token()
+    proxy = _StreamProxy(request_id, first, deltas, observation, ping_seconds)
+    # The background task closes the upstream even if the response is torn down before the body iterator starts.
+    return StreamingResponse(
+        proxy.events(), media_type="text/event-stream", headers=SSE_HEADERS, background=BackgroundTask(proxy.close)
+    )
+
+
+class _StreamProxy:
+    def __init__(
+        self,
+        request_id: str,
+        first: StreamDelta,
+        deltas: AsyncIterator[StreamDelta],
+        observation: RequestObservation,
+        ping_seconds: float,
+    ) -> None:
+        self._request_id = request_id
+        self._first = first
+        self._deltas = deltas
+        self._observation = observation
+        self._ping_seconds = ping_seconds
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+        self._reader: asyncio.Task[None] | None = None
+
+    async def events(self) -> AsyncIterator[bytes]:
+        outcome = "client_disconnected"  # what a cancellation at any await below means
+        try:
+            yield data_event(self._request_id, self._first)
+            if self._first.finished:
+                outcome = "200"
+                return
+            self._reader = asyncio.create_task(self._read())
+            while True:
+                try:
+                    # Fast path without a timer when the reader is ahead (wait_for costs a task per call).
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), self._ping_seconds)
+                    except TimeoutError:
+                        yield PING
+                        continue
+                if item is _END:
+                    outcome = "200"
+                    return
+                if isinstance(item, DomainError):
+                    status = status_for(item)
+                    outcome = str(status)
+                    yield error_event(self._request_id, status, item.message)
+                    return
+                assert isinstance(item, StreamDelta)
+                yield data_event(self._request_id, item)
+        finally:
+            self.close_now()
+            self._observation.finish(outcome)
+
+    async def _read(self) -> None:
+        """Owns the upstream iterator: forwards deltas, then the end marker or the error, and always closes it."""
+        try:
+            async for delta in self._deltas:
+                await self._queue.put(delta)
+            await self._queue.put(_END)
+        except DomainError as exc:
+            await self._queue.put(exc)
+        except Exception:
+            logger.exception("streaming from the model server failed")
+            await self._queue.put(UpstreamError("The stream from the model server failed unexpectedly.", 500))
+        finally:
+            await _close(self._deltas)
+
+    def close_now(self) -> None:
+        """Synchronous on purpose: it runs in ``finally`` blocks of a cancelled task, where awaiting is unreliable.
+        Cancelling the reader makes it close the upstream iterator in its own task."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(_close(self._deltas))  # never started: close the upstream anyway
+        else:
+            self._reader.cancel()
+
+    async def close(self) -> None:
+        if self._reader is None:
+            await _close(self._deltas)
+        self._observation.finish("client_disconnected")  # no-op when the body iterator already finished
+
+
+async def _close(deltas: AsyncIterator[StreamDelta]) -> None:
+    aclose = getattr(deltas, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

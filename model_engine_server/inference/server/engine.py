@@ -1,0 +1,201 @@
+"""The model side of the server: a batch as a value, and the runner that prefills and decodes batches.
+
+Modelled on TGI's ``CausalLMBatch``: between steps the scheduler ``filter``s a batch (drops finished or cancelled
+sequences) and ``concatenate``s it with freshly prefilled ones. Everything here runs on the scheduler thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model_engine_server.inference.server.kv_cache import BatchKvCache
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Running sequences plus the tensors a decode step needs, one row per sequence (``rows`` line up)."""
+
+    rows: tuple[Any, ...]  # the scheduler's per-sequence state, opaque here
+    cache: BatchKvCache
+    attention_mask: torch.Tensor  # [batch, cache.length]; 0 marks left padding
+    positions: torch.Tensor  # [batch]; the position id of the next token fed to the model
+    next_tokens: torch.Tensor  # [batch]; the last chosen token of each row, input of the next decode step
+    lengths: tuple[int, ...]  # real (unpadded) tokens of each row held in the cache
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def with_next_tokens(self, tokens: list[int]) -> Batch:
+        return replace(self, next_tokens=torch.tensor(tokens, device=self.next_tokens.device))
+
+    def filter(self, keep: list[int]) -> Batch | None:
+        """Only the rows at indices ``keep``; shared left padding is trimmed away. ``None`` when nothing is left."""
+        if not keep:
+            return None
+        if len(keep) == len(self.rows):
+            return self
+        index = torch.tensor(keep, device=self.next_tokens.device)
+        lengths = tuple(self.lengths[i] for i in keep)
+        columns = max(lengths)
+        return Batch(
+            rows=tuple(self.rows[i] for i in keep),
+            cache=self.cache.select(index, columns),
+            attention_mask=self.attention_mask.index_select(0, index)[:, -columns:],
+            positions=self.positions.index_select(0, index),
+            next_tokens=self.next_tokens.index_select(0, index),
+            lengths=lengths,
+        )
+
+    @classmethod
+    def concatenate(cls, batches: list[Batch]) -> Batch:
+        if len(batches) == 1:
+            return batches[0]
+        columns = max(b.cache.length for b in batches)
+        masks = [torch.nn.functional.pad(b.attention_mask, (columns - b.attention_mask.shape[1], 0)) for b in batches]
+        return cls(
+            rows=tuple(row for b in batches for row in b.rows),
+            cache=BatchKvCache.concatenate([b.cache for b in batches], [len(b) for b in batches]),
+            attention_mask=torch.cat(masks),
+            positions=torch.cat([b.positions for b in batches]),
+            next_tokens=torch.cat([b.next_tokens for b in batches]),
+            lengths=tuple(length for b in batches for length in b.lengths),
+        )
+
+
+@dataclass(frozen=True)
+class PrefillResult:
+    batch: Batch
+    last_logits: torch.Tensor  # [batch, vocab]; logits for each row's first generated token
+    prompt_logprobs: list[list[float]] | None  # per row, logprob of prompt token i given the tokens before it
+
+
+class ModelRunner:
+    """Owns the model and tokenizer; runs forward passes. Not thread-safe: only the scheduler thread calls it."""
+
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.num_layers = int(model.config.num_hidden_layers)
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(int(tokenizer.eos_token_id))
+        self.eos_token_ids = frozenset(eos_ids)
+        self.special_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
+
+    @classmethod
+    def load(cls, checkpoint: Path, dtype: str = "auto", device: str | None = None) -> ModelRunner:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch_dtype = _resolve_dtype(dtype, target)
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            str(checkpoint), dtype=torch_dtype, attn_implementation="sdpa"
+        )
+        model = model.to(device=target).eval()
+        logger.info("Loaded %s on %s as %s", checkpoint, target, torch_dtype)
+        return cls(model, tokenizer, target)
+
+    def warm_up(self) -> None:
+        """One prefill and one decode step: proves the weights produce finite logits and pays one-time costs now."""
+        prompt = self.tokenizer("Hello", add_special_tokens=True)["input_ids"] or [0]
+        result = self.prefill([None], [prompt], want_prompt_logprobs=False)
+        _, logits = self.decode(result.batch.with_next_tokens([int(result.last_logits[0].argmax())]))
+        if not torch.isfinite(logits).all():
+            raise RuntimeError("the model produced non-finite logits on a warm-up prompt; the weights look corrupt")
+
+    @torch.inference_mode()
+    def prefill(self, rows: list[Any], prompts: list[list[int]], want_prompt_logprobs: bool) -> PrefillResult:
+        """Run the prompts of new sequences as one left-padded batch, filling a fresh cache."""
+        width = max(len(p) for p in prompts)
+        input_ids = torch.zeros((len(prompts), width), dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            input_ids[i, width - len(prompt) :] = torch.tensor(prompt)
+            mask[i, width - len(prompt) :] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = BatchKvCache.empty(self.num_layers)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=0 if want_prompt_logprobs else 1,
+        )
+        logits = out.logits
+        for i, prompt in enumerate(prompts):
+            if len(prompt) < width:
+                cache.zero_columns(i, width - len(prompt))  # padding keys/values must stay exactly zero
+        prompt_logprobs = _prompt_logprobs(logits, input_ids, prompts) if want_prompt_logprobs else None
+        lengths = tuple(len(p) for p in prompts)
+        batch = Batch(
+            rows=tuple(rows),
+            cache=cache,
+            attention_mask=mask,
+            positions=torch.tensor(lengths, device=self.device),
+            next_tokens=torch.zeros(len(prompts), dtype=torch.long, device=self.device),
+            lengths=lengths,
+        )
+        return PrefillResult(batch, logits[:, -1, :], prompt_logprobs)
+
+    @torch.inference_mode()
+    def decode(self, batch: Batch) -> tuple[Batch, torch.Tensor]:
+        """One decode step for every row; returns the advanced batch and the next-token logits ``[batch, vocab]``."""
+        ones = torch.ones((len(batch), 1), dtype=batch.attention_mask.dtype, device=self.device)
+        mask = torch.cat([batch.attention_mask, ones], dim=1)
+        out = self.model(
+            input_ids=batch.next_tokens[:, None],
+            attention_mask=mask,
+            position_ids=batch.positions[:, None],
+            past_key_values=batch.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        advanced = replace(
+            batch,
+            attention_mask=mask,
+            positions=batch.positions + 1,
+            lengths=tuple(length + 1 for length in batch.lengths),
+        )
+        return advanced, out.logits[:, -1, :]
+
+
+def _prompt_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, prompts: list[list[int]]) -> list[list[float]]:
+    width = input_ids.shape[1]
+    logprobs = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+    chosen = logprobs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # [batch, width - 1]
+    return [chosen[i, width - len(prompt) :].tolist() for i, prompt in enumerate(prompts)]
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # float32 is the fast path on CPUs without bf16 matrix units; GPUs want half precision.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"Unsupported dtype {dtype!r}; choose auto, {', '.join(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+def configure_threads(num_threads: int | None = None) -> int:
+    """Use every core for the model's intra-op work (one thread per core), and one inter-op thread."""
+    threads = num_threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set once in this process (tests, benchmarks); harmless
+        pass
+    return threads

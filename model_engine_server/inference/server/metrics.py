@@ -1,0 +1,65 @@
+"""Prometheus metrics, named as TGI names them (``tgi_*``) so existing dashboards and autoscalers work unchanged.
+
+Each server builds its own registry (nothing at import time), so several servers can live in one test process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_count = Counter("tgi_request_count", "Requests received", registry=r)
+        self.request_success = Counter("tgi_request_success", "Requests that completed", registry=r)
+        self.request_failure = Counter("tgi_request_failure", "Requests that failed", ["err"], registry=r)
+        self.queue_size = Gauge("tgi_queue_size", "Requests waiting for a batch slot", registry=r)
+        self.batch_size = Gauge("tgi_batch_current_size", "Sequences in the running batch", registry=r)
+        self.batch_max_tokens = Gauge(
+            "tgi_batch_current_max_tokens", "Tokens reserved by the running batch (input + max_new_tokens)", registry=r
+        )
+        self.request_duration = Histogram(
+            "tgi_request_duration", "End-to-end request time (s)", buckets=_DURATION_BUCKETS, registry=r
+        )
+        self.queue_duration = Histogram(
+            "tgi_request_queue_duration", "Time from arrival to prefill (s)", buckets=_DURATION_BUCKETS, registry=r
+        )
+        self.inference_duration = Histogram(
+            "tgi_request_inference_duration",
+            "Time from prefill to the last token (s)",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "tgi_request_time_to_first_token",
+            "Time from arrival to the first generated token (s)",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.mean_time_per_token = Histogram(
+            "tgi_request_mean_time_per_token_duration",
+            "Mean time between generated tokens (s)",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.generated_tokens = Histogram(
+            "tgi_request_generated_tokens", "Tokens generated per request", buckets=_TOKEN_BUCKETS, registry=r
+        )
+        self.input_length = Histogram(
+            "tgi_request_input_length", "Prompt tokens per request", buckets=_TOKEN_BUCKETS, registry=r
+        )
+        self.batch_inference_duration = Histogram(
+            "tgi_batch_inference_duration",
+            "Duration of one forward pass (s)",
+            ["method"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,169 @@
+"""The pooled HTTP client that sends completions to inference servers, used by the gateway and the Celery worker.
+
+One client per process, on ``http_transport.PooledTransport``, keeps connections to every replica alive. Each
+request goes to the replica with the fewest requests in flight from this process (ties rotate), and a replica that
+refuses the connection is skipped for the next one — nothing was sent, so that retry is safe. Every transport
+failure leaves here as a domain error:
+
+    connection refused everywhere / no replica   EndpointNotReadyError (503)
+    connect, read or pool timeout                UpstreamTimeoutError (504)
+    connection lost, malformed answer            UpstreamError (502)
+    engine said 400/422, 429, 503, 5xx           see ``adapters.error_from_response``
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from model_engine_server.config import Settings
+from model_engine_server.domain.completions import CompletionOutput, CompletionRequest, StreamDelta
+from model_engine_server.domain.exceptions import EndpointNotReadyError, UpstreamError, UpstreamTimeoutError
+from model_engine_server.inference.adapters import EngineAdapter, error_from_response
+from model_engine_server.inference.http_transport import PooledTransport
+
+_JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+_SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
+
+
+@dataclass(frozen=True)
+class UpstreamPolicy:
+    """Named timeouts and pool limits; write timeout and pool wait follow the connect timeout."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0  # between two bytes: a long generation streams, a sync one may think for minutes
+    max_keepalive_connections: int = 256  # idle connections kept per inference server
+    keepalive_expiry: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UpstreamPolicy:
+        return cls(
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+            read_timeout=settings.upstream_read_timeout_seconds,
+        )
+
+
+class UpstreamClient:
+    """Create once (app lifespan, worker start), share, ``aclose()`` at shutdown.
+
+    Requests go straight to an httpx transport (``httpx.Request`` in, ``httpx.Response`` out, httpx's exceptions)
+    rather than through ``httpx.AsyncClient.send``: the client's redirect, auth, cookie and hook machinery, useless
+    between the gateway and an inference server, cost more per request than the transport itself. Any
+    ``httpx.AsyncBaseTransport`` can be passed in (tests use that).
+    """
+
+    def __init__(self, policy: UpstreamPolicy | None = None, *, transport: httpx.AsyncBaseTransport | None = None):
+        self.policy = policy or UpstreamPolicy()
+        p = self.policy
+        self._transport = transport or PooledTransport(
+            max_idle_per_host=p.max_keepalive_connections, keepalive_expiry=p.keepalive_expiry
+        )
+        # httpx's per-request timeout extension; the transport applies it.
+        self._timeouts = {
+            "connect": p.connect_timeout,
+            "read": p.read_timeout,
+            "write": p.connect_timeout,
+            "pool": p.connect_timeout,
+        }
+        self._in_flight: dict[str, int] = {}
+        self._turn = itertools.count()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UpstreamClient:
+        return cls(UpstreamPolicy.from_settings(settings))
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    def in_flight(self, base_url: str) -> int:
+        """Requests this process has in flight to ``base_url`` right now."""
+        return self._in_flight.get(base_url, 0)
+
+    def _candidates(self, upstreams: Sequence[str]) -> list[str]:
+        """Replicas in the order to try them: fewest in flight first, ties starting at a rotating offset."""
+        if not upstreams:
+            raise EndpointNotReadyError("The endpoint has no ready replica.")
+        offset = next(self._turn) % len(upstreams)
+        rotated = [*upstreams[offset:], *upstreams[:offset]]
+        return sorted(rotated, key=self.in_flight)  # stable: equal counts keep the rotation
+
+    async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+        request = httpx.Request("POST", url, content=content, headers=headers, extensions={"timeout": self._timeouts})
+        return await self._transport.handle_async_request(request)
+
+    async def complete(
+        self, upstreams: Sequence[str], adapter: EngineAdapter, request: CompletionRequest
+    ) -> CompletionOutput:
+        """One completion from the least busy replica."""
+        content = orjson.dumps(adapter.generate_body(request))
+        for base_url in self._candidates(upstreams):
+            self._in_flight[base_url] = self.in_flight(base_url) + 1
+            try:
+                response = await self._post(base_url + adapter.generate_path, content, _JSON_HEADERS)
+                try:
+                    raw = await response.aread()
+                finally:
+                    await response.aclose()
+            except httpx.ConnectError:
+                continue  # refused before anything was sent: the next replica may take it
+            except httpx.TransportError as exc:
+                raise _transport_error(exc) from exc
+            finally:
+                self._in_flight[base_url] -= 1
+            if response.status_code != 200:
+                raise error_from_response(response.status_code, raw)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamError("The model server answered with invalid JSON.") from exc
+            return adapter.parse_generate(body, request)
+        raise EndpointNotReadyError("No replica of the endpoint accepted a connection.")
+
+    async def stream(
+        self, upstreams: Sequence[str], adapter: EngineAdapter, request: CompletionRequest
+    ) -> AsyncIterator[StreamDelta]:
+        """Deltas as the engine produces them. Closing the iterator early closes the upstream connection, which is
+        how inference servers learn to stop generating."""
+        content = orjson.dumps(adapter.stream_body(request))
+        for base_url in self._candidates(upstreams):
+            self._in_flight[base_url] = self.in_flight(base_url) + 1
+            try:
+                response = await self._post(base_url + adapter.stream_path, content, _SSE_HEADERS)
+                try:
+                    if response.status_code != 200:
+                        raise error_from_response(response.status_code, await response.aread())
+                    parser = adapter.stream_parser(request)
+                    async for line in response.aiter_lines():
+                        data = sse_data(line)
+                        if data is not None:
+                            for delta in parser.feed(data):
+                                yield delta
+                    for delta in parser.end():
+                        yield delta
+                    return
+                finally:
+                    await response.aclose()
+            except httpx.ConnectError:
+                continue
+            except httpx.TransportError as exc:
+                raise _transport_error(exc) from exc
+            finally:
+                self._in_flight[base_url] -= 1
+        raise EndpointNotReadyError("No replica of the endpoint accepted a connection.")
+
+
+def sse_data(line: str) -> str | None:
+    """The payload of an SSE ``data:`` line; ``None`` for comments, other fields and blank separators."""
+    if not line.startswith("data:"):
+        return None
+    return line[6:] if line.startswith("data: ") else line[5:]
+
+
+def _transport_error(exc: httpx.TransportError) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeoutError(f"The model server did not answer in time ({type(exc).__name__}).")
+    return UpstreamError(f"The connection to the model server failed: {type(exc).__name__}.")

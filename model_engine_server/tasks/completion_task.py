@@ -1,0 +1,74 @@
+"""The async completion task: resolve the endpoint when the task runs, take a slot, call a replica, retry what is
+worth retrying (jittered exponential backoff), and end every other failure with a readable reason."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Reject
+
+from model_engine_server.domain.completions import CompletionRequest
+from model_engine_server.domain.entities import EndpointStatus
+from model_engine_server.domain.exceptions import DomainError
+from model_engine_server.tasks.client import output_to_json
+from model_engine_server.tasks.errors import AsyncTaskFailure
+from model_engine_server.tasks.policy import TASK_NAME, retry_delay
+from model_engine_server.tasks.runtime import WorkerRuntime, is_retryable
+
+log = logging.getLogger(__name__)
+
+
+def register_completion_task(app: Celery, runtime: WorkerRuntime) -> Task:
+    @app.task(bind=True, name=TASK_NAME, max_retries=None)  # type: ignore[untyped-decorator]
+    def complete(
+        self: Task, endpoint_id: str, endpoint_name: str, request: dict[str, Any], attempt: int = 0
+    ) -> dict[str, Any]:
+        return run_completion(self, runtime, endpoint_id, endpoint_name, request, attempt)
+
+    task: Task = complete
+    return task
+
+
+def run_completion(
+    task: Task,
+    runtime: WorkerRuntime,
+    endpoint_id: str,
+    endpoint_name: str,
+    request: dict[str, Any],
+    attempt: int,
+) -> dict[str, Any]:
+    kwargs = {"endpoint_id": endpoint_id, "endpoint_name": endpoint_name, "request": request, "attempt": attempt}
+    try:
+        endpoint = runtime.run(runtime.endpoint(endpoint_id))
+    except Exception as exc:  # the registry is briefly unreachable: the task is not at fault
+        if attempt + 1 >= runtime.settings.async_task_max_attempts:
+            raise AsyncTaskFailure(f"The registry could not be read ({type(exc).__name__}).") from None
+        log.warning("Task %s: registry lookup failed (%s); retrying", task.request.id, type(exc).__name__)
+        raise task.retry(
+            countdown=retry_delay(attempt), kwargs={**kwargs, "attempt": attempt + 1}, max_retries=None
+        ) from None
+    if endpoint is None or endpoint.status is EndpointStatus.DELETE_IN_PROGRESS:
+        raise AsyncTaskFailure(f"Model endpoint {endpoint_name!r} was deleted; the task was not run.")
+    if not runtime.gate.try_enter(endpoint_id, runtime.slot_limit(endpoint)):
+        # This endpoint has its share of this worker's slots (maybe all stuck on a slow server): its queue is paused
+        # here until a slot frees up, and this message (fetched before the pause) goes back for any worker to take.
+        raise Reject(f"endpoint {endpoint_name!r} has all its slots in this worker", requeue=True)
+    try:
+        output = runtime.run(runtime.complete(endpoint, CompletionRequest(**request)))
+    except DomainError as exc:
+        attempts = attempt + 1
+        if is_retryable(exc) and attempts < runtime.settings.async_task_max_attempts:
+            log.info("Task %s: %s; retry %d", task.request.id, exc.message, attempts)
+            raise task.retry(
+                countdown=retry_delay(attempt), kwargs={**kwargs, "attempt": attempts}, max_retries=None
+            ) from None
+        suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+        raise AsyncTaskFailure(exc.message + suffix) from None
+    except Exception as exc:  # a bug, not the caller's problem: say so without internals
+        log.exception("Task %s failed unexpectedly", task.request.id)
+        raise AsyncTaskFailure(f"The worker failed unexpectedly ({type(exc).__name__}).") from None
+    finally:
+        runtime.gate.leave(endpoint_id)
+    return output_to_json(output)

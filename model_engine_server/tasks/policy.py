@@ -1,0 +1,34 @@
+"""Named policy of the async path: queue names, retry backoff and lease timing, in one place."""
+
+from __future__ import annotations
+
+import random
+
+TASK_NAME = "llm_engine.complete"
+QUEUE_PREFIX = "llm-engine.endpoint."
+# Every worker consumes this queue, so it has one before any endpoint exists; nothing is published to it.
+IDLE_QUEUE = "llm-engine.idle"
+
+RETRY_BASE_SECONDS = 1.0  # first retry of an upstream 429/503/connection error waits up to this long
+RETRY_CAP_SECONDS = 60.0
+
+PUBLISH_RETRIES = 2  # a broker that refuses this many reconnects in a row is unavailable: 503 at submit
+QUEUE_DISCOVERY_SECONDS = 2.0  # how soon a worker starts consuming a new endpoint's queue
+EXPIRED_TASK_CLEANUP_SECONDS = 600.0
+ENDPOINT_CACHE_SECONDS = 1.0  # the worker sees a status change or a delete within this
+
+
+def queue_for(endpoint_id: str) -> str:
+    """The queue of one endpoint's tasks, named by id: a new endpoint reusing a name does not inherit tasks."""
+    return QUEUE_PREFIX + endpoint_id
+
+
+def retry_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)] so retries spread out."""
+    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2**attempt)
+    return (rng or random).uniform(0.0, ceiling)
+
+
+def lease_renew_interval(visibility_timeout: float) -> float:
+    """Renew three times per timeout, so one late renewal never lets a running task's message be redelivered."""
+    return visibility_timeout / 3

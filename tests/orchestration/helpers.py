@@ -1,0 +1,73 @@
+"""Shared helpers for the orchestration tests: endpoints, the controllable fake server, and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from model_engine_server.config import Settings
+from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint
+from model_engine_server.orchestration.local import SupervisionPolicy
+
+FAKE_SERVER = Path(__file__).with_name("fake_tgi_server.py")
+
+FAST_POLICY = SupervisionPolicy(
+    health_interval_seconds=0.1,
+    ready_health_interval_seconds=0.2,
+    health_timeout_seconds=2.0,
+    restart_backoff_initial_seconds=0.2,
+    restart_backoff_max_seconds=0.8,
+    crash_loop_after=3,
+    stable_after_seconds=60.0,
+    stop_grace_seconds=1.0,
+)
+
+T = TypeVar("T")
+
+
+def fake_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(data_dir=data_dir, inference_server_command=f"{sys.executable} {FAKE_SERVER}", **overrides)
+
+
+def control_file(directory: Path, name: str = "model", **behaviour: Any) -> Path:
+    """A fake model: the JSON file the fake server reads at start-up (see fake_tgi_server.py)."""
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(behaviour))
+    return path
+
+
+def make_endpoint(name: str, checkpoint: Path | str | None, *, revision: int = 1, **config: Any) -> ModelEndpoint:
+    now = datetime.now(UTC)
+    return ModelEndpoint(
+        id=str(uuid.uuid4()),
+        name=name,
+        owner="team-a",
+        created_by="team-a",
+        created_at=now,
+        last_updated_at=now,
+        config=EndpointConfig(
+            model_name="smollm2-135m", checkpoint_path=None if checkpoint is None else str(checkpoint), **config
+        ),
+        revision=revision,
+    )
+
+
+async def eventually(probe: Callable[[], Awaitable[T] | T], accept: Callable[[T], bool], timeout: float = 20.0) -> T:
+    """Poll ``probe`` (sync or async) until ``accept`` holds; fail with the last result after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        value: T = await result if inspect.isawaitable(result) else result  # type: ignore[assignment]
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.05)

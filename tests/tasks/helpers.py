@@ -1,0 +1,60 @@
+"""Polling helpers: wait for a condition with a deadline, never a fixed sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+FINAL = ("SUCCESS", "FAILURE")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str | Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            description = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {description}")
+        await asyncio.sleep(0.05)
+
+
+async def task_state(client: httpx.AsyncClient, task_id: str, caller: str = "alice") -> dict[str, Any]:
+    response = await client.get(f"/v1/async-tasks/{task_id}", headers={"x-api-key": caller})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient, task_id: str, statuses: tuple[str, ...] = FINAL, timeout: float = 60.0
+) -> dict[str, Any]:
+    latest: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal latest
+        latest = await task_state(client, task_id)
+        return latest["status"] in statuses
+
+    await eventually(reached, timeout, lambda: f"task {task_id} to reach {statuses} (last seen: {latest})")
+    return latest
+
+
+async def submit(
+    client: httpx.AsyncClient,
+    endpoint: str,
+    prompt: str = "hello there",
+    max_new_tokens: int = 5,
+    caller: str = "alice",
+) -> str:
+    response = await client.post(
+        "/v1/llm/completions-async",
+        params={"model_endpoint_name": endpoint},
+        json={"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": 0.0},
+        headers={"x-api-key": caller},
+    )
+    assert response.status_code == 200, response.text
+    task_id: str = response.json()["task_id"]
+    return task_id
