@@ -28,6 +28,7 @@ from typing import Any
 import uvicorn
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.engine import make_url
 
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, OrchestratorKind, Settings
@@ -263,7 +264,12 @@ async def serve_platform(settings: Settings, console: Console, worker_argv: Sequ
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     base_url = f"http://{host}:{sock.getsockname()[1]}"
     console.print(f"LLM Engine: data in [bold]{settings.data_dir}[/bold], registry migrations …")
-    await asyncio.to_thread(migrations.upgrade, settings.database_url)
+    try:
+        await asyncio.to_thread(migrations.upgrade, settings.database_url)
+    except Exception as exc:  # unreachable database, bad URL, permissions: say which, without the password
+        sock.close()
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        raise StartupError(f"Could not migrate the registry at {where}: {type(exc).__name__}: {exc}") from exc
 
     control = ControlPlane(settings)
     app = create_app(settings, orchestrator=control.orchestrator, on_registry_change=control.reconciler.poke)
@@ -303,6 +309,8 @@ async def serve_platform(settings: Settings, console: Console, worker_argv: Sequ
                     )
                 )
             await gateway
+            if not server.started:
+                raise StartupError("The gateway failed to start; its error is shown above.")
         finally:
             await _cancel(*background)
             if worker is not None:
@@ -345,7 +353,7 @@ async def run_orchestrator(settings: Settings) -> None:
         try:
             await control.start()
             if settings.orchestrator is OrchestratorKind.KUBERNETES:
-                await _reconcile_while_leading(settings, control, stop)
+                await reconcile_while_leading(settings, control, stop)
             else:
                 await _run_until(control.reconciler.run(), stop)
         finally:
@@ -366,14 +374,17 @@ async def _run_until(work: Awaitable[None], stop: asyncio.Event) -> bool:
         await _cancel(task, stopper)
 
 
-async def _reconcile_while_leading(settings: Settings, control: ControlPlane, stop: asyncio.Event) -> None:
+async def reconcile_while_leading(
+    settings: Settings, control: ControlPlane, stop: asyncio.Event, identity: str | None = None
+) -> None:
+    """Reconcile only while holding the Lease; stand by otherwise; give the Lease up when ``stop`` is set."""
     from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
     from model_engine_server.orchestration.kubernetes.leader import LeaseLeaderElector
 
     if not isinstance(control.orchestrator, KubernetesOrchestrator):
         await _run_until(control.reconciler.run(), stop)
         return
-    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    identity = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     elector = LeaseLeaderElector(control.orchestrator.api, settings.kubernetes_leader_lease_name, identity)
     try:
         while not stop.is_set():

@@ -42,7 +42,7 @@ def leased_broker_url(broker_url: str) -> str:
     """The URL that selects this transport for an ``sqla+`` / ``sqlalchemy+`` URL; other URLs are returned as is."""
     for prefix in _KOMBU_SCHEMES:
         if broker_url.startswith(prefix):
-            return f"{SCHEME}+{broker_url[len(prefix):]}"
+            return f"{SCHEME}+{broker_url[len(prefix) :]}"
     return broker_url
 
 

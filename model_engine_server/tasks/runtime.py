@@ -233,9 +233,7 @@ class WorkerRuntime:
 
     async def wanted_queues(self) -> set[str]:
         endpoints = await self.registry.list_all()
-        return {
-            queue_for(e.id) for e in endpoints if self.endpoint_names is None or e.name in self.endpoint_names
-        }
+        return {queue_for(e.id) for e in endpoints if self.endpoint_names is None or e.name in self.endpoint_names}
 
     async def _close(self) -> None:
         await self.upstream.aclose()

@@ -147,6 +147,21 @@ async def test_crash_loop_turns_update_failed_with_the_servers_message(
     await wait_ready(orchestrator, endpoint)
 
 
+async def test_a_replica_that_never_becomes_healthy_is_replaced(tmp_path: Path) -> None:
+    policy = replace(FAST_POLICY, startup_timeout_seconds=0.5, crash_loop_after=2)
+    local = LocalOrchestrator(fake_settings(tmp_path / "data"), policy)
+    await local.start()
+    try:
+        endpoint = make_endpoint("slow", control_file(tmp_path, startup_seconds=600))
+        await local.apply(endpoint)
+        [first] = local.replicas(endpoint.id)
+        failed = await eventually(lambda: local.observe(endpoint), lambda s: s.status is EndpointStatus.UPDATE_FAILED)
+        assert failed.reason is not None and "did not become healthy within" in failed.reason
+        assert not pid_running(first.pid)  # the stuck one was stopped, not left behind
+    finally:
+        await local.close()
+
+
 async def test_missing_model_reason_names_it(orchestrator: LocalOrchestrator, tmp_path: Path) -> None:
     endpoint = make_endpoint("nomodel", tmp_path / "does-not-exist.json")
     await orchestrator.apply(endpoint)

@@ -6,12 +6,13 @@ import os
 import signal
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from benchmarks.instant_tgi import running_instant_tgi
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import EndpointRegistry
-from model_engine_server.db.session import create_engine
+from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.orchestration.local.processes import free_port
 from tests.tasks.conftest import Workers, announce_replicas, gateway_for, ready_endpoint
 from tests.tasks.helpers import eventually, submit, task_state, wait_for_status
@@ -225,3 +226,25 @@ async def test_a_task_longer_than_the_visibility_timeout_runs_once(
         state = await wait_for_status(gateway_client, task_id, timeout=90)
     assert state["status"] == "SUCCESS", workers.logs()
     assert (slow.started, slow.completed) == (1, 1)
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_the_production_combination_postgres_and_redis(
+    database_url: str, task_settings: Settings, workers: Workers
+) -> None:
+    settings = task_settings.model_copy(update={"database_url": database_url})
+    engine = create_engine(database_url)
+    try:
+        registry = EndpointRegistry(create_session_factory(engine))
+        async with running_instant_tgi() as upstream, gateway_for(settings) as client:
+            endpoint = await ready_endpoint(registry, "prod")
+            announce_replicas(settings, [(endpoint, [upstream.port])])
+            workers.start(settings)
+            task_ids = [await submit(client, "prod", prompt=f"p {i}", max_new_tokens=3) for i in range(5)]
+            for task_id in task_ids:
+                state = await wait_for_status(client, task_id)
+                assert state["status"] == "SUCCESS", workers.logs()
+                assert state["result"]["output"]["text"] == " the quick brown"
+    finally:
+        await engine.dispose()

@@ -58,7 +58,7 @@ class KubernetesOrchestrator:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
-        self.zoo = zoo or ModelZoo()
+        self.zoo = zoo or settings.model_zoo()
         self._retry = retry or RetryPolicy()
         self._api = api
         self._owns_client = False

@@ -34,6 +34,7 @@ from model_engine_server.orchestration.local.launch import LaunchSpec, build_lau
 from model_engine_server.orchestration.local.policy import SupervisionPolicy
 from model_engine_server.orchestration.local.processes import (
     free_port,
+    group_alive,
     log_tail,
     process_alive,
     process_start_time,
@@ -44,6 +45,7 @@ from model_engine_server.orchestration.local.state import DeploymentRecord, Repl
 log = logging.getLogger(__name__)
 
 _EXIT_POLL_SECONDS = 0.5  # adopted processes are not our children, so their exit is polled
+_GROUP_EXIT_SECONDS = 5.0  # SIGKILLed processes vanish within milliseconds; this bounds a stuck kernel
 _PEER_VIEW_CACHE_SECONDS = 0.5  # how stale the state file may be when another process runs the servers
 
 
@@ -229,8 +231,11 @@ class LocalOrchestrator:
             return ObservedState(EndpointStatus.READY, available, unavailable, reason)
         if looping:
             return ObservedState(EndpointStatus.UPDATE_FAILED, available, unavailable, looping[0].last_reason)
+        unhealthy = [r for r in d.current.values() if r.phase is ReplicaPhase.UNHEALTHY]
         if troubled:
             reason = troubled[0][1].last_reason
+        elif unhealthy:
+            reason = f"Replica {unhealthy[0].slot} stopped answering health checks (log: {unhealthy[0].log_path})"
         else:
             reason = f"Starting {unavailable} of {d.desired} replica(s); output in {self._log_dir(d.name)}"
         return ObservedState(EndpointStatus.UPDATE_IN_PROGRESS, available, unavailable, reason)
@@ -380,6 +385,9 @@ class LocalOrchestrator:
                 signal_group(r.pid, signal.SIGKILL)
                 await r.exited.wait()
         signal_group(r.pid, signal.SIGKILL)  # children the server left behind in its process group
+        deadline = time.monotonic() + _GROUP_EXIT_SECONDS
+        while group_alive(r.pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # "stopped" means gone, ports and memory released, not just signalled
         for task in r.tasks:
             task.cancel()
 

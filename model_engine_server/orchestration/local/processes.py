@@ -60,6 +60,19 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is still in process group ``pgid``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue  # exited while we looked
+        fields = raw[raw.rfind(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def log_tail(path: Path, offset: int, lines: int, max_chars: int) -> str:
     """The last non-empty lines a replica wrote since ``offset``, joined with `` | `` for a one-line reason."""
     try:
