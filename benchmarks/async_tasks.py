@@ -6,9 +6,11 @@ measured), the real gateway (uvicorn, SQLite registry, open auth), and two worke
 (``start_worker_process``, as ``model-engine serve`` starts them). The load generator is this process.
 
 For each broker:
-1. baseline: ``--tasks`` completions-sync calls, ``--concurrency`` at a time: latency p50/p99 and calls/s;
-2. latency: the same number of completions-async submits, ``--concurrency`` at a time, with the workers running; a
-   task's latency is from the start of its submit to the moment the worker stored its result (the result backend's
+1. baseline: ``--tasks`` completions-sync calls one at a time (latency p50/p99), then ``--concurrency`` at a time
+   (calls/s);
+2. latency: the same number of completions-async tasks one at a time (each submitted once the last one is done), the
+   workers running and idle otherwise, as the gateway benchmark measures added latency at concurrency 1; a task's
+   latency is from the start of its submit to the moment the worker stored its result (the result backend's
    ``date_done``, so polling adds nothing to it);
 3. throughput: the workers are stopped, the same number of tasks is queued, two fresh workers are started, and
    tasks/s is the rate at which results are stored (first to last), so the gateway's submit rate does not cap it;
@@ -45,6 +47,7 @@ ENDPOINT = "bench"
 OWNER_KEY = "bench-key"
 PROMPT = "Summarise the benefits of connection pooling in one sentence"
 MAX_NEW_TOKENS = 16
+POLL_SECONDS = 0.005
 TARGETS = {"redis_added_p50_ms": 20.0, "redis_tasks_per_s": 200.0}
 
 
@@ -86,6 +89,7 @@ def _serve_gateway() -> None:
     settings = load_settings()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)  # before "listening on": the load generator may connect at once
     app = create_app(settings, orchestrator=StaticOrchestrator(os.environ["BENCH_UPSTREAM"]))
     config = uvicorn.Config(app, loop="uvloop", http="httptools", access_log=False, log_level="warning", backlog=4096)
     print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
@@ -185,15 +189,30 @@ async def _verify(client: httpx.AsyncClient, task_ids: list[str], concurrency: i
 async def _latency_run(
     client: httpx.AsyncClient, celery_app: Any, tasks: int, concurrency: int, expected: str
 ) -> dict[str, Any]:
-    submitted = await _submit_all(client, tasks, concurrency)
-    started_at = {task_id: wall for task_id, wall, _ in submitted}
-    metas = await asyncio.to_thread(_collect, celery_app, list(started_at), 600.0)
-    latencies = [_done_at(meta) - started_at[task_id] for task_id, meta in metas.items() if meta["status"] == "SUCCESS"]
-    succeeded = await _verify(client, list(started_at), concurrency, expected)
+    """Closed loop: each of ``concurrency`` clients submits a task and waits for its result before submitting the
+    next, so no queue builds up and the figure is the platform's own latency."""
+    params = {"model_endpoint_name": ENDPOINT}
+
+    async def round_trip(_index: int) -> tuple[str, float, float, dict[str, Any]]:
+        wall = time.time()
+        started = time.perf_counter()
+        response = await client.post("/v1/llm/completions-async", params=params, json=_body())
+        response.raise_for_status()
+        submit_latency = time.perf_counter() - started
+        task_id = response.json()["task_id"]
+        while True:  # the latency comes from date_done: this polling only decides when to send the next task
+            meta = await asyncio.to_thread(celery_app.backend.get_task_meta, task_id)
+            if meta["status"] in ("SUCCESS", "FAILURE"):
+                return task_id, wall, submit_latency, meta
+            await asyncio.sleep(POLL_SECONDS)
+
+    results = await _in_parallel(tasks, concurrency, round_trip)
+    latencies = [_done_at(meta) - wall for _, wall, _, meta in results if meta["status"] == "SUCCESS"]
+    succeeded = await _verify(client, [task_id for task_id, _, _, _ in results], concurrency, expected)
     return {
         "p50_ms": 1000 * _percentile(latencies, 0.5) if latencies else None,
         "p99_ms": 1000 * _percentile(latencies, 0.99) if latencies else None,
-        "submit_p50_ms": 1000 * _percentile([latency for _, _, latency in submitted], 0.5),
+        "submit_p50_ms": 1000 * _percentile([latency for _, _, latency, _ in results], 0.5),
         "succeeded": succeeded,
         "lost": tasks - succeeded,
     }
@@ -312,13 +331,15 @@ async def _measure(gateway_url: str, celery_app: Any, workers: Workers, args: ar
         warm.raise_for_status()
         await asyncio.to_thread(_collect, celery_app, [warm.json()["task_id"]], 120.0)
         await _baseline(client, min(200, args.tasks), args.concurrency)  # warm the gateway's pools
-        print("  baseline (completions-sync) …", flush=True)
-        sync, expected = await _baseline(client, args.tasks, args.concurrency)
-        print("  latency (completions-async, workers running) …", flush=True)
-        latency = await _latency_run(client, celery_app, args.tasks, args.concurrency, expected)
+        print("  baseline (completions-sync, one at a time and concurrently) …", flush=True)
+        sync, expected = await _baseline(client, args.tasks, 1)
+        sync_concurrent, _ = await _baseline(client, args.tasks, args.concurrency)
+        print("  latency (completions-async, one at a time, workers running) …", flush=True)
+        latency = await _latency_run(client, celery_app, args.tasks, 1, expected)
         print("  throughput (a full queue, fresh workers) …", flush=True)
         throughput = await _throughput_run(client, celery_app, workers, args.tasks, args.concurrency, expected)
     added = latency["p50_ms"] - sync["p50_ms"] if latency["p50_ms"] is not None else None
+    sync["calls_per_s"] = sync_concurrent["calls_per_s"]  # at --concurrency, for comparison with tasks/s
     return {
         "sync": sync,
         "async": {**latency, "tasks_per_s": throughput["tasks_per_s"], "lost": latency["lost"] + throughput["lost"]},
@@ -345,7 +366,7 @@ def _table(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Async completions over Redis and the embedded broker.")
     parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight from the load generator")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (throughput phases)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--worker-concurrency", type=int, default=16, help="task threads per worker process")
     parser.add_argument("--brokers", default="redis,embedded")
