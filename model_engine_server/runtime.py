@@ -225,7 +225,7 @@ def _usage_hint(settings: Settings, base_url: str, name: str) -> str:
 
 async def show_demo_progress(settings: Settings, control: ControlPlane, console: Console, base_url: str) -> None:
     """Create the demo endpoint if needed and show its loading until it is READY or UPDATE_FAILED."""
-    zoo = ModelZoo()
+    zoo = settings.model_zoo()
     endpoint = await ensure_demo_endpoint(settings, control.registry, control.reconciler.poke, zoo)
     if endpoint is None:
         console.print(f"Gateway ready on [bold]{base_url}[/bold]. Press Ctrl-C to stop.")

@@ -47,7 +47,7 @@ def create_app(
             await keys.store(settings.bootstrap_api_key.get_secret_value(), settings.bootstrap_owner, "bootstrap")
         # Async completions: a Celery app (no connection until the first submit) over the task records.
         endpoint_registry = EndpointRegistry(sessions)
-        model_zoo = zoo or ModelZoo()
+        model_zoo = zoo or settings.model_zoo()
         task_queue = AsyncTaskQueue(
             create_celery_app(settings),
             AsyncTaskStore(sessions),

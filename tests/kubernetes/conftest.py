@@ -42,13 +42,27 @@ def make_api(emulator: KubeEmulator, retry: RetryPolicy = FAST_RETRY) -> KubeApi
 def make_endpoint(name: str = "llama-chat", revision: int = 1, **config: Any) -> ModelEndpoint:
     now = datetime.now(UTC)
     defaults: dict[str, Any] = {
-        "model_name": "llama-3-8b-instruct", "inference_framework": InferenceFramework.TEXT_GENERATION_INFERENCE,
-        "gpus": 1, "gpu_type": "nvidia-ampere-a10", "memory": "24Gi", "cpus": "4", "min_workers": 1,
-        "max_workers": 2, "per_worker": 8,
+        "model_name": "llama-3-8b-instruct",
+        "inference_framework": InferenceFramework.TEXT_GENERATION_INFERENCE,
+        "gpus": 1,
+        "gpu_type": "nvidia-ampere-a10",
+        "memory": "24Gi",
+        "cpus": "4",
+        "min_workers": 1,
+        "max_workers": 2,
+        "per_worker": 8,
     }
     defaults.update(config)
-    return ModelEndpoint(id=f"end-{name}", name=name, owner="team", created_by="alice", created_at=now,
-                         last_updated_at=now, config=EndpointConfig(**defaults), revision=revision)
+    return ModelEndpoint(
+        id=f"end-{name}",
+        name=name,
+        owner="team",
+        created_by="alice",
+        created_at=now,
+        last_updated_at=now,
+        config=EndpointConfig(**defaults),
+        revision=revision,
+    )
 
 
 OrchestratorFactory = Callable[..., Awaitable[KubernetesOrchestrator]]
@@ -59,8 +73,9 @@ async def make_orchestrator(emulator: KubeEmulator, tmp_path: Path) -> AsyncIter
     started: list[KubernetesOrchestrator] = []
 
     async def factory(retry: RetryPolicy = FAST_RETRY, **overrides: Any) -> KubernetesOrchestrator:
-        orchestrator = KubernetesOrchestrator(make_settings(tmp_path, **overrides), api=make_api(emulator, retry),
-                                              retry=retry)
+        orchestrator = KubernetesOrchestrator(
+            make_settings(tmp_path, **overrides), api=make_api(emulator, retry), retry=retry
+        )
         await orchestrator.start()
         started.append(orchestrator)
         await wait_until(orchestrator, lambda: orchestrator.cache.synced)
@@ -91,7 +106,9 @@ async def wait_until(
 
 
 async def observe_until(
-    orchestrator: KubernetesOrchestrator, endpoint: ModelEndpoint, condition: Callable[[ObservedState], bool],
+    orchestrator: KubernetesOrchestrator,
+    endpoint: ModelEndpoint,
+    condition: Callable[[ObservedState], bool],
     timeout: float = 10.0,
 ) -> ObservedState:
     loop = asyncio.get_running_loop()
@@ -120,22 +137,46 @@ def roll_out(emulator: KubeEmulator, endpoint: ModelEndpoint, available: int | N
     deployment = deployment_of(emulator, endpoint)
     replicas = deployment["spec"]["replicas"]
     ready = replicas if available is None else available
-    emulator.patch("apps", "deployments", NAMESPACE, deployment["metadata"]["name"], {"status": {
-        "observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
-        "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready,
-        "unavailableReplicas": replicas - ready or None,
-    }})
+    emulator.patch(
+        "apps",
+        "deployments",
+        NAMESPACE,
+        deployment["metadata"]["name"],
+        {
+            "status": {
+                "observedGeneration": deployment["metadata"]["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "unavailableReplicas": replicas - ready or None,
+            }
+        },
+    )
 
 
 def add_pod(emulator: KubeEmulator, endpoint: ModelEndpoint, suffix: str, status: dict[str, Any]) -> None:
     deployment = deployment_of(emulator, endpoint)
-    emulator.put("", "pods", NAMESPACE, {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{deployment['metadata']['name']}-{suffix}",
-                     "labels": deployment["spec"]["template"]["metadata"]["labels"],
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                          "name": deployment["metadata"]["name"],
-                                          "uid": deployment["metadata"]["uid"]}]},
-        "spec": deployment["spec"]["template"]["spec"],
-        "status": status,
-    })
+    emulator.put(
+        "",
+        "pods",
+        NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{deployment['metadata']['name']}-{suffix}",
+                "labels": deployment["spec"]["template"]["metadata"]["labels"],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": deployment["metadata"]["name"],
+                        "uid": deployment["metadata"]["uid"],
+                    }
+                ],
+            },
+            "spec": deployment["spec"]["template"]["spec"],
+            "status": status,
+        },
+    )

@@ -155,15 +155,22 @@ class KubeEmulator:
     async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         info = request.match_info
         record = RecordedRequest(
-            method=request.method, group=info.get("group", ""), plural=info.get("plural", ""),
-            name=info.get("name"), subresource=info.get("subresource"),
+            method=request.method,
+            group=info.get("group", ""),
+            plural=info.get("plural", ""),
+            name=info.get("name"),
+            subresource=info.get("subresource"),
             watch=request.query.get("watch") in ("true", "1", "True"),
             content_type=request.headers.get("Content-Type", ""),
         )
         self.requests.append(record)
         for fault in self.faults:
-            if (fault.times > 0 and fault.method == request.method and fault.path in request.path
-                    and fault.query in request.query_string):
+            if (
+                fault.times > 0
+                and fault.method == request.method
+                and fault.path in request.path
+                and fault.query in request.query_string
+            ):
                 fault.times -= 1
                 if fault.status is None:
                     assert request.transport is not None
@@ -202,8 +209,11 @@ class KubeEmulator:
         return copy.deepcopy(obj) if obj is not None else None
 
     def list(self, group: str, plural: str, namespace: str) -> list[Obj]:
-        return [copy.deepcopy(o) for (g, p, ns, _), o in sorted(self.objects.items()) if (g, p, ns) == (group, plural,
-                                                                                                       namespace)]
+        return [
+            copy.deepcopy(o)
+            for (g, p, ns, _), o in sorted(self.objects.items())
+            if (g, p, ns) == (group, plural, namespace)
+        ]
 
     def put(self, group: str, plural: str, namespace: str, obj: Obj) -> Obj:
         """Create or overwrite an object (test side: a kubelet writing a pod, a controller writing status)."""
@@ -244,8 +254,14 @@ class KubeEmulator:
         group, plural, namespace, name = key
         stored = copy.deepcopy(obj)
         meta = stored.setdefault("metadata", {})
-        meta.update(name=name, namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1,
-                    resourceVersion=self._next_revision())
+        meta.update(
+            name=name,
+            namespace=namespace,
+            uid=str(uuid.uuid4()),
+            creationTimestamp=_now(),
+            generation=1,
+            resourceVersion=self._next_revision(),
+        )
         stored.setdefault("kind", KINDS.get((group, plural), plural))
         self.objects[key] = stored
         self._emit(key, "ADDED", stored)
@@ -275,15 +291,24 @@ class KubeEmulator:
     # --- handlers --------------------------------------------------------------------------------------------------
 
     async def _collection(self, request: web.Request) -> web.StreamResponse:
-        group, plural, namespace = request.match_info.get("group", ""), request.match_info["plural"], \
-            request.match_info["namespace"]
+        group, plural, namespace = (
+            request.match_info.get("group", ""),
+            request.match_info["plural"],
+            request.match_info["namespace"],
+        )
         if request.method == "GET":
             selector = parse_selector(request.query.get("labelSelector", ""))
             if request.query.get("watch") in ("true", "1", "True"):
                 return await self._watch(request, group, plural, namespace, selector)
             items = [o for o in self.list(group, plural, namespace) if selector(o)]
-            return web.json_response({"kind": KINDS.get((group, plural), plural) + "List", "apiVersion": "v1",
-                                      "metadata": {"resourceVersion": str(self.revision)}, "items": items})
+            return web.json_response(
+                {
+                    "kind": KINDS.get((group, plural), plural) + "List",
+                    "apiVersion": "v1",
+                    "metadata": {"resourceVersion": str(self.revision)},
+                    "items": items,
+                }
+            )
         if request.method == "POST":
             body = await request.json()
             name = body.get("metadata", {}).get("name", "")
@@ -311,9 +336,12 @@ class KubeEmulator:
                 return _not_found(plural, name)
             sent_version = body.get("metadata", {}).get("resourceVersion")
             if sent_version and sent_version != existing["metadata"]["resourceVersion"]:
-                return _status(409, f'Operation cannot be fulfilled on {plural} "{name}": the object has been '
-                                    "modified; please apply your changes to the latest version and try again",
-                               reason="Conflict")
+                return _status(
+                    409,
+                    f'Operation cannot be fulfilled on {plural} "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again",
+                    reason="Conflict",
+                )
             if sub == "status":
                 updated = {**existing, "status": body.get("status", {})}
                 return web.json_response(self._store(key, updated, "MODIFIED", bump_generation=False))
@@ -336,8 +364,9 @@ class KubeEmulator:
             if not body.get("apiVersion") or not body.get("kind"):
                 return _status(400, "apply body must set apiVersion and kind", reason="BadRequest")
             if len(name) > 63 or not _DNS_1123.match(name):
-                return _status(422, f'{plural} "{name}" is invalid: metadata.name must be a DNS-1123 label',
-                               reason="Invalid")
+                return _status(
+                    422, f'{plural} "{name}" is invalid: metadata.name must be a DNS-1123 label', reason="Invalid"
+                )
             if existing is None:
                 return web.json_response(self._create(key, body), status=201)
             # One field manager owns everything it applies: its new intent replaces its old one.
@@ -373,13 +402,25 @@ class KubeEmulator:
         watch = _Watch(group, plural, namespace, selector)
         try:
             if start and start != "0" and int(start) < self.compacted_before:
-                gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired",
-                        "message": f"too old resource version: {start}"}
+                gone = {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "code": 410,
+                    "reason": "Expired",
+                    "message": f"too old resource version: {start}",
+                }
                 await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
                 return response
             if start and start != "0":
-                backlog = [e for rv, g, p, e in self.history if rv > int(start) and (g, p) == (group, plural)
-                           and e["object"]["metadata"].get("namespace") == namespace and selector(e["object"])]
+                backlog = [
+                    e
+                    for rv, g, p, e in self.history
+                    if rv > int(start)
+                    and (g, p) == (group, plural)
+                    and e["object"]["metadata"].get("namespace") == namespace
+                    and selector(e["object"])
+                ]
             else:
                 backlog = [{"type": "ADDED", "object": o} for o in self.list(group, plural, namespace) if selector(o)]
             self._watches.append(watch)
@@ -416,8 +457,18 @@ def _user_metadata(body: Obj) -> Obj:
 
 
 def _status(code: int, message: str, reason: str = "") -> web.Response:
-    return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                              "message": message, "reason": reason or "InternalError", "code": code}, status=code)
+    return web.json_response(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason or "InternalError",
+            "code": code,
+        },
+        status=code,
+    )
 
 
 def _not_found(plural: str, name: str) -> web.Response:

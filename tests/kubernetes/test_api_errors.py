@@ -24,8 +24,10 @@ from tests.kubernetes.conftest import (
 from tests.kubernetes.emulator import KubeEmulator
 
 DEPLOYMENTS_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
-FORBIDDEN = ('deployments.apps "x" is forbidden: User "system:serviceaccount:llm-engine:llm-engine" cannot patch '
-             'resource "deployments" in API group "apps" in the namespace "llm-engine-endpoints"')
+FORBIDDEN = (
+    'deployments.apps "x" is forbidden: User "system:serviceaccount:llm-engine:llm-engine" cannot patch '
+    'resource "deployments" in API group "apps" in the namespace "llm-engine-endpoints"'
+)
 
 
 @pytest.mark.parametrize(("status", "times"), [(409, 2), (500, 2), (503, 3), (429, 1)])
@@ -95,8 +97,22 @@ async def test_watches_resume_from_the_last_version_after_a_disconnect(
     watches_before = len([r for r in emulator.requests if r.plural == "pods" and r.watch])
 
     emulator.drop_watches()
-    add_pod(emulator, endpoint, "late", {"phase": "Pending", "conditions": [{
-        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available"}]})
+    add_pod(
+        emulator,
+        endpoint,
+        "late",
+        {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available",
+                }
+            ],
+        },
+    )
     roll_out(emulator, endpoint, available=0)
     state = await observe_until(orchestrator, endpoint, lambda s: s.status == EndpointStatus.UPDATE_FAILED)
     assert "Cannot schedule pod" in (state.reason or "")
@@ -117,15 +133,18 @@ async def test_watches_relist_when_their_version_is_gone(
     emulator.drop_watches()
     emulator.remove("", "pods", NAMESPACE, f"{naming.resource_name(endpoint)}-a")
     add_pod(emulator, endpoint, "b", {"phase": "Running"})
-    await observe_until(orchestrator, endpoint,
-                        lambda _: [p["metadata"]["name"][-1] for p in orchestrator.cache.select(
-                            PODS, naming.selector_labels(endpoint))] == ["b"])
+    await observe_until(
+        orchestrator,
+        endpoint,
+        lambda _: (
+            [p["metadata"]["name"][-1] for p in orchestrator.cache.select(PODS, naming.selector_labels(endpoint))]
+            == ["b"]
+        ),
+    )
     assert pods.relists == relists + 1
 
 
-async def test_unsynced_cache_reports_the_watch_error(
-    emulator: KubeEmulator, tmp_path: Path
-) -> None:
+async def test_unsynced_cache_reports_the_watch_error(emulator: KubeEmulator, tmp_path: Path) -> None:
     emulator.fail("GET", f"/api/v1/namespaces/{NAMESPACE}/pods", 403, times=1000, message="pods is forbidden")
     orchestrator = KubernetesOrchestrator(make_settings(tmp_path), api=make_api(emulator), retry=FAST_RETRY)
     await orchestrator.start()

@@ -34,8 +34,13 @@ from tests.kubernetes.emulator import KubeEmulator
 
 pytestmark = pytest.mark.model
 
-ENDPOINT_KINDS = [("apps", "deployments"), ("", "services"), ("autoscaling", "horizontalpodautoscalers"),
-                  ("policy", "poddisruptionbudgets"), ("", "pods")]
+ENDPOINT_KINDS = [
+    ("apps", "deployments"),
+    ("", "services"),
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("policy", "poddisruptionbudgets"),
+    ("", "pods"),
+]
 
 
 def free_port() -> int:
@@ -90,12 +95,28 @@ class Node:
         self.deployment = deployment["metadata"]["name"]
         self.started.append(self.deployment)
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.command(deployment), stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+            self.process = subprocess.Popen(
+                self.command(deployment),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
         self.emulator.put("", "pods", NAMESPACE, self.pod(deployment, ready=False))
-        self.emulator.patch("apps", "deployments", NAMESPACE, self.deployment, {"status": {
-            "observedGeneration": deployment["metadata"]["generation"], "replicas": 1, "updatedReplicas": 1,
-            "availableReplicas": 0, "unavailableReplicas": 1}})
+        self.emulator.patch(
+            "apps",
+            "deployments",
+            NAMESPACE,
+            self.deployment,
+            {
+                "status": {
+                    "observedGeneration": deployment["metadata"]["generation"],
+                    "replicas": 1,
+                    "updatedReplicas": 1,
+                    "availableReplicas": 0,
+                    "unavailableReplicas": 1,
+                }
+            },
+        )
 
     def mark_ready(self) -> None:
         assert self.deployment is not None
@@ -104,23 +125,46 @@ class Node:
             return
         self.ready = True
         self.emulator.put("", "pods", NAMESPACE, self.pod(deployment, ready=True))
-        self.emulator.patch("apps", "deployments", NAMESPACE, self.deployment, {"status": {
-            "observedGeneration": deployment["metadata"]["generation"], "replicas": 1, "updatedReplicas": 1,
-            "readyReplicas": 1, "availableReplicas": 1, "unavailableReplicas": None}})
+        self.emulator.patch(
+            "apps",
+            "deployments",
+            NAMESPACE,
+            self.deployment,
+            {
+                "status": {
+                    "observedGeneration": deployment["metadata"]["generation"],
+                    "replicas": 1,
+                    "updatedReplicas": 1,
+                    "readyReplicas": 1,
+                    "availableReplicas": 1,
+                    "unavailableReplicas": None,
+                }
+            },
+        )
 
     def pod(self, deployment: dict[str, Any], ready: bool) -> dict[str, Any]:
         return {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"{deployment['metadata']['name']}-0",
-                         "labels": deployment["spec"]["template"]["metadata"]["labels"],
-                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                              "name": deployment["metadata"]["name"],
-                                              "uid": deployment["metadata"]["uid"]}]},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{deployment['metadata']['name']}-0",
+                "labels": deployment["spec"]["template"]["metadata"]["labels"],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": deployment["metadata"]["name"],
+                        "uid": deployment["metadata"]["uid"],
+                    }
+                ],
+            },
             "spec": deployment["spec"]["template"]["spec"],
-            "status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [
-                {"type": "Ready", "status": "True" if ready else "False"}],
-                "containerStatuses": [{"name": "engine", "ready": ready, "restartCount": 0,
-                                       "state": {"running": {}}}]},
+            "status": {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "containerStatuses": [{"name": "engine", "ready": ready, "restartCount": 0, "state": {"running": {}}}],
+            },
         }
 
     def stop(self) -> None:
@@ -135,13 +179,17 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def kubernetes_mode_gateway(emulator: KubeEmulator, tmp_path: Path, sqlite_template: Path,
-                                  node_port: int) -> AsyncIterator[str]:
+async def kubernetes_mode_gateway(
+    emulator: KubeEmulator, tmp_path: Path, sqlite_template: Path, node_port: int
+) -> AsyncIterator[str]:
     database = tmp_path / "registry.db"
     shutil.copy(sqlite_template, database)
     settings = Settings(
-        data_dir=tmp_path / "data", database_url=f"sqlite+aiosqlite:///{database}", auth_mode=AuthMode.OPEN,
-        orchestrator=OrchestratorKind.KUBERNETES, kubernetes_namespace=NAMESPACE,
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite+aiosqlite:///{database}",
+        auth_mode=AuthMode.OPEN,
+        orchestrator=OrchestratorKind.KUBERNETES,
+        kubernetes_namespace=NAMESPACE,
         kubernetes_service_url_template=f"http://127.0.0.1:{node_port}",
     )
     orchestrator = KubernetesOrchestrator(settings, api=make_api(emulator), retry=FAST_RETRY)
@@ -189,9 +237,17 @@ async def test_sdk_creates_serves_and_deletes_an_endpoint_on_the_emulated_cluste
         node_task = asyncio.create_task(node.run())
         try:
             await asyncio.to_thread(
-                Model.create, name="smol-k8s", model="smollm2-135m", inference_framework_image_tag="latest",
-                inference_framework=LLMInferenceFramework.TEXT_GENERATION_INFERENCE, gpus=0, cpus=1,
-                memory="2Gi", min_workers=1, max_workers=1, per_worker=4,
+                Model.create,
+                name="smol-k8s",
+                model="smollm2-135m",
+                inference_framework_image_tag="latest",
+                inference_framework=LLMInferenceFramework.TEXT_GENERATION_INFERENCE,
+                gpus=0,
+                cpus=1,
+                memory="2Gi",
+                min_workers=1,
+                max_workers=1,
+                per_worker=4,
             )
 
             def ready() -> bool:
@@ -205,17 +261,30 @@ async def test_sdk_creates_serves_and_deletes_an_endpoint_on_the_emulated_cluste
             endpoint = await asyncio.to_thread(Model.get, "smol-k8s")
             assert endpoint.spec.deployment_state.available_workers == 1
 
-            response = await asyncio.to_thread(Completion.create, model="smol-k8s", prompt="The capital of France is",
-                                               max_new_tokens=5, temperature=0)
+            response = await asyncio.to_thread(
+                Completion.create, model="smol-k8s", prompt="The capital of France is", max_new_tokens=5, temperature=0
+            )
             assert response.output.text and 1 <= response.output.num_completion_tokens <= 5
 
-            events = await asyncio.to_thread(lambda: list(Completion.create(
-                model="smol-k8s", prompt="The capital of France is", max_new_tokens=5, temperature=0, stream=True)))
+            events = await asyncio.to_thread(
+                lambda: list(
+                    Completion.create(
+                        model="smol-k8s",
+                        prompt="The capital of France is",
+                        max_new_tokens=5,
+                        temperature=0,
+                        stream=True,
+                    )
+                )
+            )
             assert events[-1].output.finished and "".join(e.output.text for e in events) == response.output.text
 
             await asyncio.to_thread(Model.delete, "smol-k8s")
-            await poll(lambda: not any(emulator.list(g, p, NAMESPACE) for g, p in ENDPOINT_KINDS), 60,
-                       "the namespace to be empty")
+            await poll(
+                lambda: not any(emulator.list(g, p, NAMESPACE) for g, p in ENDPOINT_KINDS),
+                60,
+                "the namespace to be empty",
+            )
             await poll(lambda: node.process is None, 60, "the node to stop the server")
             listed = await asyncio.to_thread(Model.list)
             assert [e.name for e in listed.model_endpoints] == []

@@ -18,13 +18,18 @@ from tests.kubernetes.conftest import (
 )
 from tests.kubernetes.emulator import KubeEmulator
 
-KINDS = [("apps", "deployments"), ("", "services"), ("autoscaling", "horizontalpodautoscalers"),
-         ("policy", "poddisruptionbudgets")]
+KINDS = [
+    ("apps", "deployments"),
+    ("", "services"),
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("policy", "poddisruptionbudgets"),
+]
 
 
 def bumped(endpoint: ModelEndpoint, **config: object) -> ModelEndpoint:
-    return dataclasses.replace(endpoint, config=dataclasses.replace(endpoint.config, **config),
-                               revision=endpoint.revision + 1)
+    return dataclasses.replace(
+        endpoint, config=dataclasses.replace(endpoint.config, **config), revision=endpoint.revision + 1
+    )
 
 
 async def test_create_applies_owned_labelled_objects_and_reports_ready(
@@ -88,8 +93,13 @@ async def test_scaling_keeps_the_autoscalers_choice_within_new_bounds(
     await orchestrator.apply(endpoint)
     name = naming.resource_name(endpoint)
     emulator.patch("apps", "deployments", NAMESPACE, name, {"spec": {"replicas": 3}})  # the HPA scaled up
-    await wait_until(orchestrator, lambda: (orchestrator.cache.get(
-        orchestrator_resource("Deployment"), name) or {}).get("spec", {}).get("replicas") == 3)
+    await wait_until(
+        orchestrator,
+        lambda: (
+            (orchestrator.cache.get(orchestrator_resource("Deployment"), name) or {}).get("spec", {}).get("replicas")
+            == 3
+        ),
+    )
 
     wider = bumped(endpoint, max_workers=6, per_worker=4)
     await orchestrator.apply(wider)
@@ -99,8 +109,15 @@ async def test_scaling_keeps_the_autoscalers_choice_within_new_bounds(
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 6)
     assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "4"
 
-    await wait_until(orchestrator, lambda: orchestrator.cache.get(
-        orchestrator_resource("Deployment"), name)["metadata"]["annotations"][naming.REVISION_ANNOTATION] == "2")
+    await wait_until(
+        orchestrator,
+        lambda: (
+            orchestrator.cache.get(orchestrator_resource("Deployment"), name)["metadata"]["annotations"][
+                naming.REVISION_ANNOTATION
+            ]
+            == "2"
+        ),
+    )
     narrower = bumped(wider, min_workers=1, max_workers=2)
     await orchestrator.apply(narrower)
     assert deployment_of(emulator, endpoint)["spec"]["replicas"] == 2
@@ -164,7 +181,8 @@ async def test_delete_removes_everything_and_is_idempotent(
     await orchestrator.delete(endpoint)
     for group, plural in [*KINDS, ("", "pods")]:
         assert [o["metadata"]["name"] for o in emulator.list(group, plural, NAMESPACE)] == (
-            [] if plural == "pods" else [naming.resource_name(keep)]), plural
+            [] if plural == "pods" else [naming.resource_name(keep)]
+        ), plural
     await orchestrator.delete(endpoint)  # already gone: fine
     state = await observe_until(orchestrator, endpoint, lambda s: s.missing)
     assert "does not exist" in (state.reason or "")
@@ -194,8 +212,26 @@ async def test_vanished_or_hand_edited_resources_are_reported_missing_and_restor
     assert emulator.get("", "services", NAMESPACE, name) is not None
     await observe_until(orchestrator, endpoint, lambda s: not s.missing)
 
-    emulator.patch("apps", "deployments", NAMESPACE, name, {"spec": {"template": {"spec": {"containers": [
-        {**deployment_of(emulator, endpoint)["spec"]["template"]["spec"]["containers"][0], "image": "evil:1"}]}}}})
+    emulator.patch(
+        "apps",
+        "deployments",
+        NAMESPACE,
+        name,
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                **deployment_of(emulator, endpoint)["spec"]["template"]["spec"]["containers"][0],
+                                "image": "evil:1",
+                            }
+                        ]
+                    }
+                }
+            }
+        },
+    )
     state = await observe_until(orchestrator, endpoint, lambda s: s.missing)
     assert "changed outside LLM Engine" in (state.reason or "")
     await orchestrator.apply(endpoint)

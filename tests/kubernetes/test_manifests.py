@@ -28,30 +28,64 @@ from model_engine_server.orchestration.kubernetes.manifests import EngineKind, b
 from tests.kubernetes.conftest import make_endpoint
 
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-GPU_TYPES = ["nvidia-tesla-t4", "nvidia-ampere-a10", "nvidia-ampere-a100", "nvidia-ampere-a100e",
-             "nvidia-hopper-h100", "nvidia-hopper-h100-1g20gb", "nvidia-hopper-h100-3g40gb"]
+GPU_TYPES = [
+    "nvidia-tesla-t4",
+    "nvidia-ampere-a10",
+    "nvidia-ampere-a100",
+    "nvidia-ampere-a100e",
+    "nvidia-hopper-h100",
+    "nvidia-hopper-h100-1g20gb",
+    "nvidia-hopper-h100-3g40gb",
+]
 CHECKPOINTS = [None, "s3://models/llama-3-8b/", "gs://models/llama-3-8b", "pvc://model-store/llama-3-8b"]
-ENGINES = {EngineKind.BUILTIN: InferenceFramework.TEXT_GENERATION_INFERENCE,
-           EngineKind.TGI: InferenceFramework.TEXT_GENERATION_INFERENCE, EngineKind.VLLM: InferenceFramework.VLLM}
+ENGINES = {
+    EngineKind.BUILTIN: InferenceFramework.TEXT_GENERATION_INFERENCE,
+    EngineKind.TGI: InferenceFramework.TEXT_GENERATION_INFERENCE,
+    EngineKind.VLLM: InferenceFramework.VLLM,
+}
 
 # KEDA's CRD is not in kubernetes-validate; this is the part of its ScaledObject schema (keda.sh/v1alpha1) we use.
 SCALED_OBJECT_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
     "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": "ScaledObject"}, "metadata": {"type": "object"},
-        "spec": {"type": "object", "required": ["scaleTargetRef", "triggers"], "additionalProperties": False,
-                 "properties": {
-                     "scaleTargetRef": {"type": "object", "required": ["name"], "additionalProperties": False,
-                                        "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                                                       "name": {"type": "string"}}},
-                     "minReplicaCount": {"type": "integer", "minimum": 0},
-                     "maxReplicaCount": {"type": "integer", "minimum": 1},
-                     "cooldownPeriod": {"type": "integer"},
-                     "triggers": {"type": "array", "minItems": 1, "items": {
-                         "type": "object", "required": ["type", "metadata"], "additionalProperties": False,
-                         "properties": {"type": {"type": "string"},
-                                        "metadata": {"type": "object", "additionalProperties": {"type": "string"}}}}},
-                 }},
+        "apiVersion": {"const": "keda.sh/v1alpha1"},
+        "kind": {"const": "ScaledObject"},
+        "metadata": {"type": "object"},
+        "spec": {
+            "type": "object",
+            "required": ["scaleTargetRef", "triggers"],
+            "additionalProperties": False,
+            "properties": {
+                "scaleTargetRef": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "name": {"type": "string"},
+                    },
+                },
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer"},
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "metadata"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": {"type": "string"},
+                            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                        },
+                    },
+                },
+            },
+        },
     },
 }
 
@@ -75,18 +109,35 @@ def matrix() -> list[tuple[EngineKind, int, str | None, int, bool, str | None]]:
     ):
         if min_workers == 1 and keda:
             continue  # KEDA only changes anything at min_workers == 0
-        for gpu_type in (GPU_TYPES if gpus else [None]):
+        for gpu_type in GPU_TYPES if gpus else [None]:
             cases.append((engine, gpus, gpu_type, min_workers, keda, checkpoint))
     return cases
 
 
-def render(tmp_path: Path, engine: EngineKind, gpus: int, gpu_type: str | None, min_workers: int, keda: bool,
-           checkpoint: str | None) -> list[dict[str, Any]]:
-    settings = Settings(data_dir=tmp_path, kubernetes_keda_enabled=keda, kubernetes_hf_token_secret="hf-token",
-                        kubernetes_checkpoint_credentials_secret="s3-creds" if checkpoint else "")
+def render(
+    tmp_path: Path,
+    engine: EngineKind,
+    gpus: int,
+    gpu_type: str | None,
+    min_workers: int,
+    keda: bool,
+    checkpoint: str | None,
+) -> list[dict[str, Any]]:
+    settings = Settings(
+        data_dir=tmp_path,
+        kubernetes_keda_enabled=keda,
+        kubernetes_hf_token_secret="hf-token",
+        kubernetes_checkpoint_credentials_secret="s3-creds" if checkpoint else "",
+    )
     endpoint = make_endpoint(
-        inference_framework=ENGINES[engine], gpus=gpus, gpu_type=gpu_type, num_shards=max(1, gpus),
-        min_workers=min_workers, max_workers=3, checkpoint_path=checkpoint, storage="200Gi" if checkpoint else None,
+        inference_framework=ENGINES[engine],
+        gpus=gpus,
+        gpu_type=gpu_type,
+        num_shards=max(1, gpus),
+        min_workers=min_workers,
+        max_workers=3,
+        checkpoint_path=checkpoint,
+        storage="200Gi" if checkpoint else None,
         quantize="awq" if gpus == 8 else None,
         model_name="llama-3-70b-instruct" if gpus == 8 else "llama-3-8b-instruct",
     )
@@ -144,7 +195,10 @@ def test_tgi_container(tmp_path: Path) -> None:
     args = engine["args"]
     assert flag(args, "--model-id") == "meta-llama/Meta-Llama-3-70B-Instruct"
     assert (flag(args, "--num-shard"), flag(args, "--max-input-tokens"), flag(args, "--max-total-tokens")) == (
-        "8", "7168", "8192")
+        "8",
+        "7168",
+        "8192",
+    )
     assert flag(args, "--quantize") == "awq" and flag(args, "--port") == "8080"
     assert engine["resources"]["limits"]["nvidia.com/gpu"] == engine["resources"]["requests"]["nvidia.com/gpu"] == "8"
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}} in engine["env"]
@@ -155,7 +209,10 @@ def test_vllm_container(tmp_path: Path) -> None:
     assert engine["image"] == "vllm/vllm-openai:v0.11.0"
     args = engine["args"]
     assert (flag(args, "--model"), flag(args, "--tensor-parallel-size"), flag(args, "--served-model-name")) == (
-        "meta-llama/Meta-Llama-3-8B-Instruct", "1", "llama-3-8b-instruct")
+        "meta-llama/Meta-Llama-3-8B-Instruct",
+        "1",
+        "llama-3-8b-instruct",
+    )
 
 
 def test_builtin_server_runs_cpu_endpoints_by_default(tmp_path: Path) -> None:
@@ -184,11 +241,14 @@ def test_pod_shape_for_gpus_and_slow_loads(tmp_path: Path) -> None:
     assert engine["readinessProbe"]["httpGet"]["path"] == engine["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
-@pytest.mark.parametrize(("checkpoint", "init_command"), [
-    ("s3://bucket/llama/", ["aws", "s3", "sync", "--only-show-errors", "s3://bucket/llama/", "/models/checkpoint"]),
-    ("gs://bucket/llama", ["gcloud", "storage", "rsync", "--recursive", "gs://bucket/llama", "/models/checkpoint"]),
-    ("pvc://model-store/llama", None),
-])
+@pytest.mark.parametrize(
+    ("checkpoint", "init_command"),
+    [
+        ("s3://bucket/llama/", ["aws", "s3", "sync", "--only-show-errors", "s3://bucket/llama/", "/models/checkpoint"]),
+        ("gs://bucket/llama", ["gcloud", "storage", "rsync", "--recursive", "gs://bucket/llama", "/models/checkpoint"]),
+        ("pvc://model-store/llama", None),
+    ],
+)
 def test_checkpoints_are_downloaded_or_mounted_instead_of_a_hub_download(
     tmp_path: Path, checkpoint: str, init_command: list[str] | None
 ) -> None:
@@ -198,9 +258,11 @@ def test_checkpoints_are_downloaded_or_mounted_instead_of_a_hub_download(
     if init_command is None:
         assert "initContainers" not in pod
         assert {"name": "checkpoint", "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True}} in pod[
-            "volumes"]
+            "volumes"
+        ]
         assert {"name": "checkpoint", "mountPath": "/models/checkpoint", "readOnly": True, "subPath": "llama"} in pod[
-            "containers"][0]["volumeMounts"]
+            "containers"
+        ][0]["volumeMounts"]
     else:
         assert pod["initContainers"][0]["command"] == init_command
         assert pod["initContainers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
@@ -211,15 +273,26 @@ def test_unusable_checkpoint_paths_are_refused(tmp_path: Path) -> None:
         build_manifests(make_endpoint(checkpoint_path="/home/me/llama"), Settings(data_dir=tmp_path), ModelZoo())
 
 
-@pytest.mark.parametrize("name", [
-    "llama-chat", "Llama_Chat.v2", "x" * 200, "--édition spéciale--", "1-starts-with-digit", "---",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "llama-chat",
+        "Llama_Chat.v2",
+        "x" * 200,
+        "--édition spéciale--",
+        "1-starts-with-digit",
+        "---",
+    ],
+)
 def test_names_are_valid_stable_and_unique(name: str) -> None:
     endpoint = make_endpoint(name)
     resource = naming.resource_name(endpoint)
     assert len(resource) <= 63
-    assert kubernetes_validate.validate({"apiVersion": "v1", "kind": "Service", "metadata": {"name": resource},
-                                         "spec": {"ports": [{"port": 80}]}}, VERSIONS[0], strict=True)
+    assert kubernetes_validate.validate(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": resource}, "spec": {"ports": [{"port": 80}]}},
+        VERSIONS[0],
+        strict=True,
+    )
     assert resource[0].isalpha() and resource[-1].isalnum() and resource == resource.lower()
     assert naming.resource_name(make_endpoint(name, revision=7)) == resource  # updates keep the name
     twin = make_endpoint(name)

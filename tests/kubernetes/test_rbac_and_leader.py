@@ -34,8 +34,9 @@ async def attempt(candidate: LeaseLeaderElector) -> bool:
 
 
 def elector(emulator: KubeEmulator, identity: str, clock: FakeClock) -> LeaseLeaderElector:
-    return LeaseLeaderElector(make_api(emulator), "llm-engine-orchestrator", identity, lease_duration=15,
-                              monotonic=clock)
+    return LeaseLeaderElector(
+        make_api(emulator), "llm-engine-orchestrator", identity, lease_duration=15, monotonic=clock
+    )
 
 
 async def test_required_rules_cover_every_request_and_every_rule_is_used(
@@ -45,8 +46,9 @@ async def test_required_rules_cover_every_request_and_every_rule_is_used(
     endpoint = make_endpoint()
     await orchestrator.apply(endpoint)
     roll_out(emulator, endpoint)
-    scaled_to_zero = dataclasses.replace(endpoint, config=dataclasses.replace(endpoint.config, min_workers=0),
-                                         revision=2)
+    scaled_to_zero = dataclasses.replace(
+        endpoint, config=dataclasses.replace(endpoint.config, min_workers=0), revision=2
+    )
     for revision in (endpoint, scaled_to_zero, scaled_to_zero, endpoint):  # create and patch each autoscaler
         await orchestrator.apply(revision)
     await orchestrator.delete(endpoint)
@@ -55,8 +57,13 @@ async def test_required_rules_cover_every_request_and_every_rule_is_used(
     assert await attempt(leader) and await attempt(leader)
     await asyncio.to_thread(leader.release_now)
 
-    allowed = {(g, r, v) for rule in REQUIRED_RULES for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
+    allowed = {
+        (g, r, v)
+        for rule in REQUIRED_RULES
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
     used: set[tuple[str, str, str]] = set()
     for request in emulator.requests:
         # Whether an apply created or patched: the 201 status says it was created.
@@ -112,8 +119,14 @@ async def test_racing_for_an_expired_lease_elects_exactly_one(emulator: KubeEmul
 
 async def test_standby_waits_while_the_leader_renews_and_takes_over_on_release(emulator: KubeEmulator) -> None:
     def candidate(identity: str) -> LeaseLeaderElector:
-        return LeaseLeaderElector(make_api(emulator), "llm-engine-orchestrator", identity, lease_duration=15,
-                                  renew_deadline=5, retry_period=0.02)
+        return LeaseLeaderElector(
+            make_api(emulator),
+            "llm-engine-orchestrator",
+            identity,
+            lease_duration=15,
+            renew_deadline=5,
+            retry_period=0.02,
+        )
 
     def renew_time() -> str:
         lease = emulator.get("coordination.k8s.io", "leases", NAMESPACE, "llm-engine-orchestrator")

@@ -106,7 +106,14 @@ def inference_server(
     import uvicorn
 
     logger.info("Listening on http://%s:%d", hostname, port)
+    logging.getLogger("uvicorn.access").addFilter(_skip_health_probes)
     uvicorn.run(app, host=hostname, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=30)
+
+
+def _skip_health_probes(record: logging.LogRecord) -> bool:
+    """Orchestrators probe /health every few seconds; logging each probe would bury the real requests."""
+    args = record.args
+    return not (isinstance(args, tuple) and len(args) >= 3 and args[2] == "/health")
 
 
 def _build(

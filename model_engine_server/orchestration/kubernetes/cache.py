@@ -68,7 +68,8 @@ class Watcher:
     def select(self, labels: dict[str, str]) -> list[Obj]:
         with self._lock:
             return [
-                obj for obj in self._objects.values()
+                obj
+                for obj in self._objects.values()
                 if all(obj.get("metadata", {}).get("labels", {}).get(k) == v for k, v in labels.items())
             ]
 
@@ -102,8 +103,9 @@ class Watcher:
                 if self._stopping.is_set():
                     return
                 self.error = _describe(exc)
-                logger.warning("watch of %s failed: %s", self.resource.plural, self.error,
-                               exc_info=not isinstance(exc, _EXPECTED))
+                logger.warning(
+                    "watch of %s failed: %s", self.resource.plural, self.error, exc_info=not isinstance(exc, _EXPECTED)
+                )
                 self._stopping.wait(self.retry.delay(min(failures, 6)))
                 failures += 1
 
@@ -185,9 +187,7 @@ class ObjectCache:
         on_change: Callable[[], None],
         retry: RetryPolicy,
     ) -> None:
-        self.watchers = {
-            r.kind: Watcher(api, r, label_selector, timeout_seconds, on_change, retry) for r in resources
-        }
+        self.watchers = {r.kind: Watcher(api, r, label_selector, timeout_seconds, on_change, retry) for r in resources}
 
     def start(self) -> None:
         for watcher in self.watchers.values():

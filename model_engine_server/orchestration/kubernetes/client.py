@@ -75,12 +75,20 @@ class Resource:
 DEPLOYMENTS = Resource("Deployment", "apps", "v1", "deployments", "AppsV1Api", "namespaced_deployment")
 SERVICES = Resource("Service", "", "v1", "services", "CoreV1Api", "namespaced_service")
 PODS = Resource("Pod", "", "v1", "pods", "CoreV1Api", "namespaced_pod")
-HPAS = Resource("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", "AutoscalingV2Api",
-                "namespaced_horizontal_pod_autoscaler")
-PDBS = Resource("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", "PolicyV1Api",
-                "namespaced_pod_disruption_budget")
-SCALED_OBJECTS = Resource("ScaledObject", "keda.sh", "v1alpha1", "scaledobjects", "CustomObjectsApi",
-                          "namespaced_custom_object")
+HPAS = Resource(
+    "HorizontalPodAutoscaler",
+    "autoscaling",
+    "v2",
+    "horizontalpodautoscalers",
+    "AutoscalingV2Api",
+    "namespaced_horizontal_pod_autoscaler",
+)
+PDBS = Resource(
+    "PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", "PolicyV1Api", "namespaced_pod_disruption_budget"
+)
+SCALED_OBJECTS = Resource(
+    "ScaledObject", "keda.sh", "v1alpha1", "scaledobjects", "CustomObjectsApi", "namespaced_custom_object"
+)
 LEASES = Resource("Lease", "coordination.k8s.io", "v1", "leases", "CoordinationV1Api", "namespaced_lease")
 
 BY_KIND = {r.kind: r for r in (DEPLOYMENTS, SERVICES, PODS, HPAS, PDBS, SCALED_OBJECTS, LEASES)}
@@ -140,10 +148,22 @@ class KubeApi:
 
     def apply(self, resource: Resource, body: Obj) -> Obj:
         name = body["metadata"]["name"]
-        return self._retrying(resource, "patch", name, lambda: _json(self._call(
-            resource, "patch", name=name, body=body, field_manager=self.field_manager, force=True,
-            _content_type=APPLY_CONTENT_TYPE,
-        )))
+        return self._retrying(
+            resource,
+            "patch",
+            name,
+            lambda: _json(
+                self._call(
+                    resource,
+                    "patch",
+                    name=name,
+                    body=body,
+                    field_manager=self.field_manager,
+                    force=True,
+                    _content_type=APPLY_CONTENT_TYPE,
+                )
+            ),
+        )
 
     def read(self, resource: Resource, name: str) -> Obj | None:
         try:
@@ -154,9 +174,19 @@ class KubeApi:
     def delete(self, resource: Resource, name: str, propagation: str = "Background") -> bool:
         """True when something was deleted, False when it was already gone."""
         try:
-            self._retrying(resource, "delete", name, lambda: _json(self._call(
-                resource, "delete", name=name, propagation_policy=propagation,
-            )))
+            self._retrying(
+                resource,
+                "delete",
+                name,
+                lambda: _json(
+                    self._call(
+                        resource,
+                        "delete",
+                        name=name,
+                        propagation_policy=propagation,
+                    )
+                ),
+            )
         except _Absent:
             return False
         return True
@@ -165,8 +195,13 @@ class KubeApi:
         """None when the object exists already (the caller decides what that means, e.g. a lease held by others)."""
         name = body["metadata"]["name"]
         try:
-            return self._retrying(resource, "create", name, lambda: _json(self._call(
-                resource, "create", body=self._typed(resource, body))), conflict_is_final=True)
+            return self._retrying(
+                resource,
+                "create",
+                name,
+                lambda: _json(self._call(resource, "create", body=self._typed(resource, body))),
+                conflict_is_final=True,
+            )
         except _Conflict:
             return None
 
@@ -174,14 +209,20 @@ class KubeApi:
         """Optimistic update (``metadata.resourceVersion`` must match); None when someone else changed it first."""
         name = body["metadata"]["name"]
         try:
-            return self._retrying(resource, "replace", name, lambda: _json(self._call(
-                resource, "replace", name=name, body=self._typed(resource, body))), conflict_is_final=True)
+            return self._retrying(
+                resource,
+                "replace",
+                name,
+                lambda: _json(self._call(resource, "replace", name=name, body=self._typed(resource, body))),
+                conflict_is_final=True,
+            )
         except _Conflict:
             return None
 
     def list(self, resource: Resource, label_selector: str) -> Obj:
-        return self._retrying(resource, "list", None, lambda: _json(self._call(
-            resource, "list", label_selector=label_selector)))
+        return self._retrying(
+            resource, "list", None, lambda: _json(self._call(resource, "list", label_selector=label_selector))
+        )
 
     def watch(self, resource: Resource, label_selector: str, resource_version: str, timeout_seconds: int) -> Any:
         """Open one watch request (no retries: the caller resumes from its last resourceVersion).
@@ -190,8 +231,13 @@ class KubeApi:
         """
         try:
             return self._call(
-                resource, "list", label_selector=label_selector, watch=True, resource_version=resource_version,
-                allow_watch_bookmarks=True, timeout_seconds=timeout_seconds,
+                resource,
+                "list",
+                label_selector=label_selector,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_seconds,
                 _request_timeout=(CONNECT_TIMEOUT_SECONDS, timeout_seconds + READ_TIMEOUT_SECONDS),
             )
         except ApiException as exc:
@@ -251,8 +297,15 @@ class KubeApi:
                 last = f"connection error: {type(exc).__name__}"
             if attempt + 1 < self.retry.attempts:
                 delay = self.retry.delay(attempt)
-                logger.warning("Kubernetes %s %s %s failed (%s); retry %d in %.2fs", operation, resource.kind,
-                               name or "", last, attempt + 1, delay)
+                logger.warning(
+                    "Kubernetes %s %s %s failed (%s); retry %d in %.2fs",
+                    operation,
+                    resource.kind,
+                    name or "",
+                    last,
+                    attempt + 1,
+                    delay,
+                )
                 time.sleep(delay)
         raise OrchestrationError(
             f"Kubernetes API did not accept {operation} of {resource.kind} {name or ''} in namespace "
@@ -269,8 +322,9 @@ class KubeApi:
             )
         what = f"{resource.kind} {name}" if name else resource.plural
         if exc.status == 404 and resource.group == SCALED_OBJECTS.group:
-            return OrchestrationError(f"Kubernetes has no {resource.qualified}: install KEDA or set "
-                                      "LLM_ENGINE_KUBERNETES_KEDA_ENABLED=false.")
+            return OrchestrationError(
+                f"Kubernetes has no {resource.qualified}: install KEDA or set LLM_ENGINE_KUBERNETES_KEDA_ENABLED=false."
+            )
         return OrchestrationError(f"Kubernetes rejected {operation} of {what} (HTTP {exc.status}): {_message(exc)}")
 
 

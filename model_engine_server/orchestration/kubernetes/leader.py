@@ -97,10 +97,19 @@ class LeaseLeaderElector:
         spec = dict(lease["spec"])
         spec["holderIdentity"] = None
         spec["leaseDurationSeconds"] = 1
-        self.api.replace(LEASES, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                                  "metadata": {"name": self.name, "namespace": self.api.namespace,
-                                               "resourceVersion": lease["metadata"].get("resourceVersion")},
-                                  "spec": spec})
+        self.api.replace(
+            LEASES,
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": self.name,
+                    "namespace": self.api.namespace,
+                    "resourceVersion": lease["metadata"].get("resourceVersion"),
+                },
+                "spec": spec,
+            },
+        )
         self.is_leader = False
 
     def _body(self, resource_version: str | None, acquired: str | None, renewed: str, transitions: int) -> Obj:

@@ -59,12 +59,18 @@ class TgiEngine:
 
     def args(self, config: EndpointConfig, source: ModelSource) -> list[str]:
         args = [
-            "--model-id", source.model_id,
-            "--num-shard", str(config.num_shards),
-            "--max-input-tokens", str(source.max_input_tokens),
-            "--max-total-tokens", str(source.context_length),
-            "--hostname", "0.0.0.0",
-            "--port", str(CONTAINER_PORT),
+            "--model-id",
+            source.model_id,
+            "--num-shard",
+            str(config.num_shards),
+            "--max-input-tokens",
+            str(source.max_input_tokens),
+            "--max-total-tokens",
+            str(source.context_length),
+            "--hostname",
+            "0.0.0.0",
+            "--port",
+            str(CONTAINER_PORT),
         ]
         if config.quantize:
             args += ["--quantize", config.quantize]
@@ -82,12 +88,18 @@ class VllmEngine:
 
     def args(self, config: EndpointConfig, source: ModelSource) -> list[str]:
         args = [
-            "--model", source.model_id,
-            "--served-model-name", source.served_name,
-            "--tensor-parallel-size", str(config.num_shards),
-            "--max-model-len", str(source.context_length),
-            "--host", "0.0.0.0",
-            "--port", str(CONTAINER_PORT),
+            "--model",
+            source.model_id,
+            "--served-model-name",
+            source.served_name,
+            "--tensor-parallel-size",
+            str(config.num_shards),
+            "--max-model-len",
+            str(source.context_length),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(CONTAINER_PORT),
         ]
         if config.quantize:
             args += ["--quantization", config.quantize]
@@ -107,11 +119,16 @@ class BuiltinEngine:
         # The built-in server resolves zoo names itself (incl. GGUF files bundled in its image).
         model_id = source.model_id if source.model_id == CHECKPOINT_DIR else source.served_name
         return [
-            "--model-id", model_id,
-            "--max-input-tokens", str(source.max_input_tokens),
-            "--max-total-tokens", str(source.context_length),
-            "--hostname", "0.0.0.0",
-            "--port", str(CONTAINER_PORT),
+            "--model-id",
+            model_id,
+            "--max-input-tokens",
+            str(source.max_input_tokens),
+            "--max-total-tokens",
+            str(source.context_length),
+            "--hostname",
+            "0.0.0.0",
+            "--port",
+            str(CONTAINER_PORT),
         ]
 
 
@@ -208,8 +225,9 @@ def _model_source(endpoint: ModelEndpoint, zoo: ModelZoo) -> ModelSource:
     context = entry.context_length if entry else DEFAULT_CONTEXT_LENGTH
     max_input = entry.max_input_tokens if entry else context - min(1024, context // 4)
     model_id = CHECKPOINT_DIR if config.checkpoint_path else entry.hf_repo  # type: ignore[union-attr]
-    return ModelSource(model_id=model_id, served_name=config.model_name, context_length=context,
-                       max_input_tokens=max_input)
+    return ModelSource(
+        model_id=model_id, served_name=config.model_name, context_length=context, max_input_tokens=max_input
+    )
 
 
 def deployment_manifest(
@@ -311,10 +329,12 @@ def _env(settings: Settings, kind: EngineKind) -> list[Manifest]:
     if kind == EngineKind.TGI:
         env.append({"name": "HF_HUB_ENABLE_HF_TRANSFER", "value": "1"})
     if settings.kubernetes_hf_token_secret:
-        env.append({
-            "name": "HF_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": settings.kubernetes_hf_token_secret, "key": "HF_TOKEN"}},
-        })
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": settings.kubernetes_hf_token_secret, "key": "HF_TOKEN"}},
+            }
+        )
     return env
 
 
@@ -389,13 +409,15 @@ def hpa_manifest(endpoint: ModelEndpoint, settings: Settings) -> Manifest:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": naming.resource_name(endpoint)},
             "minReplicas": low,
             "maxReplicas": max(low, config.max_workers),
-            "metrics": [{
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": settings.kubernetes_hpa_metric_name},
-                    "target": {"type": "AverageValue", "averageValue": str(config.per_worker)},
-                },
-            }],
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": settings.kubernetes_hpa_metric_name},
+                        "target": {"type": "AverageValue", "averageValue": str(config.per_worker)},
+                    },
+                }
+            ],
         },
     }
 
@@ -414,15 +436,17 @@ def scaled_object_manifest(endpoint: ModelEndpoint, settings: Settings) -> Manif
             "minReplicaCount": 0,
             "maxReplicaCount": max(1, config.max_workers),
             "cooldownPeriod": 300,
-            "triggers": [{
-                "type": "prometheus",
-                "metadata": {
-                    "serverAddress": settings.kubernetes_keda_prometheus_url,
-                    "query": query,
-                    "threshold": str(config.per_worker),
-                    "activationThreshold": "0",
-                },
-            }],
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metadata": {
+                        "serverAddress": settings.kubernetes_keda_prometheus_url,
+                        "query": query,
+                        "threshold": str(config.per_worker),
+                        "activationThreshold": "0",
+                    },
+                }
+            ],
         },
     }
 
@@ -439,10 +463,12 @@ def pdb_manifest(endpoint: ModelEndpoint, settings: Settings) -> Manifest:
 def owned_by(manifest: Manifest, deployment_name: str, deployment_uid: str) -> Manifest:
     """``manifest`` with the Deployment as owner, so deleting the Deployment garbage-collects it."""
     metadata = dict(manifest["metadata"])
-    metadata["ownerReferences"] = [{
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "name": deployment_name,
-        "uid": deployment_uid,
-    }]
+    metadata["ownerReferences"] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": deployment_name,
+            "uid": deployment_uid,
+        }
+    ]
     return {**manifest, "metadata": metadata}

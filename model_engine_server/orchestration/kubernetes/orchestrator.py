@@ -72,12 +72,17 @@ class KubernetesOrchestrator:
         self._loop = asyncio.get_running_loop()
         if self._api is None:
             api_client = await asyncio.to_thread(load_api_client, self.settings.kubernetes_kubeconfig)
-            self._api = KubeApi(api_client, self.settings.kubernetes_namespace,
-                                self.settings.kubernetes_field_manager, self._retry)
+            self._api = KubeApi(
+                api_client, self.settings.kubernetes_namespace, self.settings.kubernetes_field_manager, self._retry
+            )
             self._owns_client = True
         self._cache = ObjectCache(
-            self._api, watched_resources(self.settings), naming.MANAGED_SELECTOR,
-            self.settings.kubernetes_watch_timeout_seconds, self._notify_from_thread, self._retry,
+            self._api,
+            watched_resources(self.settings),
+            naming.MANAGED_SELECTOR,
+            self.settings.kubernetes_watch_timeout_seconds,
+            self._notify_from_thread,
+            self._retry,
         )
         self._cache.start()
 
@@ -153,8 +158,10 @@ class KubernetesOrchestrator:
         cache = self.cache
         if not cache.synced:
             errors = "; ".join(cache.errors())
-            return ObservedState(EndpointStatus.UPDATE_IN_PROGRESS,
-                                 reason="Waiting for the Kubernetes watch cache" + (f" ({errors})" if errors else ""))
+            return ObservedState(
+                EndpointStatus.UPDATE_IN_PROGRESS,
+                reason="Waiting for the Kubernetes watch cache" + (f" ({errors})" if errors else ""),
+            )
         name = naming.resource_name(endpoint)
         deployment = cache.get(DEPLOYMENTS, name)
         if deployment is None:
@@ -168,8 +175,9 @@ class KubernetesOrchestrator:
         config = endpoint.config
         pods = cache.select(PODS, naming.selector_labels(endpoint))
         gpu_type = config.gpu_type or (entry.gpu_type if (entry := self.zoo.get(config.model_name)) else None)
-        return status.derive_state(deployment, pods, config.gpus, gpu_type,
-                                   scale_to_zero=manifests.uses_keda(config, self.settings))
+        return status.derive_state(
+            deployment, pods, config.gpus, gpu_type, scale_to_zero=manifests.uses_keda(config, self.settings)
+        )
 
     def _drift(self, endpoint: ModelEndpoint, deployment: Obj) -> str | None:
         """Why the cluster no longer matches what apply() would write, or None."""
@@ -189,8 +197,11 @@ class KubernetesOrchestrator:
 
     async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
         service = naming.resource_name(endpoint)
-        return [self.settings.kubernetes_service_url_template.format(
-            service=service, namespace=self.settings.kubernetes_namespace)]
+        return [
+            self.settings.kubernetes_service_url_template.format(
+                service=service, namespace=self.settings.kubernetes_namespace
+            )
+        ]
 
     async def wait_for_change(self, timeout: float) -> None:
         try:
@@ -218,8 +229,9 @@ class KubernetesOrchestrator:
 
 def _missing(reason: str, deployment: Obj | None = None) -> ObservedState:
     available = int((deployment or {}).get("status", {}).get("availableReplicas", 0) or 0)
-    return ObservedState(EndpointStatus.UPDATE_IN_PROGRESS, available_workers=available,
-                         reason=f"{reason}; re-applying", missing=True)
+    return ObservedState(
+        EndpointStatus.UPDATE_IN_PROGRESS, available_workers=available, reason=f"{reason}; re-applying", missing=True
+    )
 
 
 def _resource_of(manifest: Obj) -> Resource:

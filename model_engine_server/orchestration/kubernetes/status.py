@@ -84,11 +84,15 @@ def pod_failure(pod: Obj, gpus: int, gpu_type: str | None) -> str | None:
 def _unschedulable(name: str, message: str, gpus: int, gpu_type: str | None) -> str:
     if "nvidia.com/gpu" in message:
         want = f"{gpus} GPU{'s' if gpus != 1 else ''}" + (f" of type {gpu_type}" if gpu_type else "")
-        return (f"Cannot schedule pod {name}: no node has {want} free. Add GPU nodes, lower gpus/num_shards, or "
-                f"choose another gpu_type. Scheduler: {_short(message)}")
+        return (
+            f"Cannot schedule pod {name}: no node has {want} free. Add GPU nodes, lower gpus/num_shards, or "
+            f"choose another gpu_type. Scheduler: {_short(message)}"
+        )
     if "node affinity/selector" in message or "didn't match Pod's node affinity" in message:
-        return (f"Cannot schedule pod {name}: no node carries the label for gpu_type {gpu_type!r}. "
-                f"Scheduler: {_short(message)}")
+        return (
+            f"Cannot schedule pod {name}: no node carries the label for gpu_type {gpu_type!r}. "
+            f"Scheduler: {_short(message)}"
+        )
     return f"Cannot schedule pod {name}: {_short(message)}"
 
 
@@ -101,8 +105,10 @@ def _container_failure(container: Obj, init: bool) -> str | None:
     reason = waiting.get("reason")
     if reason in IMAGE_PULL_REASONS:
         image = container.get("image", "")
-        return (f"cannot pull image {image} ({reason}): check the image tag and registry credentials. "
-                f"{_short(waiting.get('message'))}").rstrip()
+        return (
+            f"cannot pull image {image} ({reason}): check the image tag and registry credentials. "
+            f"{_short(waiting.get('message'))}"
+        ).rstrip()
     if reason in CONFIG_REASONS:
         return f"{what} cannot start ({reason}): {_short(waiting.get('message'))}"
     if "OOMKilled" in (terminated.get("reason"), last.get("reason")):
@@ -114,8 +120,10 @@ def _container_failure(container: Obj, init: bool) -> str | None:
             label = "checkpoint download failed" if init else "model failed to load"
             return f"{what}: {label} (exit code {crashed.get('exitCode', '?')}): {_short(message)}"
         restarts = container.get("restartCount", 0)
-        return (f"{what} keeps crashing (exit code {crashed.get('exitCode', '?')}, {restarts} restarts, "
-                f"{crashed.get('reason') or 'Error'}); see `kubectl logs --previous`.")
+        return (
+            f"{what} keeps crashing (exit code {crashed.get('exitCode', '?')}, {restarts} restarts, "
+            f"{crashed.get('reason') or 'Error'}); see `kubectl logs --previous`."
+        )
     return None
 
 

@@ -149,7 +149,7 @@ class LocalOrchestrator:
     ) -> None:
         self._settings = settings
         self._policy = policy or SupervisionPolicy()
-        self._zoo = zoo or ModelZoo()
+        self._zoo = zoo or settings.model_zoo()
         self._state = StateFile(state_file_path(settings.data_dir))
         self._deployments: dict[str, Deployment] = {}
         self._lock = asyncio.Lock()
