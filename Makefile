@@ -37,9 +37,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 benchmarks: $(STAMP)
-	$(BIN)/python benchmarks/inference_server.py
-	$(BIN)/python benchmarks/gateway_overhead.py
-	$(BIN)/python benchmarks/async_tasks.py
+	$(BIN)/python -m benchmarks.inference_server
+	$(BIN)/python -m benchmarks.gateway_overhead
+	$(BIN)/python -m benchmarks.async_tasks
 
 clean:
 	rm -rf $(VENV) .venv-peers .mypy_cache .ruff_cache .pytest_cache

@@ -40,6 +40,8 @@ from typing import Any
 
 import httpx
 
+from benchmarks.support import percentile, spawn_listening, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "async_tasks.json"
 REDIS_URL = os.environ.get("LLM_ENGINE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -49,31 +51,6 @@ PROMPT = "Summarise the benefits of connection pooling in one sentence"
 MAX_NEW_TOKENS = 16
 POLL_SECONDS = 0.005
 TARGETS = {"redis_added_p50_ms": 20.0, "redis_tasks_per_s": 200.0}
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def _spawn(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    """Start a process that prints ``listening on <url>`` when ready; returns it and the URL."""
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("listening on "):
-        process.kill()
-        raise RuntimeError(f"{args[:4]} failed to start: {line}{process.stderr.read() if process.stderr else ''}")
-    return process, line.split()[-1]
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _serve_gateway() -> None:
@@ -147,8 +124,8 @@ async def _baseline(client: httpx.AsyncClient, tasks: int, concurrency: int) -> 
     elapsed = time.perf_counter() - started
     latencies = [latency for latency, _ in results]
     summary = {
-        "p50_ms": 1000 * _percentile(latencies, 0.5),
-        "p99_ms": 1000 * _percentile(latencies, 0.99),
+        "p50_ms": 1000 * percentile(latencies, 0.5),
+        "p99_ms": 1000 * percentile(latencies, 0.99),
         "calls_per_s": tasks / elapsed,
     }
     return summary, results[0][1]
@@ -210,9 +187,9 @@ async def _latency_run(
     latencies = [_done_at(meta) - wall for _, wall, _, meta in results if meta["status"] == "SUCCESS"]
     succeeded = await _verify(client, [task_id for task_id, _, _, _ in results], concurrency, expected)
     return {
-        "p50_ms": 1000 * _percentile(latencies, 0.5) if latencies else None,
-        "p99_ms": 1000 * _percentile(latencies, 0.99) if latencies else None,
-        "submit_p50_ms": 1000 * _percentile([latency for _, _, latency, _ in results], 0.5),
+        "p50_ms": 1000 * percentile(latencies, 0.5) if latencies else None,
+        "p99_ms": 1000 * percentile(latencies, 0.99) if latencies else None,
+        "submit_p50_ms": 1000 * percentile([latency for _, _, latency, _ in results], 0.5),
         "succeeded": succeeded,
         "lost": tasks - succeeded,
     }
@@ -276,7 +253,7 @@ class Workers:
 
     def stop(self) -> None:
         for process in self.processes:
-            _stop(process)
+            stop_process(process)
         self.processes.clear()
 
 
@@ -300,13 +277,13 @@ def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
         upgrade(settings.database_url)
         env = {key: value for key, value in os.environ.items() if not key.startswith("LLM_ENGINE_")}
         env.update(settings_environment(settings))
-        upstream, upstream_url = _spawn([sys.executable, "-m", "benchmarks.instant_tgi", "--port", "0"], env)
+        upstream, upstream_url = spawn_listening([sys.executable, "-m", "benchmarks.instant_tgi", "--port", "0"], env)
         processes: list[subprocess.Popen[Any]] = [upstream]
         workers = Workers(settings, args.workers, args.worker_concurrency, Path(tmp))
         celery_app = create_celery_app(settings)
         try:
             asyncio.run(_register(settings, upstream.pid, int(upstream_url.rsplit(":", 1)[1])))
-            gateway, gateway_url = _spawn(
+            gateway, gateway_url = spawn_listening(
                 [sys.executable, "-m", "benchmarks.async_tasks", "--serve-gateway"],
                 {**env, "BENCH_UPSTREAM": upstream_url},
             )
@@ -316,7 +293,7 @@ def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             workers.stop()
             for process in reversed(processes):
-                _stop(process)
+                stop_process(process)
             celery_app.close()
             if broker == "redis":
                 _delete_redis_prefix(prefix)

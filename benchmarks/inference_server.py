@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from benchmarks.support import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "inference_server.json"
 
@@ -89,14 +91,6 @@ class Report:
     server_start_seconds: float | None = None
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def summarize(name: str, concurrency: int, timings: list[RequestTiming], seconds: float) -> LevelResult:
     tokens = sum(t.tokens for t in timings)
     ttfts = [t.ttft for t in timings]
@@ -108,10 +102,10 @@ def summarize(name: str, concurrency: int, timings: list[RequestTiming], seconds
         tokens=tokens,
         seconds=round(seconds, 3),
         tokens_per_second=round(tokens / seconds, 2),
-        ttft_p50=round(percentile(ttfts, 50), 4),
-        ttft_p95=round(percentile(ttfts, 95), 4),
-        itl_p50=round(percentile(itls, 50), 4),
-        itl_p95=round(percentile(itls, 95), 4),
+        ttft_p50=round(percentile(ttfts, 0.5), 4),
+        ttft_p95=round(percentile(ttfts, 0.95), 4),
+        itl_p50=round(percentile(itls, 0.5), 4),
+        itl_p95=round(percentile(itls, 0.95), 4),
     )
 
 

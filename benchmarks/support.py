@@ -1,0 +1,40 @@
+"""Helpers every benchmark shares: percentiles and the child processes it measures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in 0..1); NaN for no values, so an empty phase cannot pass a target."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
+
+
+def spawn_listening(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start a process that prints ``listening on <url>`` when ready; returns it and the URL."""
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env or os.environ.copy()
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("listening on "):
+        process.kill()
+        raise RuntimeError(f"{args[:4]} failed to start: {line}{process.stderr.read() if process.stderr else ''}")
+    return process, line.split()[-1]
+
+
+def stop_process(process: subprocess.Popen[Any], grace_seconds: float = 20) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
