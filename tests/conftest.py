@@ -42,7 +42,7 @@ def _ensure_postgres_running() -> None:
         asyncio.run(ping())
 
 
-async def _admin(sql: str) -> None:
+async def admin_sql(sql: str) -> None:
     connection = await asyncpg.connect(POSTGRES_ADMIN_DSN)
     try:
         await connection.execute(sql)
@@ -55,12 +55,12 @@ def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test run (dropped at the end)."""
     _ensure_postgres_running()
     name = f"llm_engine_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
     base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     url = f"{base}/{name}"
     upgrade(url)
     yield url
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 
 Quantity = str | int | float
+# Every endpoint serves sync, streaming and async requests alike, so `endpoint_type` is accepted (and checked) for
+# compatibility but always reads back as "streaming": the published client cannot parse any other value.
+EVERY_ENDPOINT_TYPE = "streaming"
 
 
 def _quantity_to_str(value: Quantity | None) -> str | None:
@@ -59,6 +62,7 @@ class CreateEndpointRequest(_Request):
     def config_fields(self) -> dict[str, Any]:
         values = self.model_dump(exclude={"name"})
         values["post_inference_hooks"] = values["post_inference_hooks"] or []
+        values["endpoint_type"] = EVERY_ENDPOINT_TYPE
         return values
 
 
@@ -90,7 +94,7 @@ class UpdateEndpointRequest(_Request):
     default_callback_url: str | None = None
 
     def changes(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True)
+        return self.model_dump(exclude_unset=True, exclude={"endpoint_type"})
 
 
 class EndpointTaskResponse(BaseModel):

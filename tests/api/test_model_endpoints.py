@@ -164,3 +164,14 @@ async def test_tenants_see_and_change_only_their_own_endpoints(gateway: httpx.As
     assert (await gateway.put("/v1/llm/model-endpoints/llama", json={"max_workers": 2}, auth=BOB)).status_code == 404
     assert (await gateway.delete("/v1/llm/model-endpoints/llama", auth=BOB)).status_code == 404
     assert (await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()["status"] == "UPDATE_PENDING"
+
+
+async def test_endpoint_type_reads_back_as_streaming_which_every_endpoint_serves(gateway: httpx.AsyncClient) -> None:
+    # The published client only parses "streaming"; every endpoint serves sync, stream and async requests anyway.
+    assert (await create(gateway, endpoint_type="sync")).status_code == 200
+    endpoint = (await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
+    assert endpoint["spec"]["endpoint_type"] == "streaming"
+    update = await gateway.put("/v1/llm/model-endpoints/llama", json={"endpoint_type": "async"}, auth=ALICE)
+    assert update.status_code == 200
+    endpoint = (await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
+    assert endpoint["spec"]["endpoint_type"] == "streaming"
