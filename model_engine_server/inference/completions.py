@@ -66,15 +66,24 @@ class CompletionDispatcher:
     async def route(self, endpoint_name: str, caller: str, request: CompletionRequest) -> CompletionRoute:
         """Where ``request`` goes; raises the 404/503/400 domain errors described in the module docstring."""
         endpoint = await self._endpoint(endpoint_name, caller)
+        try:
+            return await self._route_to(endpoint, request)
+        except EndpointNotReadyError:
+            # The cached record may be behind a delete or a status change: ask the registry before answering 503
+            # (a deleted endpoint must be a 404). Only the error path pays for this lookup.
+            fresh = await asyncio.shield(self._refresh((endpoint_name, caller)))
+            return await self._route_to(fresh, request)
+
+    async def _route_to(self, endpoint: ModelEndpoint, request: CompletionRequest) -> CompletionRoute:
         self._check_limits(endpoint, request)
         if endpoint.status != EndpointStatus.READY:
             reason = f": {endpoint.status_reason}" if endpoint.status_reason else ""
             raise EndpointNotReadyError(
-                f"Model endpoint {endpoint_name!r} is not ready (status {endpoint.status.value}){reason}."
+                f"Model endpoint {endpoint.name!r} is not ready (status {endpoint.status.value}){reason}."
             )
         upstreams = await self._orchestrator.upstreams(endpoint)
         if not upstreams:
-            raise EndpointNotReadyError(f"Model endpoint {endpoint_name!r} has no ready replica right now.")
+            raise EndpointNotReadyError(f"Model endpoint {endpoint.name!r} has no ready replica right now.")
         return CompletionRoute(endpoint, upstreams, adapter_for(endpoint.config.inference_framework))
 
     async def complete(self, route: CompletionRoute, request: CompletionRequest) -> CompletionOutput:

@@ -318,3 +318,19 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+async def test_a_deleted_endpoint_is_404_at_once_even_while_its_lookup_is_cached(
+    gateway: RunningGateway, tgi: InstantTgiServer
+) -> None:
+    await gateway.add_endpoint("llm", [tgi.url])
+    body = {"prompt": "hi", "max_new_tokens": 2, "temperature": 0}
+    assert (await post(gateway, body)).status_code == 200  # the endpoint's lookup is cached now
+    registry = gateway.app.state.services.endpoints
+    endpoint = await registry.get_owned("llm", ALICE[0])
+    gateway.orchestrator.routes.pop("llm")  # the reconciler stopped its servers ...
+    await registry.remove(endpoint.id)  # ... and removed the record
+
+    response = await post(gateway, body)
+    assert response.status_code == 404, response.text
+    assert "was not found" in response.json()["detail"]

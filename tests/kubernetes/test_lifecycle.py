@@ -238,7 +238,9 @@ async def test_vanished_or_hand_edited_resources_are_reported_missing_and_restor
     assert deployment_of(emulator, endpoint)["spec"]["template"]["spec"]["containers"][0]["image"] != "evil:1"
 
     emulator.remove("apps", "deployments", NAMESPACE, name)
-    state = await observe_until(orchestrator, endpoint, lambda s: s.missing)
-    assert "does not exist" in (state.reason or "")
+    # The cascade deletes the Service too, and its watch event may arrive first; once the Deployment's has arrived
+    # the reason names the root cause.
+    state = await observe_until(orchestrator, endpoint, lambda s: s.missing and "does not exist" in (s.reason or ""))
+    assert state.missing
     await orchestrator.apply(endpoint)
     await observe_until(orchestrator, endpoint, lambda s: not s.missing)
