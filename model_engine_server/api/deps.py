@@ -59,10 +59,6 @@ def get_endpoint_operations(services: ServicesDep) -> EndpointOperations:
     return EndpointOperations(services.endpoints, services.zoo, services.on_registry_change)
 
 
-def get_orchestrator(services: ServicesDep) -> Orchestrator:
-    return services.orchestrator
-
-
 async def get_completion_dispatcher(request: Request) -> CompletionDispatcher:
     """Built in the lifespan next to the pooled upstream client (``app.state.completions``). Dependencies on the
     completion path are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool, which cost more
@@ -75,7 +71,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 CallerDep = Annotated[str, Depends(get_caller)]
 EndpointRegistryDep = Annotated[EndpointRegistry, Depends(get_endpoint_registry)]
 EndpointOperationsDep = Annotated[EndpointOperations, Depends(get_endpoint_operations)]
-OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
 CompletionDispatcherDep = Annotated[CompletionDispatcher, Depends(get_completion_dispatcher)]
 
 

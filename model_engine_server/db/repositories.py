@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -322,8 +322,3 @@ class AsyncTaskStore:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(AsyncTaskRow).where(AsyncTaskRow.expires_at <= utcnow()))
             return int(getattr(result, "rowcount", 0))
-
-
-def merged_config(current: EndpointConfig, changes: dict[str, Any]) -> EndpointConfig:
-    """``current`` with the given fields replaced (an update request only names what changes)."""
-    return replace(current, **changes)
