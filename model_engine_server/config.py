@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     kubernetes_service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:80"
     tgi_image_repository: str = "ghcr.io/huggingface/text-generation-inference"
     vllm_image_repository: str = "vllm/vllm-openai"
-    builtin_image_repository: str = "ghcr.io/llm-engine/model-engine"
+    builtin_image_repository: str = "ghcr.io/llm-engine/model-engine-inference"
     builtin_image_tag: str = "0.1.0"
     # Endpoints with gpus == 0 run the built-in server (a TGI and OpenAI peer) instead of the CUDA-only engine images.
     kubernetes_builtin_engine_without_gpus: bool = True
