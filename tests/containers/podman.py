@@ -84,7 +84,8 @@ class Podman:
     def container(self, image: str, *command: str, options: Sequence[str] = ()) -> Iterator[Container]:
         """A detached container on the host network (reaching PostgreSQL and Redis on the host), removed afterwards."""
         name = f"llm-engine-test-{uuid.uuid4().hex[:8]}"
-        self.run("run", "--detach", "--name", name, "--network=host", *chart_security_options(), *options, image, *command)
+        flags = ["--detach", "--name", name, "--network=host", *chart_security_options(), *options]
+        self.run("run", *flags, image, *command)
         try:
             yield Container(self, name)
         finally:
