@@ -49,12 +49,28 @@ COPY model_engine_server/__init__.py ./model_engine_server/
 COPY model_engine_server/domain ./model_engine_server/domain
 COPY model_engine_server/inference/__init__.py model_engine_server/inference/model_loading.py \
      ./model_engine_server/inference/
-# The cache key is the GGUF file's path, size and mtime, which the venv keeps when copied into the runtime stage.
+# The cache key is the GGUF file's path, size and mtime, the same in the images. Readable by the app user.
 RUN python -c "from pathlib import Path; from model_engine_server.inference.model_loading import resolve_model; \
-print(resolve_model('smollm2-135m', Path('/opt/llm-engine/models')))"
+print(resolve_model('smollm2-135m', Path('/opt/llm-engine/models')))" \
+ && chmod -R a+rX /opt/llm-engine/models
 
-# --- build: the project itself ----------------------------------------------------------------------------------------
-FROM dependencies AS builder
+# --- runtime: the environment above, the project's sources and a non-root user ------------------------------------------
+# Built on the dependency layers rather than copying the venv into a fresh base: the base has no build tools to leave
+# behind, and torch and the other dependencies stay separate, cached layers that a code change does not touch.
+FROM dependencies AS runtime
+
+# The Helm chart mounts a read-only root filesystem with writable /tmp and /var/lib/llm-engine: caches go there.
+# API keys by default: `open` auth is refused on the 0.0.0.0 the gateway binds to in a container.
+ENV PYTHONUNBUFFERED=1 \
+    HOME=/home/app \
+    XDG_CACHE_HOME=/tmp/.cache \
+    LLM_ENGINE_DATA_DIR=/var/lib/llm-engine \
+    LLM_ENGINE_AUTH_MODE=keys
+
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app \
+ && install -d -o app -g app /var/lib/llm-engine
+
 # Editable on purpose: `model-engine migrate` finds migrations/ beside the package, so the sources stay in /app. The
 # install needs only pyproject.toml (an empty README and package stand in), so code edits leave the venv unchanged.
 COPY pyproject.toml ./
@@ -66,27 +82,6 @@ COPY model_engine_server ./model_engine_server
 # Bytecode is compiled here because the root filesystem is read-only at run time.
 RUN python -m compileall -q /app/model_engine_server /app/migrations && model-engine --help > /dev/null
 
-# --- runtime: the same slim base, the environment and sources only, a non-root user --------------------------------------
-FROM ${PYTHON_IMAGE} AS runtime
-
-# The Helm chart mounts a read-only root filesystem with writable /tmp and /var/lib/llm-engine: caches go there.
-# API keys by default: `open` auth is refused on the 0.0.0.0 the gateway binds to in a container.
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    HOME=/home/app \
-    XDG_CACHE_HOME=/tmp/.cache \
-    LLM_ENGINE_DATA_DIR=/var/lib/llm-engine \
-    LLM_ENGINE_AUTH_MODE=keys
-
-RUN groupadd --system --gid 10001 app \
- && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app \
- && install -d -o app -g app /var/lib/llm-engine
-
-COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
-
-WORKDIR /app
 ENTRYPOINT ["model-engine"]
 
 # --- engine: the built-in inference server (TGI protocol) with the converted demo model --------------------------------

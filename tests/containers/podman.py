@@ -49,8 +49,8 @@ def chart_security_options() -> list[str]:
     """podman flags for the chart's pod and container securityContext: non-root, read-only root, no capabilities."""
     options = ["--user", chart_user(), "--read-only", "--read-only-tmpfs=false"]
     options += ["--cap-drop=all", "--security-opt=no-new-privileges"]
-    for path in CHART_SCRATCH_MOUNTS:
-        options += ["--tmpfs", f"{path}:rw,exec,mode=1777"]
+    for path in CHART_SCRATCH_MOUNTS:  # U=true: owned by the container's user, as fsGroup makes emptyDirs writable
+        options += ["--mount", f"type=tmpfs,destination={path},U=true"]
     return options
 
 
