@@ -12,6 +12,10 @@
 # from the node through the GPU operator). No HEALTHCHECK: Kubernetes probes (the chart's, the orchestrator's) decide.
 
 ARG PYTHON_IMAGE=python:3.11-slim
+# For the OCI labels (`make images` passes the project version, the git commit and the repository URL).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/llm-engine/llm-engine
 
 # --- the dependency list, read from pyproject.toml: edits elsewhere in that file leave the layers below cached ------------
 FROM ${PYTHON_IMAGE} AS requirements
@@ -61,6 +65,8 @@ FROM dependencies AS runtime
 
 # The Helm chart mounts a read-only root filesystem with writable /tmp and /var/lib/llm-engine: caches go there.
 # API keys by default: `open` auth is refused on the 0.0.0.0 the gateway binds to in a container.
+LABEL org.opencontainers.image.description="Deploy large language models on Kubernetes and serve completions." \
+      org.opencontainers.image.licenses="Apache-2.0"
 ENV PYTHONUNBUFFERED=1 \
     HOME=/home/app \
     XDG_CACHE_HOME=/tmp/.cache \
@@ -95,15 +101,11 @@ USER 10001:10001
 EXPOSE 8080
 CMD ["inference-server", "--model-id", "smollm2-135m", "--port", "8080"]
 # Labels last: the build arguments they use would otherwise change every layer's cache key with each commit.
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG SOURCE=https://github.com/llm-engine/llm-engine
-LABEL org.opencontainers.image.description="Deploy large language models on Kubernetes and serve completions." \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.title="LLM Engine inference server"
+ARG VERSION
+ARG REVISION
+ARG SOURCE
+LABEL org.opencontainers.image.title="LLM Engine inference server" org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" org.opencontainers.image.source="${SOURCE}"
 
 # --- control plane (the default target): gateway, worker, orchestrator, migrations, `serve` --------------------------
 FROM runtime AS control-plane
@@ -112,12 +114,8 @@ USER 10001:10001
 EXPOSE 5000
 CMD ["gateway", "--host", "0.0.0.0", "--port", "5000"]
 # Labels last: the build arguments they use would otherwise change every layer's cache key with each commit.
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG SOURCE=https://github.com/llm-engine/llm-engine
-LABEL org.opencontainers.image.description="Deploy large language models on Kubernetes and serve completions." \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.title="LLM Engine"
+ARG VERSION
+ARG REVISION
+ARG SOURCE
+LABEL org.opencontainers.image.title="LLM Engine" org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" org.opencontainers.image.source="${SOURCE}"
