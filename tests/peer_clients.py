@@ -30,5 +30,5 @@ def peer_python() -> Path:
 def run_peer_script(script: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``script`` with the peer interpreter; the caller asserts on its exit code and output."""
     return subprocess.run(
-        [str(peer_python()), "-c", script], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [str(peer_python()), "-I", "-c", script], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
