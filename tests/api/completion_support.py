@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from benchmarks.instant_tgi import VOCABULARY
+from testkit.tgi import VOCABULARY
 from model_engine_server.api.app import create_app
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus, ObservedState

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
+from testkit.tgi import InstantTgiServer, running_instant_tgi
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus
 from tests.api.completion_support import (

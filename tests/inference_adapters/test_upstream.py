@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from benchmarks.instant_tgi import running_instant_tgi
+from testkit.tgi import running_instant_tgi
 from model_engine_server.config import Settings
 from model_engine_server.domain.completions import CompletionRequest
 from model_engine_server.domain.exceptions import EndpointNotReadyError, UpstreamError, UpstreamTimeoutError

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.inference_server.conftest import RunningServer
-from tests.peer_clients import run_peer_script
+from testkit.peers import run_peer_script
 
 pytestmark = pytest.mark.model
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.instant_tgi import InstantTgiServer
+from testkit.tgi import InstantTgiServer
 
 
 @dataclass

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from benchmarks.instant_tgi import running_instant_tgi
+from testkit.tgi import running_instant_tgi
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory

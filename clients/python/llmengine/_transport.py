@@ -39,7 +39,10 @@ log = logging.getLogger("llmengine")
 
 _lock = threading.Lock()
 _sync_client: httpx.Client | None = None
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+# Per event loop: its client, and the started async generator that closes the client when the loop shuts down.
+_async_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
+] = weakref.WeakKeyDictionary()
 
 
 @functools.cache
@@ -64,36 +67,45 @@ def sync_client() -> httpx.Client:
         return _sync_client
 
 
-def async_client() -> httpx.AsyncClient:
+async def async_client() -> httpx.AsyncClient:
     """The user's async client if one is set, else the SDK's pool for the running event loop."""
     given = api_engine.get_async_http_client()
     if given is not None:
         return given
     loop = asyncio.get_running_loop()
-    with _lock:
-        client = _async_clients.get(loop)
-        if client is None or client.is_closed:
-            client = httpx.AsyncClient(verify=_ssl_context(), timeout=_default_timeout())
-            _async_clients[loop] = client
-        return client
+    pooled = _async_clients.get(loop)
+    if pooled is not None and not pooled[0].is_closed:
+        return pooled[0]
+    client = httpx.AsyncClient(verify=_ssl_context(), timeout=_default_timeout())
+    closer = _close_with_loop(client)
+    await closer.__anext__()  # started: asyncio now closes it (and so the client) when the loop shuts down
+    _async_clients[loop] = (client, closer)
+    return client
+
+
+async def _close_with_loop(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    # asyncio.run (and every asyncio.Runner) finalizes suspended async generators before closing its loop, which is
+    # the last moment the pool's sockets can be closed in the loop they belong to.
+    try:
+        yield
+    finally:
+        await client.aclose()
 
 
 def close_connections() -> None:
-    """Close the SDK's own sync pool and forget its async pools (a new pool is made on the next call)."""
+    """Close the SDK's own sync pool (a new one is made on the next call); async pools close with their loop."""
     global _sync_client
     with _lock:
         if _sync_client is not None:
             _sync_client.close()
             _sync_client = None
-        _async_clients.clear()
 
 
 async def aclose_connections() -> None:
-    """Close the SDK's async pool of the running event loop; call it before the loop ends to release sockets."""
-    with _lock:
-        client = _async_clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
+    """Close the SDK's async pool of the running event loop now, rather than when the loop shuts down."""
+    pooled = _async_clients.pop(asyncio.get_running_loop(), None)
+    if pooled is not None:
+        await pooled[1].aclose()
 
 
 def _forget_inherited_clients() -> None:
@@ -226,7 +238,7 @@ def stream_events(spec: RequestSpec) -> Generator[str, None, None]:
 
 async def _asend(spec: RequestSpec, *, stream: bool) -> tuple[httpx.Response, _Exchange]:
     exchange = _Exchange(spec, stream=stream)
-    client = async_client()
+    client = await async_client()
     while True:
         try:
             response = await client.send(exchange.build(client), stream=stream)

@@ -10,7 +10,7 @@ from llmengine import AsyncCompletionTask, Completion, CompletionTask, TaskStatu
 from llmengine.errors import NotFoundError
 from sdk_inprocess_gateway import BackgroundGateway
 
-from benchmarks.instant_tgi import VOCABULARY
+from testkit.tgi import VOCABULARY
 
 # Generous: the first task also waits for the worker process to start and discover the endpoint's queue.
 RESULT_TIMEOUT = 90

@@ -12,10 +12,10 @@ import pytest
 from llmengine import AsyncCompletionStream, Completion, CompletionStream, api_engine
 from llmengine.errors import BadRequestError, NotFoundError, ServerError
 from sdk_inprocess_gateway import BackgroundGateway
-from sdk_platform import poll_until
 
-from benchmarks.instant_tgi import VOCABULARY
 from model_engine_server.domain.entities import EndpointStatus
+from testkit import eventually
+from testkit.tgi import VOCABULARY
 
 
 def expected_text(tokens: int) -> str:
@@ -84,7 +84,7 @@ def test_leaving_a_stream_early_stops_the_generation_upstream(completions: Backg
         first = next(stream)
     assert first.output is not None and first.output.text == " the"
     # The gateway notices the closed connection and cancels the upstream request.
-    poll_until(lambda: completions.slow_tgi.cancelled == before + 1, what="upstream generation cancelled")
+    eventually(lambda: completions.slow_tgi.cancelled == before + 1, what="upstream generation cancelled")
 
 
 def test_a_failure_mid_stream_arrives_as_the_last_event(completions: BackgroundGateway) -> None:

@@ -15,9 +15,9 @@ import pytest
 from llmengine import LLMInferenceFramework, Model, ModelEndpointStatus, api_engine
 from llmengine.errors import NotFoundError
 from sdk_inprocess_gateway import BackgroundGateway
-from sdk_platform import Platform
 
-from tests.peer_clients import run_peer_script
+from testkit.peers import run_peer_script
+from testkit.platform import Platform
 
 PEER_SCRIPT = """
 import json, os

@@ -9,16 +9,14 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from llmengine import Completion, LLMInferenceFramework, Model, ModelEndpointStatus, api_engine
 from llmengine.errors import NotFoundError
-from sdk_platform import Platform, poll_until, start_platform
 
-from benchmarks.instant_tgi import VOCABULARY
-
-SHIM = Path(__file__).with_name("sdk_instant_upstream.py")
+from testkit import eventually
+from testkit.platform import Platform, start_platform
+from testkit.tgi import VOCABULARY
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         tmp_path_factory.mktemp("serve"),
         auth_mode="open",
         demo_model="",
-        inference_server_command=f"{sys.executable} {SHIM}",
+        inference_server_command=f"{sys.executable} -m testkit.tgi",
         reconcile_interval_seconds="0.5",
     )
     try:
@@ -55,7 +53,7 @@ def test_an_endpoint_from_creation_to_completions_to_deletion(platform: Platform
         inference_framework=LLMInferenceFramework.TEXT_GENERATION_INFERENCE,
         min_workers=1,
     )
-    poll_until(lambda: status_of(name) is ModelEndpointStatus.READY, timeout=90, what="endpoint READY")
+    eventually(lambda: status_of(name) is ModelEndpointStatus.READY, timeout=90, what="endpoint READY")
     endpoint = Model.get(name)
     assert endpoint.spec is not None and endpoint.spec.deployment_state is not None
     assert endpoint.spec.deployment_state.available_workers == 1
@@ -70,6 +68,6 @@ def test_an_endpoint_from_creation_to_completions_to_deletion(platform: Platform
     assert task.result(timeout=90).output.text == expected
 
     assert Model.delete(name).deleted
-    poll_until(lambda: status_of(name) is None, timeout=60, what="endpoint removed")
+    eventually(lambda: status_of(name) is None, timeout=60, what="endpoint removed")
     with pytest.raises(NotFoundError):
         Completion.create(model=name, prompt="Hello")

@@ -1,9 +1,9 @@
 """A tiny text-generation-inference (TGI) protocol server that answers instantly.
 
 It stands in for a model server wherever the model itself is beside the point: the gateway-overhead benchmark (so
-the gateway's own cost is visible), the async-task benchmark, and the gateway's tests. It speaks TGI's HTTP protocol
-(``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``), validates parameters the way TGI
-does (so a wrong mapping shows up as a 422), and generates deterministic text:
+the gateway's own cost is visible), the async-task benchmark, the gateway's and the SDK's tests. It speaks TGI's
+HTTP protocol (``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``), validates parameters
+the way TGI does (so a wrong mapping shows up as a 422), and generates deterministic text:
 
 - tokens are words of ``VOCABULARY`` in order, each preceded by a space; token i has log-prob ``-(i % 4 + 1) / 4``;
 - a prompt counts one token per whitespace-separated word;
@@ -16,7 +16,10 @@ stream sends that many tokens and then TGI's in-band error event), ``max_concurr
 
 It is written on asyncio and httptools directly, because a framework would cost more than the gateway it measures.
 
-    python -m benchmarks.instant_tgi --port 0    # prints "listening on http://127.0.0.1:<port>"
+    python -m testkit.tgi --port 0    # prints "listening on http://127.0.0.1:<port>"
+
+Started as an inference-server command (``LLM_ENGINE_INFERENCE_SERVER_COMMAND="python -m testkit.tgi"``) it takes
+the launcher's ``--model-id M --port P --hostname H`` and serves any model id, so end-to-end runs need no model.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -388,12 +392,13 @@ async def running_instant_tgi(**options: Any) -> AsyncIterator[InstantTgiServer]
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", "--hostname", default="127.0.0.1")
+    parser.add_argument("--model-id", default=None, help="accepted like text-generation-launcher's; any id is served")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
     parser.add_argument("--fail-after", type=int, default=None, help="streams fail after this many tokens")
     parser.add_argument("--eos-after", type=int, default=None, help="end with </s> after this many tokens")
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # other launcher flags mean nothing to a stand-in
 
     async def serve() -> None:
         server = InstantTgiServer(
@@ -404,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
             eos_after=args.eos_after,
         )
         await server.start()
-        print(f"listening on {server.url}", flush=True)
+        sys.stdout.write(f"listening on {server.url}\n")
+        sys.stdout.flush()
         await asyncio.Event().wait()
 
     try:
