@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 
+from testkit import eventually_async
+
 FINAL = ("SUCCESS", "FAILURE")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str | Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            description = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout}s waiting for {description}")
-        await asyncio.sleep(0.05)
 
 
 async def task_state(client: httpx.AsyncClient, task_id: str, caller: str = "alice") -> dict[str, Any]:
@@ -38,7 +28,9 @@ async def wait_for_status(
         latest = await task_state(client, task_id)
         return latest["status"] in statuses
 
-    await eventually(reached, timeout, lambda: f"task {task_id} to reach {statuses} (last seen: {latest})")
+    await eventually_async(
+        reached, timeout=timeout, what=lambda: f"task {task_id} to reach {statuses} (last: {latest})"
+    )
     return latest
 
 
