@@ -42,7 +42,7 @@ test-fast: $(STAMP)
 
 ## Build the documentation site into site/; --strict fails on a broken link or a page missing from the nav.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 check: lint typecheck
 
