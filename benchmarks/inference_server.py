@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import httpx
 
 from benchmarks.support import percentile
+from testkit import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "inference_server.json"
@@ -114,13 +114,6 @@ def log(message: str) -> None:
 
 
 # --- the server ---------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_server(model_id: str, port: int, max_total_tokens: int) -> subprocess.Popen[bytes]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from llmengine.data_types import GetLLMEndpointResponse, ModelEndpointStatus
 
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.state import ReplicaRecord, StateFile
+from testkit import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
@@ -49,13 +49,6 @@ class Platform:
         return "\n--- platform output (tail) ---\n" + "\n".join(
             self.output.read_text(errors="replace").splitlines()[-40:]
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def model_engine_command() -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from testkit.tgi import VOCABULARY
 from model_engine_server.api.app import create_app
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus, ObservedState
+from testkit import eventually_async
+from testkit.tgi import VOCABULARY
 from tests.fakes import FakeOrchestrator
 
 ALICE = ("alice-key", "")
@@ -30,12 +30,8 @@ BOB = ("bob-key", "")
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
+    """Wait (without blocking the loop) until ``condition`` holds; fail after ``timeout`` seconds."""
+    await eventually_async(condition, timeout=timeout)
 
 
 @contextlib.asynccontextmanager

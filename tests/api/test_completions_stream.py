@@ -12,9 +12,9 @@ import httpx
 import orjson
 import pytest
 
-from testkit.tgi import InstantTgiServer, running_instant_tgi
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus
+from testkit.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
     FakeOpenAiServer,

@@ -7,7 +7,6 @@ over-long-input checks need only a few hundred tokens).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from testkit import free_port
 
 MAX_CONCURRENT_REQUESTS = 4
 MAX_INPUT_TOKENS = 256
@@ -29,13 +30,6 @@ class RunningServer:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:

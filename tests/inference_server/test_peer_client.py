@@ -8,8 +8,8 @@ import os
 import httpx
 import pytest
 
-from tests.inference_server.conftest import RunningServer
 from testkit.peers import run_peer_script
+from tests.inference_server.conftest import RunningServer
 
 pytestmark = pytest.mark.model
 

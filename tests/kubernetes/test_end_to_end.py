@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, OrchestratorKind, Settings
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
+from testkit import free_port
 from tests.api.completion_support import serve_on_loopback
 from tests.kubernetes.conftest import FAST_RETRY, NAMESPACE, make_api
 from tests.kubernetes.emulator import KubeEmulator
@@ -41,13 +41,6 @@ ENDPOINT_KINDS = [
     ("policy", "poddisruptionbudgets"),
     ("", "pods"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Node:

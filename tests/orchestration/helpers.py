@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -16,6 +13,7 @@ from typing import Any, TypeVar
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint
 from model_engine_server.orchestration.local import SupervisionPolicy
+from testkit import eventually_async
 
 FAKE_SERVER = Path(__file__).with_name("fake_tgi_server.py")
 
@@ -62,12 +60,4 @@ def make_endpoint(name: str, checkpoint: Path | str | None, *, revision: int = 1
 
 async def eventually(probe: Callable[[], Awaitable[T] | T], accept: Callable[[T], bool], timeout: float = 20.0) -> T:
     """Poll ``probe`` (sync or async) until ``accept`` holds; fail with the last result after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        value: T = await result if inspect.isawaitable(result) else result  # type: ignore[assignment]
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.05)
+    return await eventually_async(probe, accept, timeout=timeout, interval=0.05)

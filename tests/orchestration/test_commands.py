@@ -8,8 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,18 +21,12 @@ from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, 
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_alive
 from model_engine_server.orchestration.local.state import StateFile
+from testkit import eventually, free_port
 from tests.orchestration.helpers import FAKE_SERVER, control_file
 
 pytestmark = pytest.mark.timeout(120)
 
 MODEL_ENGINE = [sys.executable, "-c", "from model_engine_server.cli import app; app(prog_name='model-engine')"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def command_env(data_dir: Path, **settings: str) -> dict[str, str]:
@@ -47,11 +40,8 @@ def command_env(data_dir: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def wait_until(condition: object, timeout: float, describe: object = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out: {describe() if callable(describe) else describe}"
-        time.sleep(0.1)
+def wait_until(condition: Callable[[], object], timeout: float, describe: str | Callable[[], str] = "") -> None:
+    eventually(condition, timeout=timeout, what=describe, interval=0.1)
 
 
 def ready_pids(data_dir: Path) -> list[int]:
