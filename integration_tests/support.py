@@ -5,19 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from llmengine import Model
 from llmengine.data_types import GetLLMEndpointResponse, ModelEndpointStatus
 
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.state import ReplicaRecord, StateFile
-from testkit import free_port
+from testkit import eventually
+from testkit import platform as testkit_platform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
@@ -30,8 +28,11 @@ class Platform:
     base_url: str
     api_key: str
     data_dir: Path | None  # known when the platform runs on this machine
-    process: subprocess.Popen[bytes] | None = None  # set when these tests started it
-    output: Path | None = None
+    started: testkit_platform.Platform | None = None  # set when these tests started it
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.started.process if self.started else None
 
     def replicas(self, endpoint_id: str) -> list[ReplicaRecord]:
         """The inference-server processes the local orchestrator runs for ``endpoint_id``."""
@@ -44,89 +45,39 @@ class Platform:
 
     def describe(self) -> str:
         """The platform's recent output, for assertion messages."""
-        if self.output is None or not self.output.exists():
+        if self.started is None:
             return ""
-        return "\n--- platform output (tail) ---\n" + "\n".join(
-            self.output.read_text(errors="replace").splitlines()[-40:]
-        )
-
-
-def model_engine_command() -> list[str]:
-    script = Path(sys.executable).with_name("model-engine")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from model_engine_server.cli import app; app(prog_name='model-engine')"]
-
-
-def platform_env(data_dir: Path) -> dict[str, str]:
-    """The caller's environment minus any LLM_ENGINE_* settings: the embedded defaults, in ``data_dir``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ENGINE_")}
-    cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
-    env.update(
-        LLM_ENGINE_DATA_DIR=str(data_dir),
-        LLM_ENGINE_MODEL_CACHE_DIR=cache,
-        LLM_ENGINE_AUTH_MODE="open",
-        LLM_ENGINE_RECONCILE_INTERVAL_SECONDS="1",
-    )
-    return env
+        return "\n--- platform output (tail) ---\n" + self.started.log_tail()
 
 
 def start_platform(workdir: Path) -> Platform:
-    data_dir = workdir / "data"
-    output = workdir / "platform.log"
-    port = free_port()
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [*model_engine_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=platform_env(data_dir),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-        )
-    platform = Platform(f"http://127.0.0.1:{port}", "integration-tests", data_dir, process, output)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"model-engine serve exited with code {process.returncode}{platform.describe()}")
-        try:
-            if httpx.get(f"{platform.base_url}/healthz", timeout=2).status_code == 200:
-                return platform
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            stop_platform(platform)
-            raise RuntimeError(f"the gateway did not answer within {STARTUP_TIMEOUT:.0f}s{platform.describe()}")
-        time.sleep(0.2)
+    """``model-engine serve`` with the embedded defaults in ``workdir``, through the test kit's launcher."""
+    cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
+    running = testkit_platform.start_platform(
+        "serve",
+        workdir / "data",
+        migrate=False,  # serve migrates by itself
+        timeout=STARTUP_TIMEOUT,
+        model_cache_dir=cache,
+        auth_mode="open",
+        reconcile_interval_seconds="1",
+    )
+    return Platform(running.url, "integration-tests", running.data_dir, running)
 
 
 def stop_platform(platform: Platform, timeout: float = 60.0) -> int | None:
     """Ctrl-C, as a user would; SIGKILL only if it does not stop in time. The exit code, None if it had to be killed."""
-    process = platform.process
-    if process is None:
-        return None
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            return None
-    return process.returncode
+    return None if platform.started is None else platform.started.stop(signal.SIGINT, timeout)
 
 
 def wait_for_status(
     name: str, wanted: set[ModelEndpointStatus], platform: Platform, timeout: float = READY_TIMEOUT
 ) -> GetLLMEndpointResponse:
     """Poll ``Model.get`` until the endpoint's status is one of ``wanted``; fail with its last state."""
-    deadline = time.monotonic() + timeout
-    while True:
-        endpoint = Model.get(name)
-        if endpoint.status in wanted:
-            return endpoint
-        if time.monotonic() > deadline:
-            reason = endpoint.spec.status_reason if endpoint.spec else None
-            raise AssertionError(
-                f"{name} is {endpoint.status} after {timeout:.0f}s (reason: {reason}){platform.describe()}"
-            )
-        time.sleep(0.5)
+    return eventually(
+        lambda: Model.get(name),
+        lambda endpoint: endpoint.status in wanted,
+        timeout=timeout,
+        interval=0.5,
+        what=lambda: f"{name} to be {sorted(s.value for s in wanted)}{platform.describe()}",
+    )

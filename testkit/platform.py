@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,59 @@ def platform_env(data_dir: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def builtin_server_command(model_id: str, port: int, *flags: str) -> list[str]:
+    """The built-in inference server (``python -m model_engine_server.inference.server``) on 127.0.0.1:``port``."""
+    server = "model_engine_server.inference.server"
+    return [
+        sys.executable,
+        "-m",
+        server,
+        "--model-id",
+        model_id,
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *flags,
+    ]
+
+
+def wait_healthy(
+    url: str,
+    process: subprocess.Popen[bytes],
+    *,
+    timeout: float,
+    output: Callable[[], str] = str,
+    interval: float = 0.25,
+) -> None:
+    """Wait until ``url`` answers 200; fail at once (with ``output()``) if ``process`` exits first."""
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{output()}")
+        try:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    eventually(healthy, timeout=timeout, interval=interval, what=lambda: f"{url} to answer 200\n{output()}")
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0
+) -> int | None:
+    """Send ``sig`` and wait; SIGKILL if it does not stop in time. The exit code, None if it had to be killed."""
+    if process.poll() is not None:
+        return process.returncode
+    process.send_signal(sig)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+        return None
+
+
 @dataclass
 class Platform:
     url: str
@@ -57,16 +111,7 @@ class Platform:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        """Send ``sig`` and wait; SIGKILL if it does not stop in time. The exit code, None if it had to be killed."""
-        if self.process.poll() is not None:
-            return self.process.returncode
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            return None
+        return stop_process(self.process, sig, timeout)
 
 
 def start_platform(
@@ -92,17 +137,8 @@ def start_platform(
             cwd=data_dir,
         )
     platform = Platform(f"http://127.0.0.1:{port}", process, log, data_dir)
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"model-engine {command} exited with {process.returncode}:\n{platform.log_tail()}")
-        try:
-            return httpx.get(f"{platform.url}/healthz", timeout=2.0).status_code == 200
-        except httpx.TransportError:
-            return False
-
     try:
-        eventually(healthy, timeout=timeout, interval=0.1, what=lambda: f"/healthz\n{platform.log_tail()}")
+        wait_healthy(f"{platform.url}/healthz", process, timeout=timeout, output=platform.log_tail, interval=0.1)
     except BaseException:
         platform.stop()
         raise

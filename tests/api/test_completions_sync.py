@@ -13,6 +13,7 @@ import pytest
 
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus
+from testkit import free_port
 from testkit.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
@@ -312,12 +313,7 @@ async def test_requests_go_to_the_replica_with_fewest_in_flight(gateway: Running
 
 @pytest.fixture
 def unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 async def test_a_deleted_endpoint_is_404_at_once_even_while_its_lookup_is_cached(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import httpx
 import pytest
 
 from testkit import free_port
+from testkit.platform import builtin_server_command, stop_process, wait_healthy
 
 MAX_CONCURRENT_REQUESTS = 4
 MAX_INPUT_TOKENS = 256
@@ -32,54 +31,28 @@ class RunningServer:
     log: Path
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the inference server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"the inference server was not healthy within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     port = free_port()
     log = tmp_path_factory.mktemp("inference-server") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "model_engine_server.inference.server",
-        "--model-id",
+    command = builtin_server_command(
         "smollm2-135m",
-        "--hostname",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        port,
         "--max-concurrent-requests",
         str(MAX_CONCURRENT_REQUESTS),
         "--max-input-tokens",
         str(MAX_INPUT_TOKENS),
         "--max-total-tokens",
         str(MAX_TOTAL_TOKENS),
-    ]
+    )
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process, log, START_TIMEOUT_SECONDS)
+        wait_healthy(f"{url}/health", process, timeout=START_TIMEOUT_SECONDS, output=lambda: log.read_text()[-3000:])
         yield RunningServer(url, process, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=30)
 
 
 @pytest.fixture

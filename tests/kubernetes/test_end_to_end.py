@@ -27,7 +27,7 @@ from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, OrchestratorKind, Settings
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
-from testkit import free_port
+from testkit import eventually_async, free_port
 from tests.api.completion_support import serve_on_loopback
 from tests.kubernetes.conftest import FAST_RETRY, NAMESPACE, make_api
 from tests.kubernetes.emulator import KubeEmulator
@@ -205,15 +205,7 @@ async def kubernetes_mode_gateway(
 
 async def poll(check: Any, timeout: float, what: str) -> Any:
     """Run the blocking ``check`` in a thread until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
+    return await eventually_async(lambda: asyncio.to_thread(check), timeout=timeout, what=what, interval=0.2)
 
 
 @pytest.mark.timeout(600)

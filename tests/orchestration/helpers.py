@@ -15,7 +15,8 @@ from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint
 from model_engine_server.orchestration.local import SupervisionPolicy
 from testkit import eventually_async
 
-FAKE_SERVER = Path(__file__).with_name("fake_tgi_server.py")
+# The test kit's TGI server; its --model-id may name a JSON control file (see testkit/tgi/__main__.py).
+FAKE_SERVER_COMMAND = f"{sys.executable} -m testkit.tgi"
 
 FAST_POLICY = SupervisionPolicy(
     health_interval_seconds=0.1,
@@ -32,11 +33,11 @@ T = TypeVar("T")
 
 
 def fake_settings(data_dir: Path, **overrides: Any) -> Settings:
-    return Settings(data_dir=data_dir, inference_server_command=f"{sys.executable} {FAKE_SERVER}", **overrides)
+    return Settings(data_dir=data_dir, inference_server_command=FAKE_SERVER_COMMAND, **overrides)
 
 
 def control_file(directory: Path, name: str = "model", **behaviour: Any) -> Path:
-    """A fake model: the JSON file the fake server reads at start-up (see fake_tgi_server.py)."""
+    """A fake model: the JSON file the fake server reads at start-up (see testkit/tgi/__main__.py)."""
     path = directory / f"{name}.json"
     path.write_text(json.dumps(behaviour))
     return path

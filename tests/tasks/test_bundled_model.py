@@ -15,7 +15,7 @@ import pytest
 
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import EndpointRegistry
-from model_engine_server.orchestration.local.processes import free_port
+from testkit import free_port
 from tests.tasks.conftest import Workers, announce_replicas, ready_endpoint
 from tests.tasks.helpers import submit, wait_for_status
 

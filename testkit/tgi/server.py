@@ -16,18 +16,14 @@ stream sends that many tokens and then TGI's in-band error event), ``max_concurr
 
 It is written on asyncio and httptools directly, because a framework would cost more than the gateway it measures.
 
-    python -m testkit.tgi --port 0    # prints "listening on http://127.0.0.1:<port>"
-
-Started as an inference-server command (``LLM_ENGINE_INFERENCE_SERVER_COMMAND="python -m testkit.tgi"``) it takes
-the launcher's ``--model-id M --port P --hostname H`` and serves any model id, so end-to-end runs need no model.
+Run it in-process with ``running_instant_tgi(...)``, or as a process with ``python -m testkit.tgi`` (see there).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -49,6 +45,8 @@ class InstantTgiServer:
     eos_after: int | None = None
     max_concurrent: int | None = None
     max_total_tokens: int = 4096
+    model_id: str = "instant-tgi"
+    ready_at: float = 0.0  # time.monotonic() before which /health answers 503, like TGI loading a model
     record: bool = False
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     cancelled: int = 0
@@ -169,7 +167,7 @@ class InstantTgiServer:
 
     def info(self) -> dict[str, Any]:
         return {
-            "model_id": "instant-tgi",
+            "model_id": self.model_id,
             "model_dtype": "none",
             "model_device_type": "cpu",
             "max_concurrent_requests": self.max_concurrent or 128,
@@ -306,7 +304,8 @@ class _Connection(asyncio.Protocol):
     def _handle(self, method: str, path: str, raw: bytes) -> None:
         server = self._server
         if method == "GET" and path == "/health":
-            self._write(_response(200, b""))
+            loading = time.monotonic() < server.ready_at
+            self._write(_response(503, b'{"error":"loading"}') if loading else _response(200, b""))
             return
         if method == "GET" and path == "/info":
             self._write(_response(200, orjson.dumps(server.info())))
@@ -388,38 +387,3 @@ async def running_instant_tgi(**options: Any) -> AsyncIterator[InstantTgiServer]
         yield server
     finally:
         await server.stop()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", "--hostname", default="127.0.0.1")
-    parser.add_argument("--model-id", default=None, help="accepted like text-generation-launcher's; any id is served")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
-    parser.add_argument("--fail-after", type=int, default=None, help="streams fail after this many tokens")
-    parser.add_argument("--eos-after", type=int, default=None, help="end with </s> after this many tokens")
-    args, _ = parser.parse_known_args(argv)  # other launcher flags mean nothing to a stand-in
-
-    async def serve() -> None:
-        server = InstantTgiServer(
-            host=args.host,
-            port=args.port,
-            token_delay=args.token_delay,
-            fail_after=args.fail_after,
-            eos_after=args.eos_after,
-        )
-        await server.start()
-        sys.stdout.write(f"listening on {server.url}\n")
-        sys.stdout.flush()
-        await asyncio.Event().wait()
-
-    try:
-        import uvloop
-
-        uvloop.run(serve())
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()
