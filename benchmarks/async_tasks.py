@@ -40,7 +40,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.support import percentile, spawn_listening, stop_process
+from benchmarks.support import percentile, spawn_listening
+from testkit.platform import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "async_tasks.json"

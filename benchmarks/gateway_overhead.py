@@ -32,7 +32,8 @@ from typing import Any, cast
 
 import httptools
 
-from benchmarks.support import percentile, spawn_listening, stop_process
+from benchmarks.support import percentile, spawn_listening
+from testkit.platform import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gateway_overhead.json"

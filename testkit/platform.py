@@ -6,14 +6,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -83,7 +85,7 @@ def wait_healthy(
 
 
 def stop_process(
-    process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0
+    process: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0
 ) -> int | None:
     """Send ``sig`` and wait; SIGKILL if it does not stop in time. The exit code, None if it had to be killed."""
     if process.poll() is not None:
@@ -99,6 +101,8 @@ def stop_process(
 
 @dataclass
 class Platform:
+    """A ``model-engine`` process this test session started (``start_platform``, ``running_platform``)."""
+
     url: str
     process: subprocess.Popen[bytes]
     log: Path
@@ -112,6 +116,16 @@ class Platform:
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         return stop_process(self.process, sig, timeout)
+
+
+@contextlib.contextmanager
+def running_platform(command: str, data_dir: Path, **options: Any) -> Iterator[Platform]:
+    """``start_platform`` for a ``with`` block (or a fixture): stopped however the block ends."""
+    platform = start_platform(command, data_dir, **options)
+    try:
+        yield platform
+    finally:
+        platform.stop()
 
 
 def start_platform(

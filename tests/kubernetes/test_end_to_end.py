@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ from model_engine_server.config import AuthMode, OrchestratorKind, Settings
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
 from testkit import eventually_async, free_port
+from testkit.platform import stop_process
 from tests.api.completion_support import serve_on_loopback
 from tests.kubernetes.conftest import FAST_RETRY, NAMESPACE, make_api
 from tests.kubernetes.emulator import KubeEmulator
@@ -162,12 +162,7 @@ class Node:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout=30)
         self.process, self.deployment, self.ready = None, None, False
 
 

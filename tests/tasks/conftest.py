@@ -29,6 +29,7 @@ from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_start_time
 from model_engine_server.orchestration.local.state import DeploymentRecord, ReplicaRecord, StateFile
 from model_engine_server.tasks.worker import start_worker_process
+from testkit.platform import stop_process
 from tests.fakes import FakeOrchestrator
 
 REDIS_URL = os.environ.get("LLM_ENGINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -100,13 +101,9 @@ class Workers:
     def stop_all(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                process.terminate()
+                process.terminate()  # all at once: they stop in parallel
         for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 @pytest.fixture

@@ -74,13 +74,10 @@ def scripted() -> Iterator[ScriptedServer]:
 @pytest.fixture(scope="session")
 def gateway_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """``model-engine gateway`` with open auth and a SQLite registry, shared by the tests that need it."""
-    from testkit.platform import start_platform
+    from testkit.platform import running_platform
 
-    platform = start_platform("gateway", tmp_path_factory.mktemp("gateway"), auth_mode="open")
-    try:
+    with running_platform("gateway", tmp_path_factory.mktemp("gateway"), auth_mode="open") as platform:
         yield platform
-    finally:
-        platform.stop()
 
 
 @pytest.fixture
@@ -94,21 +91,14 @@ def gateway(gateway_process: Platform) -> Platform:
 @pytest.fixture(scope="session")
 def keyed_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """``model-engine gateway`` in keys mode: only its ``api_key`` (owner ``sdk-tests``) is accepted."""
-    from testkit.platform import start_platform
+    from testkit.platform import running_platform
 
     key = f"sk-sdk-tests-{uuid.uuid4().hex}"
-    platform = start_platform(
-        "gateway",
-        tmp_path_factory.mktemp("keyed-gateway"),
-        auth_mode="keys",
-        bootstrap_api_key=key,
-        bootstrap_owner="sdk-tests",
-    )
-    platform.api_key = key
-    try:
+    directory = tmp_path_factory.mktemp("keyed-gateway")
+    options = {"auth_mode": "keys", "bootstrap_api_key": key, "bootstrap_owner": "sdk-tests"}
+    with running_platform("gateway", directory, **options) as platform:
+        platform.api_key = key
         yield platform
-    finally:
-        platform.stop()
 
 
 @pytest.fixture(scope="session")
@@ -137,6 +127,8 @@ def async_worker(inprocess_gateway: BackgroundGateway) -> Iterator[subprocess.Po
     """A Celery worker for the in-process gateway's queues, sending every task to its instant TGI server."""
     settings = inprocess_gateway.settings
     log = settings.data_dir / "worker.log"
+    from testkit.platform import stop_process
+
     script = Path(__file__).with_name("sdk_async_worker.py")
     with log.open("wb") as output:
         worker = subprocess.Popen(
@@ -147,9 +139,4 @@ def async_worker(inprocess_gateway: BackgroundGateway) -> Iterator[subprocess.Po
     try:
         yield worker
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=5)
+        stop_process(worker, timeout=20)
