@@ -7,10 +7,11 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llmengine import Model
-from llmengine.data_types import GetLLMEndpointResponse, ModelEndpointStatus
+from llmengine.data_types import GetLLMEndpointResponse, LLMInferenceFramework, ModelEndpointStatus
 
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.state import ReplicaRecord, StateFile
@@ -81,3 +82,18 @@ def wait_for_status(
         interval=0.5,
         what=lambda: f"{name} to be {sorted(s.value for s in wanted)}{platform.describe()}",
     )
+
+
+def create_ready_endpoint(name: str, framework: LLMInferenceFramework, platform: Platform, **options: Any) -> None:
+    """Create ``name`` serving the bundled model on one worker with the SDK, and wait until it is READY."""
+    Model.create(
+        name=name,
+        model=MODEL,
+        inference_framework_image_tag="latest",
+        inference_framework=framework,
+        min_workers=1,
+        max_workers=1,
+        **options,
+    )
+    ready = wait_for_status(name, {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}, platform)
+    assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready

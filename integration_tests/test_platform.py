@@ -18,7 +18,7 @@ from llmengine.data_types import (
 )
 from llmengine.errors import BadRequestError, NotFoundError
 
-from integration_tests.support import MODEL, Platform, wait_for_status
+from integration_tests.support import MODEL, Platform, create_ready_endpoint, wait_for_status
 from model_engine_server.orchestration.local.processes import process_alive
 from testkit import eventually
 
@@ -191,17 +191,8 @@ def test_delete_removes_the_endpoint_and_its_processes(endpoint: str, sdk: Platf
 
 def test_a_vllm_endpoint_is_served_through_the_openai_protocol(sdk: Platform) -> None:
     name = f"it-vllm-{uuid.uuid4().hex[:6]}"
-    Model.create(
-        name=name,
-        model=MODEL,
-        inference_framework_image_tag="latest",
-        inference_framework=LLMInferenceFramework.VLLM,
-        min_workers=1,
-        max_workers=1,
-    )
     try:
-        ready = wait_for_status(name, {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}, sdk)
-        assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
+        create_ready_endpoint(name, LLMInferenceFramework.VLLM, sdk)
         sync = greedy(name)
         assert sync.output.text.strip()
         assert 0 < sync.output.num_completion_tokens <= 12

@@ -60,15 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     control = _control(args.model_id)
 
     async def serve() -> None:
-        server = InstantTgiServer(
-            host=args.host,
-            port=args.port,
-            token_delay=args.token_delay,
-            fail_after=args.fail_after,
-            eos_after=args.eos_after,
-            model_id=args.model_id,
-            ready_at=time.monotonic() + float(control.get("startup_seconds", 0.0)),
-        )
+        ready_at = time.monotonic() + float(control.get("startup_seconds", 0.0))
+        server = InstantTgiServer(**vars(args), ready_at=ready_at)  # the flags are named after its fields
         await server.start()
         sys.stdout.write(f"listening on {server.url}\n")
         sys.stdout.flush()

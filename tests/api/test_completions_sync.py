@@ -3,7 +3,6 @@ servers on loopback."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from tests.api.completion_support import (
     FakeOpenAiServer,
     RunningGateway,
     running_fake_openai,
-    running_gateway,
 )
 
 SYNC = "/v1/llm/completions-sync"
@@ -29,23 +27,9 @@ STREAM = "/v1/llm/completions-stream"
 
 
 @pytest.fixture
-def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
     # SQLite only: here the registry is just where the endpoint lives; its queries are tested on both databases.
-    database = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, database)
-    return Settings(database_url=f"sqlite+aiosqlite:///{database}", data_dir=tmp_path / "data", auth_mode=AuthMode.OPEN)
-
-
-@pytest.fixture
-async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def tgi() -> AsyncIterator[InstantTgiServer]:
-    async with running_instant_tgi(record=True) as server:
-        yield server
+    return Settings(database_url=sqlite_url, data_dir=tmp_path / "data", auth_mode=AuthMode.OPEN)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -69,11 +68,9 @@ def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def task_settings(broker: dict[str, str], sqlite_template: Path, tmp_path: Path) -> Settings:
-    registry = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, registry)
+def task_settings(broker: dict[str, str], sqlite_url: str, tmp_path: Path) -> Settings:
     return Settings(
-        database_url=f"sqlite+aiosqlite:///{registry}",
+        database_url=sqlite_url,
         data_dir=tmp_path / "data",
         auth_mode=AuthMode.OPEN,
         async_task_visibility_timeout_seconds=6,

@@ -34,6 +34,17 @@ async def wait_for_status(
     return latest
 
 
+async def post_async_completion(
+    client: httpx.AsyncClient, endpoint: str, prompt: str, max_new_tokens: int, caller: str
+) -> httpx.Response:
+    return await client.post(
+        "/v1/llm/completions-async",
+        params={"model_endpoint_name": endpoint},
+        json={"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": 0.0},
+        headers={"x-api-key": caller},
+    )
+
+
 async def submit(
     client: httpx.AsyncClient,
     endpoint: str,
@@ -41,12 +52,8 @@ async def submit(
     max_new_tokens: int = 5,
     caller: str = "alice",
 ) -> str:
-    response = await client.post(
-        "/v1/llm/completions-async",
-        params={"model_endpoint_name": endpoint},
-        json={"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": 0.0},
-        headers={"x-api-key": caller},
-    )
+    """The id of a new async task; fails the test unless the gateway accepted it."""
+    response = await post_async_completion(client, endpoint, prompt, max_new_tokens, caller)
     assert response.status_code == 200, response.text
     task_id: str = response.json()["task_id"]
     return task_id

@@ -15,7 +15,7 @@ from model_engine_server.db.session import create_engine, create_session_factory
 from testkit import eventually_async, free_port
 from testkit.tgi import running_instant_tgi
 from tests.tasks.conftest import Workers, announce_replicas, gateway_for, ready_endpoint
-from tests.tasks.helpers import submit, task_state, wait_for_status
+from tests.tasks.helpers import post_async_completion, submit, task_state, wait_for_status
 from tests.tasks.scripted_tgi import running_scripted_tgi
 
 
@@ -53,19 +53,9 @@ async def test_only_the_owner_reads_a_task_and_unknown_ids_are_404(
     assert unknown.status_code == 404
     assert "not found" in unknown.json()["detail"]
     # Submitting to someone else's (private) endpoint is a 404 too, and bad input a 4xx.
-    bobs = await gateway_client.post(
-        "/v1/llm/completions-async",
-        params={"model_endpoint_name": "private"},
-        json={"prompt": "hi", "max_new_tokens": 3, "temperature": 0},
-        headers={"x-api-key": "bob"},
-    )
+    bobs = await post_async_completion(gateway_client, "private", "hi", max_new_tokens=3, caller="bob")
     assert bobs.status_code == 404
-    bad = await gateway_client.post(
-        "/v1/llm/completions-async",
-        params={"model_endpoint_name": "private"},
-        json={"prompt": "hi", "max_new_tokens": 0, "temperature": 0},
-        headers={"x-api-key": "alice"},
-    )
+    bad = await post_async_completion(gateway_client, "private", "hi", max_new_tokens=0, caller="alice")
     assert bad.status_code == 422
 
 
