@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httptools
 import orjson
+
+from testkit.serving import serving
 
 VOCABULARY = tuple("the quick brown fox jumps over a lazy dog while seven wizards quietly hex bright zebras".split())
 EOS_TEXT = "</s>"
@@ -378,12 +379,6 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
-@contextlib.asynccontextmanager
-async def running_instant_tgi(**options: Any) -> AsyncIterator[InstantTgiServer]:
+def running_instant_tgi(**options: Any) -> contextlib.AbstractAsyncContextManager[InstantTgiServer]:
     """``async with running_instant_tgi(token_delay=0.01) as server: ... server.url ...``"""
-    server = InstantTgiServer(**options)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+    return serving(InstantTgiServer(**options))
