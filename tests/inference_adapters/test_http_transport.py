@@ -29,6 +29,17 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
     return head + (await reader.readexactly(length) if length else b"")
 
 
+def _answer(raw: bytes) -> Handler:
+    """A handler that reads one request and writes ``raw`` (status line, headers and body) in reply."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+
+    return handler
+
+
 @contextlib.asynccontextmanager
 async def _serve(handler: Handler) -> AsyncIterator[Server]:
     """A raw TCP server on loopback answering each connection with ``handler``; closed when the block ends."""
@@ -76,10 +87,7 @@ async def test_sequential_requests_share_one_connection(client: httpx.AsyncClien
 
 
 async def test_connection_closed_by_the_server_while_idle_is_replaced(client: httpx.AsyncClient) -> None:
-    async def one_shot(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # keep-alive implied, then hang up
-        await writer.drain()
+    one_shot = _answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # keep-alive implied, then hang up
 
     async with _serve(one_shot) as state:
         for _ in range(3):
@@ -111,20 +119,14 @@ async def test_only_plain_http_is_supported(client: httpx.AsyncClient) -> None:
 
 
 async def test_body_delimited_by_connection_close(client: httpx.AsyncClient) -> None:
-    async def legacy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
-        await writer.drain()
+    legacy = _answer(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
 
     async with _serve(legacy) as state:
         assert (await client.post(state.url, content=b"x")).text == "all of it"
 
 
 async def test_server_hanging_up_mid_body_is_a_read_error(client: httpx.AsyncClient) -> None:
-    async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
-        await writer.drain()
+    truncated = _answer(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
 
     async with _serve(truncated) as state:
         with pytest.raises(httpx.ReadError):

@@ -80,11 +80,16 @@ def gateway_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfo
         yield platform
 
 
+def _as_new_tenant(url: str) -> None:
+    """Point the SDK at ``url`` with a key of its own (open auth: every key is its own tenant)."""
+    api_engine.set_base_path(url)
+    api_engine.set_api_key(f"tenant-{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture
 def gateway(gateway_process: Platform) -> Platform:
-    """The SDK pointed at the gateway, as a tenant of its own (open auth: every key is its own tenant)."""
-    api_engine.set_base_path(gateway_process.url)
-    api_engine.set_api_key(f"tenant-{uuid.uuid4().hex[:12]}")
+    """The SDK pointed at the gateway process as a tenant of its own."""
+    _as_new_tenant(gateway_process.url)
     return gateway_process
 
 
@@ -117,8 +122,7 @@ def inprocess_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Back
 @pytest.fixture
 def completions(inprocess_gateway: BackgroundGateway) -> BackgroundGateway:
     """The SDK pointed at the in-process gateway as a tenant of its own."""
-    api_engine.set_base_path(inprocess_gateway.url)
-    api_engine.set_api_key(f"tenant-{uuid.uuid4().hex[:12]}")
+    _as_new_tenant(inprocess_gateway.url)
     return inprocess_gateway
 
 
