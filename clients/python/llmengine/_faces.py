@@ -2,8 +2,9 @@
 
 Each public method's parameters are written once, as a typing ``Protocol`` (its overloads tell type checkers what
 ``stream=True`` returns). ``public_method`` turns that definition into a classmethod whose runtime signature is the
-protocol's, binds a call's arguments against it, and hands the implementation one ``CompletionArguments`` — already
-validated, with the model name resolved. The sync and async implementations then differ only in how they send.
+protocol's, binds a call's arguments against it, and hands the implementation one checked value (for completions a
+``CompletionArguments``: validated body, resolved model name). Sync and async implementations differ only in how
+they send.
 
 Adding a resource (``ChatCompletion``, ``File``…): put its request building in ``_core/request_specs.py``, declare
 its parameters here once if they are shared by a sync and an async method, and write the two faces as a few lines
@@ -25,7 +26,7 @@ from llmengine.errors import ValidationError
 
 R_co = TypeVar("R_co", covariant=True)
 S_co = TypeVar("S_co", covariant=True)
-T = TypeVar("T")
+A = TypeVar("A")
 
 # Parameters that say where and how to send; every other named parameter is a field of the request body.
 _ROUTING = frozenset({"cls", "model", "model_name", "timeout", "stream", "request_headers", "kwargs"})
@@ -179,14 +180,18 @@ def _runtime_signature(face: type[Any]) -> inspect.Signature:
     return inspect.Signature([cls_parameter, *parameters[1:]])  # `self` of the protocol becomes `cls`
 
 
-def public_method(face: type[Any], implementation: Callable[[CompletionArguments], T]) -> Any:
-    """A classmethod with ``face``'s parameters that calls ``implementation`` (sync or ``async def``)."""
+def public_method(face: type[Any], read: Callable[[dict[str, Any]], A], implementation: Callable[[A], object]) -> Any:
+    """A classmethod with ``face``'s parameters; a call's arguments go through ``read`` into ``implementation``.
+
+    ``read`` gets every parameter by name (defaults applied) and returns what the implementation needs (for
+    completions, ``CompletionArguments.from_bound``); ``implementation`` may be a plain or an ``async def``.
+    """
     signature = _runtime_signature(face)
 
-    def bind(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CompletionArguments:
+    def bind(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> A:
         bound = signature.bind(cls, *args, **kwargs)
         bound.apply_defaults()
-        return CompletionArguments.from_bound(bound.arguments)
+        return read(bound.arguments)
 
     method: Callable[..., Any]
     if inspect.iscoroutinefunction(implementation):

@@ -56,6 +56,9 @@ async def _asubmit(call: CompletionArguments) -> AsyncCompletionTask:
     return AsyncCompletionTask(created.task_id, request_headers=call.request_headers)
 
 
+_read = CompletionArguments.from_bound
+
+
 class Completion:
     """Completions from a model endpoint.
 
@@ -66,12 +69,12 @@ class Completion:
     The parameters are defined once, in ``llmengine._faces``.
     """
 
-    create: CreateCall[CompletionSyncV1Response, CompletionStream] = public_method(CreateCall, _create)
+    create: CreateCall[CompletionSyncV1Response, CompletionStream] = public_method(CreateCall, _read, _create)
     acreate: CreateCall[Awaitable[CompletionSyncV1Response], Awaitable[AsyncCompletionStream]] = public_method(
-        CreateCall, _acreate
+        CreateCall, _read, _acreate
     )
-    submit: SubmitCall[CompletionTask] = public_method(SubmitCall, _submit)
-    asubmit: SubmitCall[Awaitable[AsyncCompletionTask]] = public_method(SubmitCall, _asubmit)
+    submit: SubmitCall[CompletionTask] = public_method(SubmitCall, _read, _submit)
+    asubmit: SubmitCall[Awaitable[AsyncCompletionTask]] = public_method(SubmitCall, _read, _asubmit)
 
 
 class _TaskHandle:
