@@ -1,7 +1,7 @@
 """Async completions: enqueue-to-result latency and tasks/s over Redis and over the embedded SQLite broker, against the
 same completions made synchronously through the same gateway in the same run.
 
-Processes: the instant TGI server (``testkit/tgi.py``, answers at once, so only the platform is
+Processes: the instant TGI server (``testkit.tgi``, answers at once, so only the platform is
 measured), the real gateway (uvicorn, SQLite registry, open auth), and two worker processes
 (``start_worker_process``, as ``model-engine serve`` starts them). The load generator is this process.
 

@@ -1,7 +1,7 @@
 """What the gateway adds to a completion: the same requests sent straight to an inference server, through the
 gateway, and through nginx as a reverse proxy, in one run.
 
-The inference server is ``testkit/tgi.py``, which answers instantly, so everything measured beyond the
+The inference server is ``testkit.tgi``, which answers instantly, so everything measured beyond the
 direct baseline is the proxy's own cost. Each process runs on its own: the instant server, the gateway (uvicorn with
 uvloop and httptools, embedded SQLite registry, open auth), nginx (if installed), and a load generator (a minimal
 keep-alive HTTP/1.1 client on asyncio + httptools, so the load generator costs as little CPU as possible).
