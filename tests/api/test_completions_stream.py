@@ -3,6 +3,7 @@ and OpenAI-protocol servers on loopback."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.api.completion_support import (
     RunningGateway,
     read_events,
     running_fake_openai,
+    running_gateway,
     wait_until,
 )
 
@@ -31,6 +33,18 @@ PARAMS = {"model_endpoint_name": "llm"}
 def settings(sqlite_url: str, tmp_path: Path) -> Settings:
     data = tmp_path / "data"
     return Settings(database_url=sqlite_url, data_dir=data, auth_mode=AuthMode.OPEN, stream_keepalive_seconds=0.05)
+
+
+@pytest.fixture
+async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def tgi() -> AsyncIterator[InstantTgiServer]:
+    async with running_instant_tgi(record=True) as server:
+        yield server
 
 
 async def stream_events(gateway: RunningGateway, body: dict[str, Any]) -> tuple[httpx.Response, list[dict[str, Any]]]:
