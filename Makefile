@@ -38,7 +38,7 @@ test: $(STAMP) peers
 
 ## The developer's inner loop: no model, no integration tests, no peer clients (under two minutes).
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not model and not slow" --ignore=integration_tests
+	$(BIN)/pytest -q -m "not model and not slow" tests clients/python/tests
 
 ## Build the documentation site into site/; --strict fails on a broken link or a page missing from the nav.
 docs: $(STAMP)
