@@ -40,7 +40,7 @@ from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 from model_engine_server.domain.exceptions import ConflictError
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
-from model_engine_server.orchestration.factory import build_orchestrator
+from model_engine_server.orchestration.factory import build_orchestrator, build_upstream_resolver
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,15 @@ class StartupError(Exception):
 
 
 class ControlPlane:
-    """The registry, the orchestrator and the reconciler, started and stopped together."""
+    """The registry, the orchestrator and the reconciler, started and stopped together; ``resolver`` is where a
+    gateway in this process sends requests (the running orchestrator's own view on one machine)."""
 
     def __init__(self, settings: Settings, orchestrator: Orchestrator | None = None) -> None:
         self.settings = settings
         self.database = create_engine(settings.database_url)
         self.registry = EndpointRegistry(create_session_factory(self.database))
         self.orchestrator = orchestrator or build_orchestrator(settings)
+        self.resolver = build_upstream_resolver(settings, self.orchestrator)
         self.reconciler = self.new_reconciler()
         self._started = False
 
@@ -272,7 +274,7 @@ async def serve_platform(settings: Settings, console: Console, worker_argv: Sequ
         raise StartupError(f"Could not migrate the registry at {where}: {type(exc).__name__}: {exc}") from exc
 
     control = ControlPlane(settings)
-    app = create_app(settings, orchestrator=control.orchestrator, on_registry_change=control.reconciler.poke)
+    app = create_app(settings, resolver=control.resolver, on_registry_change=control.reconciler.poke)
     server = _GatewayServer(
         uvicorn.Config(
             app,

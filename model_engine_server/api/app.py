@@ -1,4 +1,4 @@
-"""The gateway application: ``create_app`` wires settings, the registry and an orchestrator into FastAPI."""
+"""The gateway application: ``create_app`` wires settings, the registry and an upstream resolver into FastAPI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, End
 from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.admission import Admission
 from model_engine_server.domain.model_zoo import ModelZoo
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import UpstreamResolver
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import create_celery_app
@@ -32,12 +32,13 @@ def _no_op() -> None:
 def create_app(
     settings: Settings,
     *,
-    orchestrator: Orchestrator,
+    resolver: UpstreamResolver,
     on_registry_change: Callable[[], None] = _no_op,
     zoo: ModelZoo | None = None,
 ) -> FastAPI:
-    """The gateway. ``on_registry_change`` wakes an in-process reconciler after every write (``model-engine serve``);
-    the orchestrator is only used for routing here — the reconciler owns apply and delete."""
+    """The gateway. ``resolver`` says where an endpoint's requests go; ``on_registry_change`` wakes an in-process
+    reconciler after every write (``model-engine serve``). The gateway never runs an orchestrator: the reconciler
+    owns apply and delete."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,7 +51,7 @@ def create_app(
         endpoint_registry = EndpointRegistry(sessions)
         model_zoo = zoo or settings.model_zoo()
         # One admission path (one endpoint cache) for sync, stream and async submit.
-        admission = Admission(endpoint_registry, orchestrator, model_zoo)
+        admission = Admission(endpoint_registry, resolver, model_zoo)
         task_queue = AsyncTaskQueue(
             create_celery_app(settings),
             AsyncTaskStore(sessions),
@@ -62,7 +63,6 @@ def create_app(
             endpoints=endpoint_registry,
             keys=keys,
             tasks=AsyncTaskStore(sessions),
-            orchestrator=orchestrator,
             zoo=model_zoo,
             on_registry_change=on_registry_change,
             database=database,

@@ -15,7 +15,6 @@ from model_engine_server.config import Settings
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.domain.endpoints import EndpointOperations
 from model_engine_server.domain.model_zoo import ModelZoo
-from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.tasks.client import AsyncTaskQueue
 
@@ -28,7 +27,6 @@ class Services:
     endpoints: EndpointRegistry
     keys: ApiKeyStore
     tasks: AsyncTaskStore
-    orchestrator: Orchestrator
     zoo: ModelZoo
     on_registry_change: Callable[[], None]
     database: AsyncEngine

@@ -8,14 +8,15 @@ from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint, O
 
 
 class Orchestrator(Protocol):
-    """Turns endpoint records into running inference servers and reports what actually runs.
+    """Who runs replicas: turns endpoint records into running inference servers and reports what actually runs.
 
     Implementations: ``orchestration.local.LocalOrchestrator`` (processes on this machine) and
-    ``orchestration.kubernetes.KubernetesOrchestrator`` (Deployments through the Kubernetes API).
+    ``orchestration.kubernetes.KubernetesOrchestrator`` (Deployments through the Kubernetes API). Only the process
+    that runs the reconciler builds one (``runtime.ControlPlane``); where requests go is ``UpstreamResolver``'s job.
     """
 
     async def start(self) -> None:
-        """Connect, start watches or supervisors. Called once from the application's lifespan."""
+        """Connect, start watches or supervisors. ``ControlPlane.start`` calls it once, before the reconciler runs."""
 
     async def close(self) -> None:
         """Stop background work and release connections (local servers are stopped on shutdown)."""
@@ -29,15 +30,17 @@ class Orchestrator(Protocol):
     async def observe(self, endpoint: ModelEndpoint) -> ObservedState:
         """What runs for ``endpoint`` right now. Cheap: served from a watch-fed cache or in-process state."""
 
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        """Base URLs (``http://host:port``) the gateway may send requests for ``endpoint`` to, ready ones only."""
-
     async def wait_for_change(self, timeout: float) -> None:
         """Return when something observed may have changed, or after ``timeout`` seconds at the latest."""
 
 
 class UpstreamResolver(Protocol):
-    """Where requests for an endpoint go right now (the gateway and the async worker ask on every request)."""
+    """Where requests for an endpoint go right now (the gateway and the async worker ask on every request).
+
+    Implementations (``orchestration.factory.build_upstream_resolver`` picks one): the ``LocalOrchestrator`` running
+    in this process; ``LocalReplicaDirectory`` (its state file, read from another process); and
+    ``KubernetesServiceResolver`` (the endpoint's Service URL).
+    """
 
     async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
         """Base URLs (``http://host:port``) of the endpoint's ready replicas; empty when none is ready."""

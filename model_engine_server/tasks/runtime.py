@@ -26,36 +26,14 @@ from model_engine_server.domain.exceptions import (
     OverloadedError,
     UpstreamError,
 )
-from model_engine_server.domain.ports import Orchestrator, UpstreamResolver
+from model_engine_server.domain.ports import UpstreamResolver
 from model_engine_server.inference.adapters import adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
-from model_engine_server.orchestration.local.directory import LocalReplicaDirectory
 from model_engine_server.tasks.celery_app import uses_redis
 from model_engine_server.tasks.policy import lease_renew_interval, queue_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class LocalResolver:
-    """One machine: the local orchestrator runs in another process; read its state file."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._directory = LocalReplicaDirectory(settings.data_dir)
-
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        return self._directory.upstreams(endpoint.id)
-
-
-class OrchestratorResolver:
-    """Kubernetes: the endpoint's Service URL, computed without API calls (the CLI builds the orchestrator: only it
-    may import the Kubernetes orchestrator)."""
-
-    def __init__(self, orchestrator: Orchestrator) -> None:
-        self._orchestrator = orchestrator
-
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        return await self._orchestrator.upstreams(endpoint)
 
 
 def is_retryable(error: DomainError) -> bool:
@@ -173,8 +151,8 @@ class WorkerRuntime:
     def __init__(
         self,
         settings: Settings,
+        resolver: UpstreamResolver,
         *,
-        resolver: UpstreamResolver | None = None,
         endpoint_names: frozenset[str] | None = None,
         concurrency: int | None = None,
     ) -> None:
@@ -186,7 +164,7 @@ class WorkerRuntime:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="worker-io", daemon=True)
         self._thread.start()
-        self._resolver = resolver or LocalResolver(settings)
+        self._resolver = resolver
         self.run(self._open())
 
     async def _open(self) -> None:

@@ -195,14 +195,6 @@ class KubernetesOrchestrator:
             return f"Deployment {name} was changed outside LLM Engine"
         return None
 
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        service = naming.resource_name(endpoint)
-        return [
-            self.settings.kubernetes_service_url_template.format(
-                service=service, namespace=self.settings.kubernetes_namespace
-            )
-        ]
-
     async def wait_for_change(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)

@@ -2,7 +2,8 @@
 
 One supervisor task owns the process lifecycle of every endpoint (start, restart with backoff, roll over, scale);
 each replica has a watcher task that health-checks it and notices when it exits. ``apply``/``delete`` change what is
-wanted and wake the supervisor; ``observe``/``upstreams`` read in-process state and never block on I/O.
+wanted and wake the supervisor; ``observe``/``upstreams`` read in-process state and never block on I/O. Other
+processes (the async worker, a gateway run alone) find the replicas through ``LocalReplicaDirectory``.
 
 A replica's life: STARTING → READY ⇄ UNHEALTHY → STOPPING → EXITED. An exit that we did not ask for is a crash: the
 slot is restarted after a growing delay, and ``crash_loop_after`` crashes in a row turn the endpoint UPDATE_FAILED with
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 _EXIT_POLL_SECONDS = 0.5  # adopted processes are not our children, so their exit is polled
 _GROUP_EXIT_SECONDS = 5.0  # SIGKILLed processes vanish within milliseconds; this bounds a stuck kernel
-_PEER_VIEW_CACHE_SECONDS = 0.5  # how stale the state file may be when another process runs the servers
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -142,7 +142,8 @@ class ReplicaView:
 
 
 class LocalOrchestrator:
-    """Implements ``domain.ports.Orchestrator`` with processes on this machine."""
+    """Implements ``domain.ports.Orchestrator`` with processes on this machine, and ``UpstreamResolver`` for the
+    process it runs in (``start()`` first: an orchestrator that was not started runs nothing and routes nowhere)."""
 
     def __init__(
         self, settings: Settings, policy: SupervisionPolicy | None = None, zoo: ModelZoo | None = None
@@ -157,8 +158,6 @@ class LocalOrchestrator:
         self._changed = asyncio.Event()  # wakes ``wait_for_change``
         self._supervisor: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
-        self._peer_view: dict[str, list[str]] = {}
-        self._peer_view_at = -float("inf")
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -240,11 +239,10 @@ class LocalOrchestrator:
             reason = f"Starting {unavailable} of {d.desired} replica(s); output in {self._log_dir(d.name)}"
         return ObservedState(EndpointStatus.UPDATE_IN_PROGRESS, available, unavailable, reason)
 
+    # --- the UpstreamResolver port, for the process it runs in --------------------------------------------------------
+
     async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        if self._supervisor is None:
-            # Not started: another process runs the servers (`model-engine gateway` beside `model-engine
-            # orchestrator`); the state file it keeps says which replicas are ready.
-            return self._ready_in_state_file(endpoint.id)
+        """Ready replicas, current generation first (other processes read the same from the state file)."""
         d = self._deployments.get(endpoint.id)
         if d is None or d.deleting:
             return []
@@ -253,18 +251,6 @@ class LocalOrchestrator:
     async def wait_for_change(self, timeout: float) -> None:
         await _wait_event(self._changed, timeout)
         self._changed.clear()
-
-    def _ready_in_state_file(self, endpoint_id: str) -> list[str]:
-        now = time.monotonic()
-        if now - self._peer_view_at >= _PEER_VIEW_CACHE_SECONDS:
-            self._peer_view = {
-                d.endpoint_id: [
-                    f"http://127.0.0.1:{r.port}" for r in d.replicas if r.ready and process_alive(r.pid, r.start_time)
-                ]
-                for d in self._state.load()
-            }
-            self._peer_view_at = now
-        return list(self._peer_view.get(endpoint_id, []))
 
     # --- read-only views -------------------------------------------------------------------------------------------
 
