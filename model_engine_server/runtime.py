@@ -33,13 +33,12 @@ from sqlalchemy.engine import make_url
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, OrchestratorKind, Settings
 from model_engine_server.db import migrate as migrations
-from model_engine_server.db.repositories import EndpointRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.endpoints import EndpointOperations
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 from model_engine_server.domain.exceptions import ConflictError
 from model_engine_server.domain.model_zoo import ModelZoo
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import EndpointStore, Orchestrator
 from model_engine_server.orchestration.factory import build_orchestrator, build_upstream_resolver
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
 
@@ -64,8 +63,8 @@ class ControlPlane:
 
     def __init__(self, settings: Settings, orchestrator: Orchestrator | None = None) -> None:
         self.settings = settings
-        self.database = create_engine(settings.database_url)
-        self.registry = EndpointRegistry(create_session_factory(self.database))
+        self._database = Registry(settings.database_url)
+        self.registry = self._database.endpoints
         self.orchestrator = orchestrator or build_orchestrator(settings)
         self.resolver = build_upstream_resolver(settings, self.orchestrator)
         self.reconciler = self.new_reconciler()
@@ -83,7 +82,7 @@ class ControlPlane:
         if self._started:
             await self.orchestrator.close()
             self._started = False
-        await self.database.dispose()
+        await self._database.close()
 
 
 async def _cancel(*tasks: asyncio.Task[Any]) -> None:
@@ -188,7 +187,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 async def ensure_demo_endpoint(
-    settings: Settings, registry: EndpointRegistry, on_change: Callable[[], None], zoo: ModelZoo
+    settings: Settings, registry: EndpointStore, on_change: Callable[[], None], zoo: ModelZoo
 ) -> ModelEndpoint | None:
     """Create the demo endpoint (public, so any key may call it) unless an endpoint of that name exists."""
     name = settings.demo_model

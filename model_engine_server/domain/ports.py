@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Protocol
 
-from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint, ObservedState
+from model_engine_server.domain.entities import (
+    ApiKey,
+    AsyncTaskRecord,
+    EndpointConfig,
+    EndpointOrder,
+    EndpointStatus,
+    ModelEndpoint,
+    ObservedState,
+)
 
 
 class Orchestrator(Protocol):
@@ -56,12 +65,60 @@ class InferenceEndpoints(Protocol):
 
 
 class EndpointRepository(Protocol):
-    """The registry of endpoints, as the endpoint operations need it (``db.repositories.EndpointRegistry``)."""
+    """The registry of endpoints, as the endpoint operations and routes use it."""
 
     async def create(self, *, owner: str, name: str, config: EndpointConfig) -> ModelEndpoint: ...
 
     async def get_owned(self, name: str, owner: str) -> ModelEndpoint: ...
 
+    async def list_owned(
+        self, owner: str, *, name: str | None = None, order_by: EndpointOrder = EndpointOrder.NEWEST
+    ) -> list[ModelEndpoint]: ...
+
     async def update_config(self, name: str, owner: str, config: EndpointConfig) -> ModelEndpoint: ...
 
     async def mark_deleting(self, name: str, owner: str) -> ModelEndpoint: ...
+
+
+class ObservedEndpoints(Protocol):
+    """The registry as the reconciler reads and writes it: every endpoint, and what runs for each."""
+
+    async def list_all(self) -> list[ModelEndpoint]: ...
+
+    async def set_status(self, endpoint_id: str, revision: int, status: EndpointStatus, reason: str | None) -> bool:
+        """Set the status of ``revision``; False when a newer revision or a pending delete won."""
+
+    async def record_observed(self, endpoint_id: str, revision: int, state: ObservedState) -> bool: ...
+
+    async def remove(self, endpoint_id: str) -> None: ...
+
+
+class EndpointStore(EndpointRepository, InferenceEndpoints, ObservedEndpoints, Protocol):
+    """The whole endpoint registry (what ``db.Registry.endpoints`` is)."""
+
+
+class ApiKeys(Protocol):
+    """API keys, stored hashed (``db.repositories.ApiKeyStore``)."""
+
+    async def authenticate(self, key: str) -> str | None:
+        """The owner of ``key``, or None when it is unknown or revoked."""
+
+    async def store(self, key: str, owner: str, description: str = "") -> ApiKey: ...
+
+
+class AsyncTaskRecords(Protocol):
+    """Ownership and expiry of async tasks (``db.repositories.AsyncTaskStore``)."""
+
+    async def create(self, task_id: str, owner: str, endpoint: ModelEndpoint, ttl: timedelta) -> AsyncTaskRecord: ...
+
+    async def get_owned(self, task_id: str, owner: str) -> AsyncTaskRecord:
+        """The task if ``owner`` submitted it and it has not expired; else ``NotFoundError``."""
+
+    async def delete(self, task_id: str) -> None: ...
+
+    async def delete_expired(self) -> int: ...
+
+
+class HealthCheck(Protocol):
+    async def check(self) -> None:
+        """Return when the dependency answers a real round trip; raise (any exception) when it does not."""

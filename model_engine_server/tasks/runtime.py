@@ -15,8 +15,7 @@ import httpx
 import redis
 
 from model_engine_server.config import Settings
-from model_engine_server.db.repositories import AsyncTaskStore, EndpointRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.admission import Admission, Admitted
 from model_engine_server.domain.completions import CompletionOutput, CompletionRequest
 from model_engine_server.domain.entities import ModelEndpoint
@@ -169,13 +168,11 @@ class WorkerRuntime:
 
     async def _open(self) -> None:
         # Created on the I/O loop: their connections belong to it.
-        self._database = create_engine(self.settings.database_url)
-        sessions = create_session_factory(self._database)
-        self.registry = EndpointRegistry(sessions)
-        self.store = AsyncTaskStore(sessions)
+        self._registry = Registry(self.settings.database_url)
+        self.store = self._registry.tasks
         # The rules every way in applies, by the endpoint id each task names (the task's own endpoint, not a newer
         # one that reuses its name).
-        self.admission = Admission(self.registry, self._resolver, self.settings.model_zoo())
+        self.admission = Admission(self._registry.endpoints, self._resolver, self.settings.model_zoo())
         self.upstream = UpstreamClient.from_settings(self.settings)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -193,12 +190,12 @@ class WorkerRuntime:
         return await self.upstream.complete(admitted.upstreams, adapter, request)
 
     async def wanted_queues(self) -> set[str]:
-        endpoints = await self.registry.list_all()
+        endpoints = await self._registry.endpoints.list_all()
         return {queue_for(e.id) for e in endpoints if self.endpoint_names is None or e.name in self.endpoint_names}
 
     async def _close(self) -> None:
         await self.upstream.aclose()
-        await self._database.dispose()
+        await self._registry.close()
 
     def close(self) -> None:
         if self.leases is not None:
