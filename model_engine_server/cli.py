@@ -109,7 +109,8 @@ def serve(
     is served by inference-server processes on this machine. The demo endpoint (LLM_ENGINE_DEMO_MODEL) is created
     when absent. Ctrl-C stops everything.
     """
-    from model_engine_server.runtime import StartupError, serve_platform, worker_command
+    from model_engine_server.runtime.errors import StartupError
+    from model_engine_server.runtime.serve import serve_platform, worker_command
 
     settings = settings_or_exit(host=host, port=port)
     check_bind_address(settings)
@@ -124,7 +125,7 @@ def serve(
 @app.command("orchestrator")
 def orchestrator_command() -> None:
     """Run the reconciler and orchestrator alone (on Kubernetes; with replicas, the Lease holder reconciles)."""
-    from model_engine_server.runtime import run_orchestrator
+    from model_engine_server.runtime.leadership import run_orchestrator
 
     settings = settings_or_exit()
     _platform_logging()
