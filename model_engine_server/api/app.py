@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from model_engine_server import __version__
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
 from model_engine_server.api.routes import async_tasks, completions, endpoints, health
@@ -20,8 +21,6 @@ from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import create_celery_app
 from model_engine_server.tasks.client import AsyncTaskQueue
-
-VERSION = "0.1.0"
 
 
 def _no_op() -> None:
@@ -77,7 +76,7 @@ def create_app(
 
     app = FastAPI(
         title="LLM Engine",
-        version=VERSION,
+        version=__version__,
         description="Deploy large language models and serve completions.",
         lifespan=lifespan,
     )
