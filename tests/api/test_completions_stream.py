@@ -222,7 +222,7 @@ async def test_stream_metrics_record_time_to_first_token(gateway: RunningGateway
         line = next(
             line
             for line in text.splitlines()
-            if line.startswith("llm_engine_completion_time_to_first_token_seconds_count")
+            if line.startswith('llm_engine_completion_time_to_first_token_seconds_count{protocol="native"}')
         )
         return float(line.split()[-1])
 

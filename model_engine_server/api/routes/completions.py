@@ -57,6 +57,7 @@ async def create_completion_sync(
     outcome = "client_disconnected"  # a cancellation at the await below
     try:
         output = await dispatcher.complete(route, request)
+        observation.tokens(output.num_prompt_tokens, output.num_completion_tokens)
         outcome = "200"
     except DomainError as exc:
         outcome = str(status_for(exc))

@@ -1,0 +1,199 @@
+"""OpenAI-protocol proxying: what each engine's OpenAI routes need changed in a request, and the engine's answers
+normalised into OpenAI's exact shapes under the gateway's id and the endpoint's name.
+
+    text-generation-inference   TGI's Messages API (``/v1/chat/completions``) and ``/v1/completions``; also served
+                                by the built-in server. ``model`` is ``tgi``; one choice per request.
+    vLLM                        its OpenAI server at the same paths; ``model`` is the served model name, which the
+                                orchestrators set to the endpoint's ``model_name``.
+
+Requests and responses stay JSON: the gateway never tokenizes. Streams are always asked for usage, so the gateway's
+token counters work; the usage-only chunk is passed on only when the client asked for it. Pure code, no I/O:
+``inference/upstream.py`` does the HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from model_engine_server.domain.entities import EndpointConfig, InferenceFramework
+from model_engine_server.domain.exceptions import InvalidRequestError, UpstreamError
+
+JsonObject = dict[str, Any]
+DONE = b"data: [DONE]\n\n"
+
+
+class OpenAiKind(StrEnum):
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+
+    @property
+    def path(self) -> str:
+        return "/v1/chat/completions" if self is OpenAiKind.CHAT else "/v1/completions"
+
+    @property
+    def object(self) -> str:
+        return "chat.completion" if self is OpenAiKind.CHAT else "text_completion"
+
+    @property
+    def chunk_object(self) -> str:
+        return "chat.completion.chunk" if self is OpenAiKind.CHAT else "text_completion"
+
+    @property
+    def id_prefix(self) -> str:
+        return "chatcmpl-" if self is OpenAiKind.CHAT else "cmpl-"
+
+
+@dataclass(frozen=True)
+class OpenAiEngine:
+    """One engine's OpenAI dialect."""
+
+    framework: InferenceFramework
+    model_for: Callable[[EndpointConfig], str]
+    multiple_choices: bool  # ``n`` > 1 and a list of several prompts
+    # Request fields the engine does not know; a value other than null would be silently dropped there.
+    unknown_fields: frozenset[str]
+
+    def request_body(self, kind: OpenAiKind, body: JsonObject, config: EndpointConfig) -> JsonObject:
+        """The body to send: the caller's validated fields, ``model`` rewritten, usage always asked for."""
+        refused = sorted(name for name in self.unknown_fields if body.get(name) is not None)
+        if refused:
+            raise InvalidRequestError(
+                f"{refused[0]} is not supported by {self.framework.value} endpoints.", param=refused[0]
+            )
+        upstream = {**body, "model": self.model_for(config)}
+        if not self.multiple_choices:
+            if (body.get("n") or 1) > 1:
+                raise InvalidRequestError(f"n > 1 is not supported by {self.framework.value} endpoints.", param="n")
+            prompt = body.get("prompt")
+            if isinstance(prompt, list):
+                if len(prompt) != 1:
+                    raise InvalidRequestError(
+                        f"{self.framework.value} endpoints take one prompt per request.", param="prompt"
+                    )
+                upstream["prompt"] = prompt[0]
+        if body.get("stream"):
+            upstream["stream_options"] = {"include_usage": True}
+        return upstream
+
+
+_VLLM_ONLY = frozenset(
+    {"top_k", "min_p", "repetition_penalty", "chat_template_kwargs", "min_tokens", "ignore_eos", "chat_template"}
+)
+
+ENGINES: dict[InferenceFramework, OpenAiEngine] = {
+    InferenceFramework.TEXT_GENERATION_INFERENCE: OpenAiEngine(
+        InferenceFramework.TEXT_GENERATION_INFERENCE,
+        model_for=lambda _config: "tgi",
+        multiple_choices=False,
+        unknown_fields=_VLLM_ONLY,
+    ),
+    InferenceFramework.VLLM: OpenAiEngine(
+        InferenceFramework.VLLM,
+        model_for=lambda config: config.model_name,
+        multiple_choices=True,
+        unknown_fields=frozenset(),
+    ),
+}
+
+
+def openai_engine_for(framework: InferenceFramework) -> OpenAiEngine:
+    return ENGINES[framework]
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+# TGI's older finish reasons, in OpenAI's words.
+_FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop"}
+
+
+class OpenAiNormaliser:
+    """Rewrites one request's engine answers: the gateway's ``id`` and ``created`` and the endpoint's name as
+    ``model`` (TGI sends an empty id and its model path), OpenAI's finish reasons; collects ``usage``."""
+
+    def __init__(self, kind: OpenAiKind, request_id: str, created: int, model: str, *, include_usage: bool) -> None:
+        self.kind = kind
+        self._head = {"id": kind.id_prefix + request_id, "created": created, "model": model}
+        self._include_usage = include_usage
+        self.usage = Usage()
+        self.finished = False
+        self.chunks = 0
+
+    def response(self, body: object) -> JsonObject:
+        """A whole (non-streamed) response."""
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            raise UpstreamError("The model server sent an unexpected response: choices is missing")
+        self._take_usage(body)
+        for choice in body["choices"]:
+            _fix_finish_reason(choice)
+        return {**body, **self._head, "object": self.kind.object}
+
+    def chunk(self, data: str) -> bytes | None:
+        """One ``data:`` payload of the engine's stream as our SSE event, or None when there is nothing to pass on.
+        Raises ``UpstreamError`` for an in-band engine error."""
+        if data.strip() == "[DONE]":
+            return None
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"The model server sent an invalid stream event: {data[:200]!r}") from exc
+        if not isinstance(event, dict):
+            raise UpstreamError(f"The model server sent an invalid stream event: {data[:200]!r}")
+        if event.get("error") is not None or event.get("object") == "error":
+            raise UpstreamError(f"The model server failed mid-stream: {_message(event)}")
+        choices = event.get("choices")
+        if not isinstance(choices, list):
+            raise UpstreamError("The model server sent an unexpected stream event: choices is missing")
+        for choice in choices:
+            if _fix_finish_reason(choice):
+                self.finished = True
+        had_usage = self._take_usage(event)
+        if not self._include_usage:
+            event.pop("usage", None)
+            if had_usage and not choices:
+                return None  # the usage-only chunk the gateway asked for itself
+        self.chunks += 1
+        return b"data: " + orjson.dumps({**event, **self._head, "object": self.kind.chunk_object}) + b"\n\n"
+
+    def end(self) -> None:
+        """The engine closed the stream; raises if it had not finished the completion."""
+        if not self.finished:
+            raise UpstreamError("The model server closed the stream before the completion finished.")
+
+    def _take_usage(self, body: JsonObject) -> bool:
+        usage = body.get("usage")
+        if not isinstance(usage, dict):
+            return False
+        self.usage = Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
+        return True
+
+
+def _fix_finish_reason(choice: object) -> bool:
+    """OpenAI's finish reason in place; whether the choice finished."""
+    if not isinstance(choice, dict) or choice.get("finish_reason") is None:
+        return False
+    reason = choice["finish_reason"]
+    choice["finish_reason"] = _FINISH_REASONS.get(reason, reason)
+    return True
+
+
+def _message(event: JsonObject) -> str:
+    error = event.get("error")
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    message = event.get("message")
+    return message if isinstance(message, str) else repr(error)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
