@@ -58,7 +58,7 @@ class OpenAiEngine:
     # Request fields the engine does not know; a value other than null would be silently dropped there.
     unknown_fields: frozenset[str]
 
-    def request_body(self, kind: OpenAiKind, body: JsonObject, config: EndpointConfig) -> JsonObject:
+    def request_body(self, body: JsonObject, config: EndpointConfig) -> JsonObject:
         """The body to send: the caller's validated fields, ``model`` rewritten, usage always asked for."""
         refused = sorted(name for name in self.unknown_fields if body.get(name) is not None)
         if refused:
