@@ -77,7 +77,7 @@ class InstantTgiServer:
     def validate(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """TGI's checks on the request; returns (status, error body) when it would refuse it."""
         if path in _OPENAI_PATHS:
-            return _openai_problem(path, body) or self._overloaded()
+            return _openai_problem(path, body, self.max_total_tokens) or self._overloaded()
         inputs = body.get("inputs")
         parameters = body.get("parameters") or {}
         if not isinstance(inputs, str) or not isinstance(parameters, dict):
@@ -277,7 +277,7 @@ _KNOWN_PARAMETERS = frozenset(
 )
 
 
-def _openai_problem(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+def _openai_problem(path: str, body: dict[str, Any], max_total_tokens: int) -> tuple[int, dict[str, Any]] | None:
     """TGI's checks on its OpenAI routes (it answers 422 with ``{"error", "error_type"}``)."""
     problem = None
     temperature = body.get("temperature")
@@ -290,6 +290,10 @@ def _openai_problem(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any
         problem = "`temperature` must be >= 0 and <= 2"
     elif max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
         problem = "`max_new_tokens` must be strictly positive"
+    elif isinstance(max_tokens, int) and max_tokens >= max_total_tokens:
+        problem = (
+            f"`inputs` tokens + `max_new_tokens` must be <= {max_total_tokens}. Given: {max_tokens} `max_new_tokens`"
+        )
     return None if problem is None else (422, {"error": problem, "error_type": "validation"})
 
 
