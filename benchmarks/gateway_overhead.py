@@ -331,7 +331,11 @@ def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str,
         if target == "gateway":
             return OpenAiKind.CHAT.path, chat, {"authorization": f"Bearer {key}"}
         engine = openai_engine_for(InferenceFramework.TEXT_GENERATION_INFERENCE)
-        return OpenAiKind.CHAT.path, engine.request_body(chat, EndpointConfig(model_name="smollm2-135m")), {}
+        return (
+            OpenAiKind.CHAT.path,
+            engine.request_body(OpenAiKind.CHAT, chat, EndpointConfig(model_name="smollm2-135m")),
+            {},
+        )
     if target == "gateway":
         path = f"/v1/llm/completions-{kind}?model_endpoint_name={ENDPOINT}"
         return path, {"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0}, {"x-api-key": key}

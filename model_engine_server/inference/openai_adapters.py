@@ -58,8 +58,9 @@ class OpenAiEngine:
     # Request fields the engine does not know; a value other than null would be silently dropped there.
     unknown_fields: frozenset[str]
 
-    def request_body(self, body: JsonObject, config: EndpointConfig) -> JsonObject:
-        """The body to send: the caller's validated fields, ``model`` rewritten, usage always asked for."""
+    def request_body(self, kind: OpenAiKind, body: JsonObject, config: EndpointConfig) -> JsonObject:
+        """The body to send: the caller's validated fields, ``model`` rewritten, the endpoint's chat template,
+        usage always asked for."""
         refused = sorted(name for name in self.unknown_fields if body.get(name) is not None)
         if refused:
             raise InvalidRequestError(
@@ -78,6 +79,10 @@ class OpenAiEngine:
                 upstream["prompt"] = prompt[0]
         if body.get("stream"):
             upstream["stream_options"] = {"include_usage": True}
+        if kind is OpenAiKind.CHAT and config.chat_template_override:
+            upstream["chat_template"] = (
+                config.chat_template_override
+            )  # vLLM and the built-in server take it per request
         return upstream
 
 

@@ -162,3 +162,25 @@ async def test_metrics_count_openai_requests_and_tokens_by_protocol(
     await stream_chunks(gateway, CHAT, {"model": "llm", "messages": MESSAGES, "max_tokens": 3, "stream": True})
     after = [await sample(requests), await sample(tokens), await sample(ttft)]
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 3, 1]
+
+
+async def test_chat_template_override_reaches_the_engine_with_every_chat_request(
+    gateway: RunningGateway, tgi: InstantTgiServer
+) -> None:
+    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    async with running_fake_openai() as vllm:
+        await gateway.add_endpoint("on-tgi", [tgi.url], chat_template_override=template)
+        await gateway.add_endpoint("on-vllm", [vllm.url], framework="vllm", chat_template_override=template)
+        await post(gateway, CHAT, {"model": "on-tgi", "messages": MESSAGES, "max_tokens": 1})
+        await post(gateway, CHAT, {"model": "on-vllm", "messages": MESSAGES, "max_tokens": 1})
+        await post(gateway, COMPLETIONS, {"model": "on-vllm", "prompt": "x", "max_tokens": 1})
+        async with gateway.client() as client:
+            shown = (await client.get("/v1/llm/model-endpoints/on-vllm", headers=BEARER)).json()
+            await client.put("/v1/llm/model-endpoints/on-tgi", json={"chat_template_override": None}, headers=BEARER)
+            cleared = (await client.get("/v1/llm/model-endpoints/on-tgi", headers=BEARER)).json()
+
+    assert tgi.requests[0][1]["chat_template"] == template
+    assert vllm.requests[0]["chat_template"] == template
+    assert "chat_template" not in vllm.requests[1]  # completions have no template
+    assert shown["chat_template_override"] == template
+    assert cleared["chat_template_override"] is None

@@ -100,7 +100,7 @@ async def _proxy(
         fields = body.upstream_fields()
         route = await dispatcher.route(body.model, caller, body.admission_request())
         engine = openai_engine_for(route.endpoint.config.inference_framework)
-        content = orjson.dumps(engine.request_body(fields, route.endpoint.config))
+        content = orjson.dumps(engine.request_body(kind, fields, route.endpoint.config))
     except DomainError as exc:
         count_rejected(label, status_for(exc), PROTOCOL)
         raise
