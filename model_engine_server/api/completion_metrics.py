@@ -6,9 +6,14 @@ Metric objects are process-wide by nature (one default registry per process), so
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from model_engine_server.api.errors import status_for
+from model_engine_server.domain.exceptions import DomainError
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -61,6 +66,23 @@ class RequestObservation:
             COMPLETION_TOKENS.labels("prompt", self.protocol).inc(prompt)
         if completion:
             COMPLETION_TOKENS.labels("completion", self.protocol).inc(completion)
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """``finish`` with the block's outcome: 200, the domain error's status, 500, or client_disconnected (the
+        request was cancelled inside the block)."""
+        outcome = "client_disconnected"
+        try:
+            yield
+            outcome = "200"
+        except DomainError as exc:
+            outcome = str(status_for(exc))
+            raise
+        except Exception:
+            outcome = "500"
+            raise
+        finally:
+            self.finish(outcome)
 
     def finish(self, outcome: str) -> None:
         if self._finished:

@@ -22,6 +22,7 @@ import orjson
 
 from model_engine_server.domain.entities import EndpointConfig, InferenceFramework
 from model_engine_server.domain.exceptions import InvalidRequestError, UpstreamError
+from model_engine_server.inference.adapters import decode_event
 
 JsonObject = dict[str, Any]
 DONE = b"data: [DONE]\n\n"
@@ -146,14 +147,7 @@ class OpenAiNormaliser:
         Raises ``UpstreamError`` for an in-band engine error."""
         if data.strip() == "[DONE]":
             return None
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"The model server sent an invalid stream event: {data[:200]!r}") from exc
-        if not isinstance(event, dict):
-            raise UpstreamError(f"The model server sent an invalid stream event: {data[:200]!r}")
-        if event.get("error") is not None or event.get("object") == "error":
-            raise UpstreamError(f"The model server failed mid-stream: {_message(event)}")
+        event = decode_event(data)
         choices = event.get("choices")
         if not isinstance(choices, list):
             raise UpstreamError("The model server sent an unexpected stream event: choices is missing")
@@ -188,16 +182,6 @@ def _fix_finish_reason(choice: object) -> bool:
     reason = choice["finish_reason"]
     choice["finish_reason"] = _FINISH_REASONS.get(reason, reason)
     return True
-
-
-def _message(event: JsonObject) -> str:
-    error = event.get("error")
-    if isinstance(error, str):
-        return error
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    message = event.get("message")
-    return message if isinstance(message, str) else repr(error)
 
 
 def _int(value: object) -> int | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +23,7 @@ from starlette.routing import Route
 
 from benchmarks.instant_tgi import VOCABULARY
 from model_engine_server.api.app import create_app
-from model_engine_server.config import Settings
+from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus, ObservedState
 from tests.fakes import FakeOrchestrator
 
@@ -53,6 +55,18 @@ async def serve_on_loopback(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def loopback_settings(sqlite_template: Path, tmp_path: Path) -> Settings:
+    """Open auth on a copy of the migrated SQLite template, with fast keep-alive pings (tests see them)."""
+    database = tmp_path / "registry.db"
+    shutil.copy(sqlite_template, database)
+    return Settings(
+        database_url=f"sqlite+aiosqlite:///{database}",
+        data_dir=tmp_path / "data",
+        auth_mode=AuthMode.OPEN,
+        stream_keepalive_seconds=0.05,
+    )
 
 
 @dataclass

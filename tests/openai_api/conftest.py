@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
-from model_engine_server.config import AuthMode, Settings
-from tests.api.completion_support import RunningGateway, running_gateway
+from model_engine_server.config import Settings
+from tests.api.completion_support import RunningGateway, loopback_settings, running_gateway
 
 
 @pytest.fixture
 def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
-    database = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, database)
-    return Settings(
-        database_url=f"sqlite+aiosqlite:///{database}",
-        data_dir=tmp_path / "data",
-        auth_mode=AuthMode.OPEN,
-        stream_keepalive_seconds=0.05,
-    )
+    return loopback_settings(sqlite_template, tmp_path)
 
 
 @pytest.fixture

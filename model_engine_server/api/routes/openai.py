@@ -112,19 +112,9 @@ async def _proxy(
     if body.streamed:
         chunks = _chunks(upstream.stream_data(route.upstreams, kind.path, content), normaliser, observation)
         return await sse.open_event_stream(chunks, OpenAiFormat(), observation, ping_seconds)
-    outcome = "client_disconnected"  # a cancellation at the await below
-    try:
+    with observation.measuring():
         payload = normaliser.response(decode_json(await upstream.post(route.upstreams, kind.path, content)))
-        outcome = "200"
-    except DomainError as exc:
-        outcome = str(status_for(exc))
-        raise
-    except Exception:
-        outcome = "500"
-        raise
-    finally:
-        observation.finish(outcome)
-    observation.tokens(normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
+        observation.tokens(normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
