@@ -18,7 +18,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from model_engine_server.api.errors import status_for
-from model_engine_server.domain.exceptions import DomainError, EndpointNotFoundError, InvalidRequestError
+from model_engine_server.domain.exceptions import (
+    DomainError,
+    EndpointDeletingError,
+    EndpointNotFoundError,
+    InvalidRequestError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +56,8 @@ def domain_error_response(exc: DomainError) -> Response:
     if isinstance(exc, EndpointNotFoundError):
         message = f"The model {exc.name!r} does not exist or you do not have access to it."
         return openai_error(404, message, param="model", code="model_not_found")
+    if isinstance(exc, EndpointDeletingError):
+        return openai_error(404, exc.message, param="model", code="model_not_found")
     return openai_error(status, exc.message, param=exc.param if isinstance(exc, InvalidRequestError) else None)
 
 

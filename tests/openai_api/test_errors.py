@@ -128,3 +128,11 @@ async def test_native_routes_keep_their_detail_format(gateway: RunningGateway) -
     async with gateway.client() as client:
         native = await client.post("/v1/llm/completions-sync", params={"model_endpoint_name": "nope"}, json={})
     assert "detail" in native.json() and "error" not in native.json()
+
+
+async def test_an_endpoint_being_deleted_is_404_model_not_found(gateway: RunningGateway, tgi: InstantTgiServer) -> None:
+    await gateway.add_endpoint("going", [tgi.url])
+    async with gateway.client() as client:
+        assert (await client.delete("/v1/llm/model-endpoints/going", headers=BEARER)).status_code == 200
+    error = assert_error(await post(gateway, CHAT, {"model": "going", "messages": MESSAGES}), 404, param="model")
+    assert error["code"] == "model_not_found" and "being deleted" in error["message"]
