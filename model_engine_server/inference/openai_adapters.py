@@ -62,7 +62,7 @@ class OpenAiEngine:
     def request_body(self, kind: OpenAiKind, body: JsonObject, config: EndpointConfig) -> JsonObject:
         """The body to send: the caller's validated fields, ``model`` rewritten, the endpoint's chat template,
         usage always asked for."""
-        refused = sorted(name for name in self.unknown_fields if body.get(name) is not None)
+        refused = sorted(name for name in self.unknown_fields if body.get(name) not in (None, False))
         if refused:
             raise InvalidRequestError(
                 f"{refused[0]} is not supported by {self.framework.value} endpoints.", param=refused[0]
@@ -87,8 +87,18 @@ class OpenAiEngine:
         return upstream
 
 
+# vLLM's extras (and ``echo``, which TGI's completions route lacks).
 _VLLM_ONLY = frozenset(
-    {"top_k", "min_p", "repetition_penalty", "chat_template_kwargs", "min_tokens", "ignore_eos", "chat_template"}
+    {
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "chat_template_kwargs",
+        "min_tokens",
+        "ignore_eos",
+        "chat_template",
+        "echo",
+    }
 )
 
 ENGINES: dict[InferenceFramework, OpenAiEngine] = {
@@ -131,7 +141,6 @@ class OpenAiNormaliser:
         self._include_usage = include_usage
         self.usage = Usage()
         self.finished = False
-        self.chunks = 0
 
     def response(self, body: object) -> JsonObject:
         """A whole (non-streamed) response."""
@@ -159,7 +168,6 @@ class OpenAiNormaliser:
             event.pop("usage", None)
             if had_usage and not choices:
                 return None  # the usage-only chunk the gateway asked for itself
-        self.chunks += 1
         return b"data: " + orjson.dumps({**event, **self._head, "object": self.kind.chunk_object}) + b"\n\n"
 
     def end(self) -> None:

@@ -122,13 +122,19 @@ def test_requests_name_each_engines_model_and_ask_streams_for_usage() -> None:
         "stream_options": {"include_usage": True},
     }
     assert VLLM.request_body(OpenAiKind.CHAT, {**body, "stream": False}, CONFIG)["model"] == "llama-3-8b-instruct"
-    assert TGI.request_body(OpenAiKind.COMPLETIONS, {"prompt": ["one"]}, CONFIG)["prompt"] == "one"
+    assert TGI.request_body(OpenAiKind.COMPLETIONS, {"prompt": ["one"], "echo": False}, CONFIG)["prompt"] == "one"
     assert VLLM.request_body(OpenAiKind.COMPLETIONS, {"prompt": ["a", "b"], "n": 3}, CONFIG)["prompt"] == ["a", "b"]
 
 
 @pytest.mark.parametrize(
     ("body", "param"),
-    [({"n": 2}, "n"), ({"prompt": ["a", "b"]}, "prompt"), ({"top_k": 4}, "top_k"), ({"min_p": 0.1}, "min_p")],
+    [
+        ({"n": 2}, "n"),
+        ({"prompt": ["a", "b"]}, "prompt"),
+        ({"top_k": 4}, "top_k"),
+        ({"min_p": 0.1}, "min_p"),
+        ({"echo": True}, "echo"),
+    ],
 )
 def test_tgi_refuses_what_it_would_silently_drop(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequestError) as refused:
