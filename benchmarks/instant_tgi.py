@@ -2,9 +2,8 @@
 
 It stands in for a model server wherever the model itself is beside the point: the gateway-overhead benchmark (so
 the gateway's own cost is visible), the async-task benchmark, and the gateway's tests. It speaks TGI's HTTP protocol
-(``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``, and TGI's OpenAI routes
-``POST /v1/chat/completions`` and ``POST /v1/completions`` in TGI's chunk shapes: empty ``id``, ``role`` in every
-delta, a usage-only chunk when ``stream_options.include_usage``, then ``[DONE]``), validates parameters the way TGI
+(``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``, and TGI's OpenAI routes from
+``instant_tgi_messages.py``), validates parameters the way TGI
 does (so a wrong mapping shows up as a 422), and generates deterministic text:
 
 - tokens are words of ``VOCABULARY`` in order, each preceded by a space; token i has log-prob ``-(i % 4 + 1) / 4``;
@@ -32,6 +31,9 @@ from typing import Any, cast
 
 import httptools
 import orjson
+
+from benchmarks.instant_tgi_messages import OPENAI_PATHS as _OPENAI_PATHS
+from benchmarks.instant_tgi_messages import messages_api_answer, messages_api_problem
 
 VOCABULARY = tuple("the quick brown fox jumps over a lazy dog while seven wizards quietly hex bright zebras".split())
 EOS_TEXT = "</s>"
@@ -77,7 +79,7 @@ class InstantTgiServer:
     def validate(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """TGI's checks on the request; returns (status, error body) when it would refuse it."""
         if path in _OPENAI_PATHS:
-            return _openai_problem(path, body, self.max_total_tokens) or self._overloaded()
+            return messages_api_problem(path, body, self.max_total_tokens) or self._overloaded()
         inputs = body.get("inputs")
         parameters = body.get("parameters") or {}
         if not isinstance(inputs, str) or not isinstance(parameters, dict):
@@ -170,46 +172,6 @@ class InstantTgiServer:
             events.append(_sse(event))
         return events
 
-    def openai_events(self, path: str, body: dict[str, Any]) -> tuple[bytes | None, list[bytes]]:
-        """(non-streamed body, or None when streaming; stream events) of TGI's OpenAI routes."""
-        chat = path == "/v1/chat/completions"
-        parameters = {"max_new_tokens": body.get("max_tokens") or 100, "stop": _stop_list(body.get("stop"))}
-        tokens, text, finish_reason = self.generate({"parameters": parameters})
-        reason = "length" if finish_reason == "length" else "stop"
-        if chat:
-            prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in body.get("messages") or [])
-        else:
-            prompt_tokens = len(str(body.get("prompt")).split())
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens)}
-        usage["total_tokens"] = prompt_tokens + len(tokens)
-        head = {"id": "", "created": 1700000000, "model": "instant-tgi", "system_fingerprint": "instant-native"}
-        if not body.get("stream"):
-            if chat:
-                choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
-            else:
-                choice = {"index": 0, "text": text}
-            choice |= {"logprobs": None, "finish_reason": reason}
-            kind = "chat.completion" if chat else "text_completion"
-            return orjson.dumps({"object": kind, **head, "choices": [choice], "usage": usage}), []
-        events = []
-        for index, token in enumerate(tokens):
-            if self.fail_after is not None and index == self.fail_after:
-                events.append(
-                    _sse({"error": "Request failed during generation: simulated failure", "error_type": "generation"})
-                )
-                return None, events
-            content = "" if token["special"] else token["text"]
-            last = index == len(tokens) - 1
-            delta: dict[str, Any] = {"delta": {"role": "assistant", "content": content}} if chat else {"text": content}
-            choice = {"index": 0, **delta, "logprobs": None, "finish_reason": reason if last else None}
-            kind = "chat.completion.chunk" if chat else "text_completion"
-            events.append(_sse({"object": kind, **head, "choices": [choice], "usage": None}))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            kind = "chat.completion.chunk" if chat else "text_completion"
-            events.append(_sse({"object": kind, **head, "choices": [], "usage": usage}))
-        events.append(b"data: [DONE]\n\n")
-        return None, events
-
     def info(self) -> dict[str, Any]:
         return {
             "model_id": "instant-tgi",
@@ -251,7 +213,6 @@ def _parameter_problem(parameters: dict[str, Any], *, streaming: bool) -> str | 
     return None
 
 
-_OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
 _KNOWN_PARAMETERS = frozenset(
     {
         "best_of",
@@ -275,30 +236,6 @@ _KNOWN_PARAMETERS = frozenset(
         "adapter_id",
     }
 )
-
-
-def _openai_problem(path: str, body: dict[str, Any], max_total_tokens: int) -> tuple[int, dict[str, Any]] | None:
-    """TGI's checks on its OpenAI routes (it answers 422 with ``{"error", "error_type"}``)."""
-    problem = None
-    temperature = body.get("temperature")
-    max_tokens = body.get("max_tokens")
-    if path == "/v1/chat/completions" and not body.get("messages"):
-        problem = "missing field `messages`"
-    elif path == "/v1/completions" and not isinstance(body.get("prompt"), str | list):
-        problem = "missing field `prompt`"
-    elif temperature is not None and not 0 <= temperature <= 2:
-        problem = "`temperature` must be >= 0 and <= 2"
-    elif max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
-        problem = "`max_new_tokens` must be strictly positive"
-    elif isinstance(max_tokens, int) and max_tokens >= max_total_tokens:
-        problem = (
-            f"`inputs` tokens + `max_new_tokens` must be <= {max_total_tokens}. Given: {max_tokens} `max_new_tokens`"
-        )
-    return None if problem is None else (422, {"error": problem, "error_type": "validation"})
-
-
-def _stop_list(stop: object) -> list[str]:
-    return [stop] if isinstance(stop, str) else [str(s) for s in stop] if isinstance(stop, list) else []
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -396,7 +333,7 @@ class _Connection(asyncio.Protocol):
             self._write(_response(refusal[0], orjson.dumps(refusal[1])))
             return
         if path in _OPENAI_PATHS:
-            whole, events = server.openai_events(path, body)
+            whole, events = messages_api_answer(server, path, body)
             if whole is not None:
                 server.in_flight -= 1
                 server.served += 1
