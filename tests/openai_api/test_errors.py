@@ -136,3 +136,8 @@ async def test_an_endpoint_being_deleted_is_404_model_not_found(gateway: Running
         assert (await client.delete("/v1/llm/model-endpoints/going", headers=BEARER)).status_code == 200
     error = assert_error(await post(gateway, CHAT, {"model": "going", "messages": MESSAGES}), 404, param="model")
     assert error["code"] == "model_not_found" and "being deleted" in error["message"]
+    async with gateway.client() as client:
+        listing = (await client.get("/v1/models", headers=BEARER)).json()
+        card = await client.get("/v1/models/going", headers=BEARER)
+    assert listing["data"] == []
+    assert assert_error(card, 404, param="model")["code"] == "model_not_found"

@@ -24,8 +24,8 @@ from model_engine_server.api.deps import CallerDep, CompletionDispatcherDep, Ser
 from model_engine_server.api.errors import status_for
 from model_engine_server.api.openai_errors import OpenAiRoute, error_chunk
 from model_engine_server.api.openai_schemas import ChatCompletionBody, CompletionBody, OpenAiBody
-from model_engine_server.domain.entities import ModelEndpoint
-from model_engine_server.domain.exceptions import DomainError
+from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
+from model_engine_server.domain.exceptions import DomainError, EndpointDeletingError
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.openai_adapters import DONE, OpenAiKind, OpenAiNormaliser, openai_engine_for
 from model_engine_server.inference.upstream import decode_json
@@ -73,12 +73,18 @@ async def create_completion(
 @router.get("/v1/models", summary="List the models (endpoints) the caller may use")
 async def list_models(caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
     endpoints = await services.endpoints.list_for_inference(caller)
-    return {"object": "list", "data": [_model_card(endpoint) for endpoint in endpoints]}
+    cards = [
+        _model_card(endpoint) for endpoint in endpoints if endpoint.status is not EndpointStatus.DELETE_IN_PROGRESS
+    ]
+    return {"object": "list", "data": cards}
 
 
 @router.get("/v1/models/{model}", summary="Describe one model (endpoint)")
 async def get_model(model: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    return _model_card(await services.endpoints.get_for_inference(model, caller))
+    endpoint = await services.endpoints.get_for_inference(model, caller)
+    if endpoint.status is EndpointStatus.DELETE_IN_PROGRESS:
+        raise EndpointDeletingError(model)  # as a completion would answer
+    return _model_card(endpoint)
 
 
 def _model_card(endpoint: ModelEndpoint) -> dict[str, Any]:
