@@ -333,7 +333,7 @@ def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str,
         engine = openai_engine_for(InferenceFramework.TEXT_GENERATION_INFERENCE)
         return (
             OpenAiKind.CHAT.path,
-            engine.request_body(OpenAiKind.CHAT, chat, EndpointConfig(model_name="smollm2-135m")),
+            engine.request_bodies(OpenAiKind.CHAT, chat, EndpointConfig(model_name="smollm2-135m"))[0],
             {},
         )
     if target == "gateway":

@@ -55,36 +55,67 @@ class OpenAiEngine:
 
     framework: InferenceFramework
     model_for: Callable[[EndpointConfig], str]
-    multiple_choices: bool  # ``n`` > 1 and a list of several prompts
+    multiple_choices: bool  # ``n`` > 1 and a list of several prompts in one request
     # Request fields the engine does not know; a value other than null would be silently dropped there.
     unknown_fields: frozenset[str]
 
-    def request_body(self, kind: OpenAiKind, body: JsonObject, config: EndpointConfig) -> JsonObject:
-        """The body to send: the caller's validated fields, ``model`` rewritten, the endpoint's chat template,
-        usage always asked for."""
+    def request_bodies(self, kind: OpenAiKind, body: JsonObject, config: EndpointConfig) -> list[JsonObject]:
+        """The bodies to send: the caller's validated fields, ``model`` rewritten, the endpoint's chat template, usage
+        always asked for. One body, except where the engine answers one choice per request: there a whole request
+        for ``n`` choices, or for several prompts, becomes one request per choice (joined by ``merge_responses``)."""
         refused = sorted(name for name in self.unknown_fields if body.get(name) not in (None, False))
         if refused:
             raise InvalidRequestError(
                 f"{refused[0]} is not supported by {self.framework.value} endpoints.", param=refused[0]
             )
         upstream = {**body, "model": self.model_for(config)}
-        if not self.multiple_choices:
-            if (body.get("n") or 1) > 1:
-                raise InvalidRequestError(f"n > 1 is not supported by {self.framework.value} endpoints.", param="n")
-            prompt = body.get("prompt")
-            if isinstance(prompt, list):
-                if len(prompt) != 1:
-                    raise InvalidRequestError(
-                        f"{self.framework.value} endpoints take one prompt per request.", param="prompt"
-                    )
-                upstream["prompt"] = prompt[0]
         if body.get("stream"):
             upstream["stream_options"] = {"include_usage": True}
         if kind is OpenAiKind.CHAT and config.chat_template_override:
-            upstream["chat_template"] = (
-                config.chat_template_override
-            )  # vLLM and the built-in server take it per request
-        return upstream
+            # vLLM and the built-in server take the template per request.
+            upstream["chat_template"] = config.chat_template_override
+        if self.multiple_choices:
+            return [upstream]
+        upstream.pop("n", None)
+        n = body.get("n") or 1
+        prompt = body.get("prompt")
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        if n * len(prompts) > 1 and body.get("stream"):
+            raise InvalidRequestError(
+                f"{self.framework.value} endpoints stream one choice per request; ask for n > 1 or several "
+                "prompts without stream.",
+                param="n" if n > 1 else "prompt",
+            )
+        if n * len(prompts) > MAX_CHOICES:
+            raise InvalidRequestError(f"At most {MAX_CHOICES} choices (n times prompts) per request.", param="n")
+        if kind is OpenAiKind.CHAT:
+            return [upstream] * n
+        return [{**upstream, "prompt": one} for one in prompts for _ in range(n)]
+
+
+def merge_responses(bodies: list[object], n: int) -> object:
+    """One response from the answers to ``request_bodies``' requests: their choices in order, re-indexed, and their
+    usage added up (each prompt's tokens counted once, as if it were one request for ``n`` choices)."""
+    if len(bodies) == 1:
+        return bodies[0]
+    objects = [_require_choices(body) for body in bodies]
+    choices = [choice for body in objects for choice in body["choices"] if isinstance(choice, dict)]
+    usages = [body["usage"] if isinstance(body.get("usage"), dict) else {} for body in objects]
+    prompt_tokens = sum(_int(usage.get("prompt_tokens")) or 0 for usage in usages[::n])
+    completion_tokens = sum(_int(usage.get("completion_tokens")) or 0 for usage in usages)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    usage["total_tokens"] = prompt_tokens + completion_tokens
+    indexed = [{**choice, "index": index} for index, choice in enumerate(choices)]
+    return {**objects[0], "choices": indexed, "usage": usage}
+
+
+def _require_choices(body: object) -> JsonObject:
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+        raise UpstreamError("The model server sent an unexpected response: choices is missing")
+    return body
+
+
+MAX_CHOICES = 128  # sub-requests one call may fan out to, where the engine answers one choice per request
 
 
 # vLLM's extras (and ``echo``, which TGI's completions route lacks).
@@ -144,8 +175,7 @@ class OpenAiNormaliser:
 
     def response(self, body: object) -> JsonObject:
         """A whole (non-streamed) response."""
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-            raise UpstreamError("The model server sent an unexpected response: choices is missing")
+        body = _require_choices(body)
         self._take_usage(body)
         for choice in body["choices"]:
             _fix_finish_reason(choice)

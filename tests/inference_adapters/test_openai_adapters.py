@@ -10,7 +10,12 @@ import pytest
 
 from model_engine_server.domain.entities import EndpointConfig, InferenceFramework
 from model_engine_server.domain.exceptions import InvalidRequestError, UpstreamError
-from model_engine_server.inference.openai_adapters import OpenAiKind, OpenAiNormaliser, openai_engine_for
+from model_engine_server.inference.openai_adapters import (
+    OpenAiKind,
+    OpenAiNormaliser,
+    merge_responses,
+    openai_engine_for,
+)
 
 TGI = openai_engine_for(InferenceFramework.TEXT_GENERATION_INFERENCE)
 VLLM = openai_engine_for(InferenceFramework.VLLM)
@@ -116,27 +121,50 @@ def test_whole_responses_are_rewritten_the_same_way() -> None:
 
 def test_requests_name_each_engines_model_and_ask_streams_for_usage() -> None:
     body = {"model": "my-endpoint", "messages": MESSAGES, "stream": True}
-    assert TGI.request_body(OpenAiKind.CHAT, body, CONFIG) == {
-        **body,
-        "model": "tgi",
-        "stream_options": {"include_usage": True},
-    }
-    assert VLLM.request_body(OpenAiKind.CHAT, {**body, "stream": False}, CONFIG)["model"] == "llama-3-8b-instruct"
-    assert TGI.request_body(OpenAiKind.COMPLETIONS, {"prompt": ["one"], "echo": False}, CONFIG)["prompt"] == "one"
-    assert VLLM.request_body(OpenAiKind.COMPLETIONS, {"prompt": ["a", "b"], "n": 3}, CONFIG)["prompt"] == ["a", "b"]
+    assert TGI.request_bodies(OpenAiKind.CHAT, body, CONFIG) == [
+        {**body, "model": "tgi", "stream_options": {"include_usage": True}}
+    ]
+    [vllm] = VLLM.request_bodies(OpenAiKind.CHAT, {**body, "stream": False}, CONFIG)
+    assert vllm["model"] == "llama-3-8b-instruct"
+    [tgi] = TGI.request_bodies(OpenAiKind.COMPLETIONS, {"prompt": ["one"], "echo": False}, CONFIG)
+    assert tgi["prompt"] == "one"
+    [batch] = VLLM.request_bodies(OpenAiKind.COMPLETIONS, {"prompt": ["a", "b"], "n": 3}, CONFIG)
+    assert (batch["prompt"], batch["n"]) == (["a", "b"], 3)  # vLLM answers every choice itself
+
+
+def test_tgi_gets_one_request_per_choice_and_the_answers_are_joined() -> None:
+    bodies = TGI.request_bodies(OpenAiKind.COMPLETIONS, {"prompt": ["a b", "c"], "n": 2}, CONFIG)
+    assert [(body["prompt"], "n" in body) for body in bodies] == [
+        ("a b", False),
+        ("a b", False),
+        ("c", False),
+        ("c", False),
+    ]
+    assert len(TGI.request_bodies(OpenAiKind.CHAT, {"messages": MESSAGES, "n": 3}, CONFIG)) == 3
+
+    def answer(text: str, prompt_tokens: int) -> dict[str, Any]:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1}
+        return {"id": "", "object": "text_completion", "model": "tgi", "choices": [choice], "usage": usage}
+
+    merged = merge_responses([answer("x", 2), answer("y", 2), answer("z", 1), answer("w", 1)], n=2)
+    assert isinstance(merged, dict)
+    assert [(c["index"], c["text"]) for c in merged["choices"]] == [(0, "x"), (1, "y"), (2, "z"), (3, "w")]
+    assert merged["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
 
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"n": 2}, "n"),
-        ({"prompt": ["a", "b"]}, "prompt"),
+        ({"n": 2, "stream": True}, "n"),
+        ({"prompt": ["a", "b"], "stream": True}, "prompt"),
+        ({"n": 200}, "n"),
         ({"top_k": 4}, "top_k"),
         ({"min_p": 0.1}, "min_p"),
         ({"echo": True}, "echo"),
     ],
 )
-def test_tgi_refuses_what_it_would_silently_drop(body: dict[str, Any], param: str) -> None:
+def test_tgi_refuses_what_it_cannot_do(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequestError) as refused:
-        TGI.request_body(OpenAiKind.COMPLETIONS, {"prompt": "x", **body}, CONFIG)
+        TGI.request_bodies(OpenAiKind.COMPLETIONS, {"prompt": "x", **body}, CONFIG)
     assert refused.value.param == param

@@ -58,9 +58,11 @@ async def test_invalid_json_and_missing_fields_are_400(gateway: RunningGateway) 
 
 async def test_tgi_refuses_what_it_cannot_do_naming_the_field(gateway: RunningGateway, tgi: InstantTgiServer) -> None:
     await gateway.add_endpoint("llm", [tgi.url])
-    assert_error(await post(gateway, CHAT, {"model": "llm", "messages": MESSAGES, "n": 2}), 400, param="n")
+    streamed_n = {"model": "llm", "messages": MESSAGES, "n": 2, "stream": True}
+    assert_error(await post(gateway, CHAT, streamed_n), 400, param="n")
     assert_error(await post(gateway, CHAT, {"model": "llm", "messages": MESSAGES, "top_k": 5}), 400, param="top_k")
-    assert_error(await post(gateway, COMPLETIONS, {"model": "llm", "prompt": ["a", "b"]}), 400, param="prompt")
+    streamed_prompts = {"model": "llm", "prompt": ["a", "b"], "stream": True}
+    assert_error(await post(gateway, COMPLETIONS, streamed_prompts), 400, param="prompt")
     assert tgi.requests == []
 
 

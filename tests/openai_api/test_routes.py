@@ -55,6 +55,22 @@ async def test_v2_paths_serve_the_same_handlers(gateway: RunningGateway, tgi: In
     assert completion.json()["object"] == "text_completion"
 
 
+async def test_tgi_answers_n_choices_and_prompt_lists_one_request_per_choice(
+    gateway: RunningGateway, tgi: InstantTgiServer
+) -> None:
+    await gateway.add_endpoint("llm", [tgi.url])
+    body = {"model": "llm", "prompt": ["a b", "c"], "n": 2, "max_tokens": 2}
+    response = await post(gateway, COMPLETIONS, body)
+    chat = await post(gateway, CHAT, {"model": "llm", "messages": MESSAGES, "n": 3, "max_tokens": 1})
+
+    assert response.status_code == 200, response.text
+    assert [(c["index"], c["text"]) for c in response.json()["choices"]] == [(i, " the quick") for i in range(4)]
+    assert response.json()["usage"] == {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}
+    assert sorted(request["prompt"] for _, request in tgi.requests[:4]) == ["a b", "a b", "c", "c"]
+    assert all("n" not in request for _, request in tgi.requests)
+    assert [c["message"]["content"] for c in chat.json()["choices"]] == [" the"] * 3
+
+
 async def test_chat_stream_through_tgi_matches_the_sync_text(gateway: RunningGateway, tgi: InstantTgiServer) -> None:
     await gateway.add_endpoint("llm", [tgi.url])
     body = {"model": "llm", "messages": MESSAGES, "max_tokens": 5, "temperature": 0, "stop": ["fox"]}

@@ -62,8 +62,8 @@ def test_errors_are_the_sdk_types_with_the_gateway_message(completions: Backgrou
     name = ready_endpoint(completions)
     with pytest.raises(NotFoundError, match="does not exist"):
         ChatCompletion.create(model="no-such-endpoint", messages=MESSAGES)
-    with pytest.raises(BadRequestError, match="n > 1"):
-        ChatCompletion.create(model=name, messages=MESSAGES, n=2)
+    with pytest.raises(BadRequestError, match="top_k is not supported"):
+        ChatCompletion.create(model=name, messages=MESSAGES, top_k=5)
     with pytest.raises(ValidationError, match="temperature"):
         ChatCompletion.create(model=name, messages=MESSAGES, temperature=3)
     failing = ready_endpoint(completions, "failing_tgi")

@@ -10,6 +10,7 @@ Every error is OpenAI's envelope (``api/openai_errors.py``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -27,8 +28,14 @@ from model_engine_server.api.openai_schemas import ChatCompletionBody, Completio
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 from model_engine_server.domain.exceptions import DomainError, EndpointDeletingError
 from model_engine_server.inference.completions import CompletionDispatcher
-from model_engine_server.inference.openai_adapters import DONE, OpenAiKind, OpenAiNormaliser, openai_engine_for
-from model_engine_server.inference.upstream import decode_json
+from model_engine_server.inference.openai_adapters import (
+    DONE,
+    OpenAiKind,
+    OpenAiNormaliser,
+    merge_responses,
+    openai_engine_for,
+)
+from model_engine_server.inference.upstream import UpstreamClient, decode_json
 
 router = APIRouter(tags=["openai"], route_class=OpenAiRoute)
 PROTOCOL = "openai"
@@ -106,7 +113,7 @@ async def _proxy(
         fields = body.upstream_fields()
         route = await dispatcher.route(body.model, caller, body.admission_request())
         engine = openai_engine_for(route.endpoint.config.inference_framework)
-        content = orjson.dumps(engine.request_body(kind, fields, route.endpoint.config))
+        contents = [orjson.dumps(one) for one in engine.request_bodies(kind, fields, route.endpoint.config)]
     except DomainError as exc:
         count_rejected(label, status_for(exc), PROTOCOL)
         raise
@@ -115,13 +122,26 @@ async def _proxy(
     )
     observation = RequestObservation(label, route.endpoint.id, started, protocol=PROTOCOL)
     upstream = dispatcher.upstream
-    if body.streamed:
-        chunks = _chunks(upstream.stream_data(route.upstreams, kind.path, content), normaliser, observation)
+    if body.streamed:  # always one request (request_bodies refuses to fan a stream out)
+        chunks = _chunks(upstream.stream_data(route.upstreams, kind.path, contents[0]), normaliser, observation)
         return await sse.open_event_stream(chunks, OpenAiFormat(), observation, ping_seconds)
     with observation.measuring():
-        payload = normaliser.response(decode_json(await upstream.post(route.upstreams, kind.path, content)))
+        answers = await _post_all(upstream, route.upstreams, kind.path, contents)
+        payload = normaliser.response(merge_responses([decode_json(raw) for raw in answers], body.n or 1))
         observation.tokens(normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
     return Response(orjson.dumps(payload), media_type="application/json")
+
+
+async def _post_all(upstream: UpstreamClient, upstreams: list[str], path: str, contents: list[bytes]) -> list[bytes]:
+    """Every request's answer, sent concurrently; the first failure cancels the others."""
+    if len(contents) == 1:
+        return [await upstream.post(upstreams, path, contents[0])]
+    tasks = [asyncio.ensure_future(upstream.post(upstreams, path, content)) for content in contents]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _chunks(
