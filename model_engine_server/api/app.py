@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from model_engine_server import __version__
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
-from model_engine_server.api.routes import async_tasks, completions, endpoints, health
+from model_engine_server.api.routes import async_tasks, completions, endpoints, health, openai
 from model_engine_server.config import Settings
 from model_engine_server.db.registry import Registry
 from model_engine_server.domain.admission import Admission
@@ -85,4 +85,5 @@ def create_app(
     app.include_router(endpoints.router)
     app.include_router(completions.router)
     app.include_router(async_tasks.router)
+    app.include_router(openai.router)
     return app

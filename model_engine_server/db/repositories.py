@@ -100,6 +100,11 @@ class EndpointRegistry:
         )
         return await self._one(query, name)
 
+    async def list_for_inference(self, caller: str) -> list[ModelEndpoint]:
+        """Every endpoint ``caller`` may send requests to (its own and the public ones), by name."""
+        query = select(EndpointRow).where(or_(EndpointRow.owner == caller, EndpointRow.public_inference.is_(True)))
+        return await self._all(query.order_by(EndpointRow.name))
+
     async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None:
         async with self._sessions() as session:
             row = await session.get(EndpointRow, endpoint_id)

@@ -64,6 +64,8 @@ class EndpointConfig:
     high_priority: bool = False
     post_inference_hooks: list[str] = field(default_factory=list)
     default_callback_url: str | None = None
+    # A Jinja chat template replacing the tokenizer's for chat completions (applied per request by the engine).
+    chat_template_override: str | None = None
 
 
 @dataclass

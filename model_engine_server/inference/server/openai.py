@@ -225,9 +225,11 @@ def _offsets(start: int, texts: list[str]) -> list[int]:
 
 @router.post("/chat/completions")
 async def chat_completions(service: Service, body: ChatCompletionRequest, http: Request) -> Response:
+    if body.logprobs:  # not computed for chat here: refuse rather than answer without them
+        return error_response(400, "`logprobs` is not supported on chat completions by this server", "BadRequestError")
     try:
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
-        prompt = service.apply_chat_template(messages)
+        prompt = service.apply_chat_template(messages, body.chat_template)
         # The template already places the special tokens; adding them again would duplicate BOS on some models.
         ids: list[int] = service.runner.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         valid = _validate(service, body, ids, body.max_completion_tokens or body.max_tokens)

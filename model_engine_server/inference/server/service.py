@@ -105,6 +105,9 @@ class InferenceService:
         self.scheduler.submit(request)
         return Generation(request, queue, self.scheduler)
 
-    def apply_chat_template(self, messages: list[dict[str, object]]) -> str:
-        text: str = self.runner.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def apply_chat_template(self, messages: list[dict[str, object]], template: str | None = None) -> str:
+        """The prompt for ``messages``: the tokenizer's chat template, or ``template`` when given."""
+        text: str = self.runner.tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
         return text
