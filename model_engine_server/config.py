@@ -6,6 +6,7 @@ open auth on loopback). Every Helm value that configures the control plane maps 
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -48,6 +49,11 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "llm-engine"
 
 
+def _default_engines_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "llm-engine" / "engines"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -85,6 +91,10 @@ class Settings(BaseSettings):
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
     reconcile_interval_seconds: float = Field(default=2.0, gt=0)
     inference_server_command: str = ""  # default: text-generation-launcher if on PATH, else the built-in server
+    # Virtual environments of third-party engines (`make engines`), one per pinned version; outside the checkout so
+    # every clone on this machine shares them.
+    engines_dir: Path = Field(default_factory=_default_engines_dir)
+    vllm_cpu_kv_cache_gib: int = Field(default=2, ge=1)  # VLLM_CPU_KVCACHE_SPACE of local vLLM replicas
 
     # --- Kubernetes ----------------------------------------------------------------------------------------------
     kubernetes_namespace: str = "llm-engine-endpoints"
