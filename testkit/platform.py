@@ -63,6 +63,40 @@ def builtin_server_command(model_id: str, port: int, *flags: str) -> list[str]:
     ]
 
 
+@dataclass
+class BuiltinServer:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_healthy(self, timeout: float = 300.0) -> None:
+        wait_healthy(f"{self.url}/health", self.process, timeout=timeout, output=lambda: self.log.read_text()[-3000:])
+
+
+@contextlib.contextmanager
+def running_builtin_server(
+    log: Path, *flags: str, model_id: str = "smollm2-135m", threads: int | None = None
+) -> Iterator[BuiltinServer]:
+    """The built-in inference server on a free port, output to ``log``; stopped when the block ends.
+
+    It may still be loading its model when the block starts: call ``wait_healthy()`` before sending requests.
+    ``threads`` caps its CPU threads (one keeps a test from starving the rest of a shared machine).
+    """
+    port = free_port()
+    command = builtin_server_command(model_id, port, *flags)
+    env = dict(os.environ)
+    if threads is not None:
+        command += ["--num-threads", str(threads)]
+        env["OMP_NUM_THREADS"] = str(threads)
+    with log.open("ab") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield BuiltinServer(f"http://127.0.0.1:{port}", port, process, log)
+    finally:
+        stop_process(process, timeout=30)
+
+
 def wait_healthy(
     url: str,
     process: subprocess.Popen[bytes],

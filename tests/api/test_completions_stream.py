@@ -11,13 +11,14 @@ import httpx
 import orjson
 import pytest
 
-from model_engine_server.config import AuthMode, Settings
+from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus
 from testkit.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
     FakeOpenAiServer,
     RunningGateway,
+    loopback_settings,
     read_events,
     running_fake_openai,
     running_gateway,
@@ -31,8 +32,7 @@ PARAMS = {"model_endpoint_name": "llm"}
 
 @pytest.fixture
 def settings(sqlite_url: str, tmp_path: Path) -> Settings:
-    data = tmp_path / "data"
-    return Settings(database_url=sqlite_url, data_dir=data, auth_mode=AuthMode.OPEN, stream_keepalive_seconds=0.05)
+    return loopback_settings(sqlite_url, tmp_path)
 
 
 @pytest.fixture
@@ -215,7 +215,7 @@ async def test_stream_metrics_record_time_to_first_token(gateway: RunningGateway
         line = next(
             line
             for line in text.splitlines()
-            if line.startswith("llm_engine_completion_time_to_first_token_seconds_count")
+            if line.startswith('llm_engine_completion_time_to_first_token_seconds_count{protocol="native"}')
         )
         return float(line.split()[-1])
 
