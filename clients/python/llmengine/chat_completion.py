@@ -11,8 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator, Iterator, Mapping
-from types import TracebackType
+from collections.abc import AsyncGenerator, Awaitable, Generator, Mapping
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 import pydantic
@@ -24,6 +23,7 @@ from llmengine._core.responses import parse_body
 from llmengine._faces import public_method
 from llmengine.chat_types import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 from llmengine.errors import MalformedResponseError, ServerError, ValidationError
+from llmengine.streaming import AsyncEventStream, EventStream
 
 CHAT_COMPLETIONS_PATH = "v2/chat/completions"
 R_co = TypeVar("R_co", covariant=True)
@@ -108,68 +108,14 @@ class ChatCompletion:
     acreate: ChatCall[_AsyncReply] = public_method(ChatCall, _request, _acreate)
 
 
-def _chunks(events: Generator[str, None, None]) -> Generator[ChatCompletionChunk, None, None]:
-    try:
-        for data in events:
-            chunk = parse_chunk(data)
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        events.close()
-
-
-async def _achunks(events: AsyncGenerator[str, None]) -> AsyncGenerator[ChatCompletionChunk, None]:
-    try:
-        async for data in events:
-            chunk = parse_chunk(data)
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        await events.aclose()
-
-
-class ChatCompletionStream(Iterator[ChatCompletionChunk]):
+class ChatCompletionStream(EventStream[ChatCompletionChunk]):
     """Chunks as they are generated; the last carries ``usage``. Closing it (or leaving a ``with`` block) closes the
     connection, which stops the generation."""
 
     def __init__(self, events: Generator[str, None, None]) -> None:
-        self._chunks = _chunks(events)
-
-    def __iter__(self) -> ChatCompletionStream:
-        return self
-
-    def __next__(self) -> ChatCompletionChunk:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        self._chunks.close()
-
-    def __enter__(self) -> ChatCompletionStream:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        super().__init__(events, parse_chunk)
 
 
-class AsyncChatCompletionStream(AsyncIterator[ChatCompletionChunk]):
+class AsyncChatCompletionStream(AsyncEventStream[ChatCompletionChunk]):
     def __init__(self, events: AsyncGenerator[str, None]) -> None:
-        self._chunks = _achunks(events)
-
-    def __aiter__(self) -> AsyncChatCompletionStream:
-        return self
-
-    async def __anext__(self) -> ChatCompletionChunk:
-        return await self._chunks.__anext__()
-
-    async def aclose(self) -> None:
-        await self._chunks.aclose()
-
-    async def __aenter__(self) -> AsyncChatCompletionStream:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+        super().__init__(events, parse_chunk)
