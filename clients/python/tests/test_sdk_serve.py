@@ -16,7 +16,7 @@ from llmengine.errors import NotFoundError
 
 from testkit import eventually
 from testkit.platform import Platform, start_platform
-from testkit.tgi import VOCABULARY
+from testkit.tgi import instant_text
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_an_endpoint_from_creation_to_completions_to_deletion(platform: Platform
     assert endpoint.spec is not None and endpoint.spec.deployment_state is not None
     assert endpoint.spec.deployment_state.available_workers == 1
 
-    expected = "".join(" " + VOCABULARY[i] for i in range(3))
+    expected = instant_text(3)
     assert Completion.create(model=name, prompt="Hello", max_new_tokens=3).output.text == expected
     streamed = [
         e.output.text for e in Completion.create(model=name, prompt="Hello", max_new_tokens=3, stream=True) if e.output
