@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llmengine import Model
-from llmengine.data_types import GetLLMEndpointResponse, LLMInferenceFramework, ModelEndpointStatus
+from llmengine import Completion, Model
+from llmengine.data_types import (
+    CompletionSyncV1Response,
+    GetLLMEndpointResponse,
+    LLMInferenceFramework,
+    ModelEndpointStatus,
+)
 
 from model_engine_server.config import Settings
 from model_engine_server.orchestration.local.directory import state_file_path
@@ -130,3 +135,14 @@ def start_vllm_endpoint(platform: Platform) -> VllmEndpoint:
         [replica] = platform.replicas(ready.id)
         replica_url = f"http://127.0.0.1:{replica.port}"
     return VllmEndpoint(name, ready.id, replica_url)
+
+
+def greedy(
+    name: str, prompt: str = "Once upon a time", max_new_tokens: int = 12, **options: Any
+) -> CompletionSyncV1Response:
+    """A temperature-0 (deterministic) completion from endpoint ``name`` through the SDK."""
+    response = Completion.create(
+        model=name, prompt=prompt, max_new_tokens=max_new_tokens, temperature=0, timeout=120, **options
+    )
+    assert isinstance(response, CompletionSyncV1Response)
+    return response

@@ -16,21 +16,11 @@ from llmengine.data_types import (
 )
 from llmengine.errors import BadRequestError, NotFoundError
 
-from integration_tests.support import MODEL, Platform, wait_for_status
+from integration_tests.support import MODEL, Platform, greedy, wait_for_status
 from model_engine_server.orchestration.local.processes import process_alive
 from testkit import eventually
 
 pytestmark = pytest.mark.timeout(600)
-
-PROMPT = "Once upon a time"
-
-
-def greedy(name: str, max_new_tokens: int = 12, **options: object) -> CompletionSyncV1Response:
-    response = Completion.create(
-        model=name, prompt=PROMPT, max_new_tokens=max_new_tokens, temperature=0, timeout=120, **options
-    )
-    assert isinstance(response, CompletionSyncV1Response)
-    return response
 
 
 def test_the_demo_endpoint_is_created_public_and_ready(sdk: Platform) -> None:
