@@ -16,7 +16,7 @@ from llmengine.data_types import (
 )
 from llmengine.errors import BadRequestError, NotFoundError
 
-from integration_tests.support import MODEL, Platform, greedy, wait_for_status
+from integration_tests.support import MODEL, PROMPT, Platform, greedy, wait_for_status
 from model_engine_server.orchestration.local.processes import process_alive
 from testkit import eventually
 
