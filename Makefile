@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 
 # The published clients tests check compatibility with, in their own venv (their pins conflict with ours).
 PEERS := .venv-peers
-PEER_REQUIREMENTS := testkit/peer-requirements.txt
+PEER_REQUIREMENTS := model_engine_server/testing/peer-requirements.txt
 $(PEERS)/requirements.txt: $(PEER_REQUIREMENTS)
 	$(PYTHON) -m venv --clear $(PEERS)
 	$(PEERS)/bin/pip install -q -r $(PEER_REQUIREMENTS)

@@ -32,7 +32,7 @@ import httpx
 from benchmarks.inference_server import PROMPTS, free_port
 from benchmarks.support import ROOT, percentile
 from benchmarks.svg_chart import bar_chart_svg
-from testkit.platform import stop_process, wait_healthy
+from model_engine_server.testing.platform import stop_process, wait_healthy
 
 RESULTS = ROOT / "benchmarks" / "results" / "engines.json"
 CHART = ROOT / "docs" / "img" / "engines.svg"

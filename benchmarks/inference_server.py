@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 
 from benchmarks.support import percentile
-from testkit import free_port
-from testkit.platform import builtin_server_command, wait_healthy
+from model_engine_server.testing import free_port
+from model_engine_server.testing.platform import builtin_server_command, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "inference_server.json"

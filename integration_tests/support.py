@@ -23,8 +23,8 @@ from model_engine_server.config import Settings
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.engines import VLLM_CPU
 from model_engine_server.orchestration.local.state import ReplicaRecord, StateFile
-from testkit import eventually
-from testkit import platform as testkit_platform
+from model_engine_server.testing import eventually
+from model_engine_server.testing import platform as testkit_platform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"

@@ -18,7 +18,7 @@ from llmengine.errors import BadRequestError, NotFoundError
 
 from integration_tests.support import MODEL, PROMPT, Platform, greedy, wait_for_status
 from model_engine_server.orchestration.local.processes import process_alive
-from testkit import eventually
+from model_engine_server.testing import eventually
 
 pytestmark = pytest.mark.timeout(600)
 

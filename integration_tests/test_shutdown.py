@@ -11,7 +11,7 @@ from integration_tests.support import Platform, stop_platform
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_alive, process_start_time
 from model_engine_server.orchestration.local.state import StateFile
-from testkit import eventually
+from model_engine_server.testing import eventually
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.stops_platform]
 

@@ -22,8 +22,8 @@ from starlette.routing import Route
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus, ObservedState
-from testkit import eventually_async
-from testkit.tgi import VOCABULARY
+from model_engine_server.testing import eventually_async
+from model_engine_server.testing.tgi import VOCABULARY
 from tests.fakes import FakeResolver
 
 ALICE = ("alice-key", "")

@@ -13,7 +13,7 @@ import pytest
 
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus
-from testkit.tgi import InstantTgiServer, running_instant_tgi
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
     FakeOpenAiServer,

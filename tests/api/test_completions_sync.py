@@ -12,8 +12,8 @@ import pytest
 
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus
-from testkit import free_port
-from testkit.tgi import InstantTgiServer, running_instant_tgi
+from model_engine_server.testing import free_port
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
     BOB,

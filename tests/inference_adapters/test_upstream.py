@@ -12,8 +12,8 @@ from model_engine_server.domain.completions import CompletionRequest
 from model_engine_server.domain.exceptions import EndpointNotReadyError, UpstreamError, UpstreamTimeoutError
 from model_engine_server.inference.adapters import TgiAdapter
 from model_engine_server.inference.upstream import UpstreamClient, UpstreamPolicy, sse_data
-from testkit import free_port
-from testkit.tgi import running_instant_tgi
+from model_engine_server.testing import free_port
+from model_engine_server.testing.tgi import running_instant_tgi
 from tests.api.completion_support import wait_until
 
 ADAPTER = TgiAdapter()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from testkit.platform import BuiltinServer, running_builtin_server
+from model_engine_server.testing.platform import BuiltinServer, running_builtin_server
 
 MAX_CONCURRENT_REQUESTS = 4
 MAX_INPUT_TOKENS = 256

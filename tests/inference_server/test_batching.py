@@ -10,7 +10,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from testkit import eventually
+from model_engine_server.testing import eventually
 from tests.inference_server.conftest import MAX_CONCURRENT_REQUESTS, RunningServer
 
 pytestmark = pytest.mark.model

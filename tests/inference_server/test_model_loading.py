@@ -18,7 +18,7 @@ from model_engine_server.inference.model_loading import (
     is_complete_checkpoint,
     resolve_model,
 )
-from testkit.platform import builtin_server_command
+from model_engine_server.testing.platform import builtin_server_command
 
 
 def test_unknown_model_id_names_the_choices(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from testkit.peers import run_peer_script
+from model_engine_server.testing.peers import run_peer_script
 from tests.inference_server.conftest import RunningServer
 
 pytestmark = pytest.mark.model

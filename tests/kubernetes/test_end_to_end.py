@@ -27,8 +27,8 @@ from model_engine_server.config import AuthMode, OrchestratorKind, Settings
 from model_engine_server.orchestration.factory import build_upstream_resolver
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
-from testkit import eventually_async, free_port
-from testkit.platform import stop_process
+from model_engine_server.testing import eventually_async, free_port
+from model_engine_server.testing.platform import stop_process
 from tests.api.completion_support import serve_on_loopback
 from tests.kubernetes.conftest import FAST_RETRY, NAMESPACE, deployment_status, make_api, pod_of
 from tests.kubernetes.emulator import KubeEmulator

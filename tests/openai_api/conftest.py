@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from model_engine_server.config import Settings
-from testkit.tgi import InstantTgiServer, running_instant_tgi
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import RunningGateway, loopback_settings, running_gateway
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from testkit.peers import run_peer_script
-from testkit.platform import running_builtin_server
-from testkit.tgi import running_instant_tgi
+from model_engine_server.testing.peers import run_peer_script
+from model_engine_server.testing.platform import running_builtin_server
+from model_engine_server.testing.tgi import running_instant_tgi
 from tests.api.completion_support import ALICE, BOB, RunningGateway
 
 pytestmark = pytest.mark.model

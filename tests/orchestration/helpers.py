@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint
 from model_engine_server.orchestration.local import SupervisionPolicy
-from testkit import eventually_async
+from model_engine_server.testing import eventually_async
 
-# The test kit's TGI server; its --model-id may name a JSON control file (see testkit/tgi/__main__.py).
-FAKE_SERVER_COMMAND = f"{sys.executable} -m testkit.tgi"
+# The test kit's TGI server; its --model-id may name a JSON control file (see model_engine_server/testing/tgi).
+FAKE_SERVER_COMMAND = f"{sys.executable} -m model_engine_server.testing.tgi"
 
 FAST_POLICY = SupervisionPolicy(
     health_interval_seconds=0.1,
@@ -37,7 +37,7 @@ def fake_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 def control_file(directory: Path, name: str = "model", **behaviour: Any) -> Path:
-    """A fake model: the JSON file the fake server reads at start-up (see testkit/tgi/__main__.py)."""
+    """A fake model: the JSON file the fake server reads at start-up (see model_engine_server/testing/tgi)."""
     path = directory / f"{name}.json"
     path.write_text(json.dumps(behaviour))
     return path

@@ -19,8 +19,8 @@ from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, 
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_alive
 from model_engine_server.orchestration.local.state import StateFile
-from testkit import eventually, free_port
-from testkit.platform import model_engine_command, platform_env
+from model_engine_server.testing import eventually, free_port
+from model_engine_server.testing.platform import model_engine_command, platform_env
 from tests.orchestration.helpers import FAKE_SERVER_COMMAND, control_file
 
 pytestmark = pytest.mark.timeout(120)

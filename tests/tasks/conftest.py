@@ -28,7 +28,7 @@ from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_start_time
 from model_engine_server.orchestration.local.state import DeploymentRecord, ReplicaRecord, StateFile
 from model_engine_server.tasks.worker import start_worker_process
-from testkit.platform import stop_process
+from model_engine_server.testing.platform import stop_process
 from tests.fakes import FakeResolver
 
 REDIS_URL = os.environ.get("LLM_ENGINE_TEST_REDIS", "redis://127.0.0.1:6379/0")

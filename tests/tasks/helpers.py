@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from testkit import eventually_async
+from model_engine_server.testing import eventually_async
 
 FINAL = ("SUCCESS", "FAILURE")
 

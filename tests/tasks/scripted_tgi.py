@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from testkit.serving import serving
-from testkit.tgi import InstantTgiServer
+from model_engine_server.testing.serving import serving
+from model_engine_server.testing.tgi import InstantTgiServer
 
 
 @dataclass

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
-from testkit import eventually_async, free_port
-from testkit.tgi import running_instant_tgi
+from model_engine_server.testing import eventually_async, free_port
+from model_engine_server.testing.tgi import running_instant_tgi
 from tests.tasks.conftest import Workers, announce_replicas, gateway_for, ready_endpoint
 from tests.tasks.helpers import post_async_completion, submit, task_state, wait_for_status
 from tests.tasks.scripted_tgi import running_scripted_tgi

@@ -11,7 +11,7 @@ import pytest
 
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import EndpointRegistry
-from testkit.platform import BuiltinServer, running_builtin_server
+from model_engine_server.testing.platform import BuiltinServer, running_builtin_server
 from tests.tasks.conftest import Workers, announce_replicas, ready_endpoint
 from tests.tasks.helpers import submit, wait_for_status
 

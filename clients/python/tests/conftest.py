@@ -1,7 +1,8 @@
 """Fixtures for the SDK's tests: configuration reset between tests, a scripted HTTP server, and real gateways.
 
 The SDK's own tests (transport, requests, responses, SSE) need only the SDK. The rest run against the platform and
-use the shared test kit (``testkit``, installed with the server): without those they are not collected.
+use the shared test kit (``model_engine_server.testing``, installed with the server): without it they are not
+collected.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from sdk_scripted_server import ScriptedServer
 if TYPE_CHECKING:
     from sdk_inprocess_gateway import BackgroundGateway
 
-    from testkit.platform import Platform
+    from model_engine_server.testing.platform import Platform
 
-_PLATFORM_AVAILABLE = all(importlib.util.find_spec(name) for name in ("testkit", "model_engine_server"))
+_PLATFORM_AVAILABLE = all(
+    importlib.util.find_spec(name) for name in ("model_engine_server.testing", "model_engine_server")
+)
 _PLATFORM_TESTS = [
     "sdk_async_worker.py",
     "sdk_inprocess_gateway.py",
@@ -74,7 +77,7 @@ def scripted() -> Iterator[ScriptedServer]:
 @pytest.fixture(scope="session")
 def gateway_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """``model-engine gateway`` with open auth and a SQLite registry, shared by the tests that need it."""
-    from testkit.platform import running_platform
+    from model_engine_server.testing.platform import running_platform
 
     with running_platform("gateway", tmp_path_factory.mktemp("gateway"), auth_mode="open") as platform:
         yield platform
@@ -96,7 +99,7 @@ def gateway(gateway_process: Platform) -> Platform:
 @pytest.fixture(scope="session")
 def keyed_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """``model-engine gateway`` in keys mode: only its ``api_key`` (owner ``sdk-tests``) is accepted."""
-    from testkit.platform import running_platform
+    from model_engine_server.testing.platform import running_platform
 
     key = f"sk-sdk-tests-{uuid.uuid4().hex}"
     directory = tmp_path_factory.mktemp("keyed-gateway")
@@ -131,7 +134,7 @@ def async_worker(inprocess_gateway: BackgroundGateway) -> Iterator[subprocess.Po
     """A Celery worker for the in-process gateway's queues, sending every task to its instant TGI server."""
     settings = inprocess_gateway.settings
     log = settings.data_dir / "worker.log"
-    from testkit.platform import stop_process
+    from model_engine_server.testing.platform import stop_process
 
     script = Path(__file__).with_name("sdk_async_worker.py")
     with log.open("wb") as output:

@@ -22,7 +22,7 @@ from llmengine import api_engine
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.db.migrate import upgrade
 from model_engine_server.domain.entities import EndpointStatus
-from testkit.tgi import InstantTgiServer, running_instant_tgi
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import RunningGateway, running_gateway
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from llmengine import AsyncCompletionTask, Completion, CompletionTask, TaskStatu
 from llmengine.errors import NotFoundError
 from sdk_inprocess_gateway import BackgroundGateway
 
-from testkit.tgi import instant_text
+from model_engine_server.testing.tgi import instant_text
 
 # Generous: the first task also waits for the worker process to start and discover the endpoint's queue.
 RESULT_TIMEOUT = 90

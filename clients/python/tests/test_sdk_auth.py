@@ -6,7 +6,7 @@ import pytest
 from llmengine import Completion, Model, api_engine
 from llmengine.errors import UnauthorizedError
 
-from testkit.platform import Platform
+from model_engine_server.testing.platform import Platform
 
 
 def test_a_valid_key_is_accepted(keyed_gateway: Platform) -> None:

@@ -10,7 +10,7 @@ from llmengine import ChatCompletion, ChatCompletionStream, Completion
 from llmengine.errors import BadRequestError, NotFoundError, ServerError, ValidationError
 from sdk_inprocess_gateway import BackgroundGateway
 
-from testkit.tgi import instant_text
+from model_engine_server.testing.tgi import instant_text
 
 MESSAGES = [{"role": "user", "content": "say four words"}]
 

@@ -14,8 +14,8 @@ from llmengine.errors import BadRequestError, NotFoundError, ServerError
 from sdk_inprocess_gateway import BackgroundGateway
 
 from model_engine_server.domain.entities import EndpointStatus
-from testkit import eventually
-from testkit.tgi import instant_text
+from model_engine_server.testing import eventually
+from model_engine_server.testing.tgi import instant_text
 
 
 def test_a_sync_completion_returns_the_text_and_token_counts(completions: BackgroundGateway) -> None:

@@ -15,7 +15,7 @@ from llmengine import (
 )
 from llmengine.errors import BadRequestError, ConflictError, NotFoundError
 
-from testkit.platform import Platform
+from model_engine_server.testing.platform import Platform
 
 TGI = LLMInferenceFramework.TEXT_GENERATION_INFERENCE
 

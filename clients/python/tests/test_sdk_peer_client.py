@@ -16,8 +16,8 @@ from llmengine import LLMInferenceFramework, Model, ModelEndpointStatus, api_eng
 from llmengine.errors import NotFoundError
 from sdk_inprocess_gateway import BackgroundGateway
 
-from testkit.peers import run_peer_script
-from testkit.platform import Platform
+from model_engine_server.testing.peers import run_peer_script
+from model_engine_server.testing.platform import Platform
 
 PEER_SCRIPT = """
 import json, os

@@ -14,9 +14,9 @@ import pytest
 from llmengine import Completion, LLMInferenceFramework, Model, ModelEndpointStatus, api_engine
 from llmengine.errors import NotFoundError
 
-from testkit import eventually
-from testkit.platform import Platform, start_platform
-from testkit.tgi import instant_text
+from model_engine_server.testing import eventually
+from model_engine_server.testing.platform import Platform, start_platform
+from model_engine_server.testing.tgi import instant_text
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         tmp_path_factory.mktemp("serve"),
         auth_mode="open",
         demo_model="",
-        inference_server_command=f"{sys.executable} -m testkit.tgi",
+        inference_server_command=f"{sys.executable} -m model_engine_server.testing.tgi",
         reconcile_interval_seconds="0.5",
     )
     try:

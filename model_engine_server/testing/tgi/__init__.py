@@ -1,6 +1,7 @@
-"""The fake TGI server of the test kit: ``InstantTgiServer`` in-process, ``python -m testkit.tgi`` as a process."""
+"""The test kit's fake TGI server: ``InstantTgiServer`` in-process, ``python -m model_engine_server.testing.tgi``
+as a process."""
 
-from testkit.tgi.server import VOCABULARY, InstantTgiServer, running_instant_tgi
+from model_engine_server.testing.tgi.server import VOCABULARY, InstantTgiServer, running_instant_tgi
 
 __all__ = ["VOCABULARY", "InstantTgiServer", "instant_text", "running_instant_tgi"]
 

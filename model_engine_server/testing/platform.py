@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from testkit.polling import eventually
-from testkit.ports import free_port
+from model_engine_server.testing.polling import eventually
+from model_engine_server.testing.ports import free_port
 
 
 def require_server() -> None:

@@ -7,8 +7,8 @@ One way to do each thing a test needs around the platform:
 - ``free_port``: a free TCP port on 127.0.0.1;
 - ``platform``: run ``model-engine <command>`` as a user would (``start_platform``, ``Platform``), in an environment
   cleaned of the caller's ``LLM_ENGINE_*`` settings (``platform_env``);
-- ``tgi``: the instant TGI-protocol server (``InstantTgiServer``, ``running_instant_tgi``; ``python -m testkit.tgi``
-  runs it as an inference-server command);
+- ``tgi``: the instant TGI-protocol server (``InstantTgiServer``, ``running_instant_tgi``;
+  ``python -m model_engine_server.testing.tgi`` runs it as an inference-server command);
 - ``serving``: ``async with serving(server)`` starts any server with async ``start``/``stop`` for a block;
 - ``peers``: the separate venv with the published clients we stay compatible with (built by ``make peers``).
 
@@ -16,7 +16,7 @@ It depends on neither the server nor the SDK, so ``cd clients/python && pytest``
 real gateway skip when ``model_engine_server`` is not importable (``platform.require_server()``).
 """
 
-from testkit.polling import eventually, eventually_async
-from testkit.ports import free_port
+from model_engine_server.testing.polling import eventually, eventually_async
+from model_engine_server.testing.ports import free_port
 
 __all__ = ["eventually", "eventually_async", "free_port"]

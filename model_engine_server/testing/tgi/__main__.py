@@ -1,10 +1,10 @@
 """The instant TGI server as a process, started like ``text-generation-launcher``.
 
-    python -m testkit.tgi --port 0    # prints "listening on http://127.0.0.1:<port>"
+    python -m model_engine_server.testing.tgi --port 0    # prints "listening on http://127.0.0.1:<port>"
 
-As an inference-server command (``LLM_ENGINE_INFERENCE_SERVER_COMMAND="python -m testkit.tgi"``) it takes the
-launcher's ``--model-id M --port P --hostname H`` (other flags are ignored). A bare model id just serves; a model id
-that is a path names a JSON control file, read at start-up, so a test can decide how the *next* start behaves:
+As an inference-server command
+(``LLM_ENGINE_INFERENCE_SERVER_COMMAND="python -m model_engine_server.testing.tgi"``) it takes the launcher's
+``--model-id M --port P --hostname H`` (other flags are ignored). A bare model id just serves; a model id that is a path names a JSON control file, read at start-up, so a test can decide how the *next* start behaves:
 
     {"startup_seconds": 0.2,            # /health answers 503 until then, 200 after
      "fail": "CUDA out of memory",      # print this to stderr and exit 1 instead of serving
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testkit.tgi.server import InstantTgiServer
+from model_engine_server.testing.tgi.server import InstantTgiServer
 
 
 def _control(model_id: str) -> dict[str, Any]:

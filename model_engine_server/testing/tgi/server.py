@@ -17,7 +17,8 @@ stream sends that many tokens and then TGI's in-band error event), ``max_concurr
 
 It is written on asyncio and httptools directly, because a framework would cost more than the gateway it measures.
 
-Run it in-process with ``running_instant_tgi(...)``, or as a process with ``python -m testkit.tgi`` (see there).
+Run it in-process with ``running_instant_tgi(...)``, or as a process with
+``python -m model_engine_server.testing.tgi`` (see there).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from typing import Any, cast
 import httptools
 import orjson
 
-from testkit.serving import serving
-from testkit.tgi.messages import OPENAI_PATHS as _OPENAI_PATHS
-from testkit.tgi.messages import messages_api_answer, messages_api_problem
+from model_engine_server.testing.serving import serving
+from model_engine_server.testing.tgi.messages import OPENAI_PATHS as _OPENAI_PATHS
+from model_engine_server.testing.tgi.messages import messages_api_answer, messages_api_problem
 
 VOCABULARY = tuple("the quick brown fox jumps over a lazy dog while seven wizards quietly hex bright zebras".split())
 EOS_TEXT = "</s>"
