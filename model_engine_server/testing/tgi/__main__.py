@@ -4,7 +4,8 @@
 
 As an inference-server command
 (``LLM_ENGINE_INFERENCE_SERVER_COMMAND="python -m model_engine_server.testing.tgi"``) it takes the launcher's
-``--model-id M --port P --hostname H`` (other flags are ignored). A bare model id just serves; a model id that is a path names a JSON control file, read at start-up, so a test can decide how the *next* start behaves:
+``--model-id M --port P --hostname H`` (other flags are ignored). A bare model id just serves; a model id that is a
+path names a JSON control file, read at start-up, so a test can decide how the *next* start behaves:
 
     {"startup_seconds": 0.2,            # /health answers 503 until then, 200 after
      "fail": "CUDA out of memory",      # print this to stderr and exit 1 instead of serving
