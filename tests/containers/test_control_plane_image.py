@@ -19,7 +19,7 @@ from tests.containers.podman import free_port
 from tests.peer_clients import run_peer_script
 from tests.tasks.conftest import REDIS_URL
 
-pytestmark = [pytest.mark.containers, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 API_KEY = "container-test-key"
 

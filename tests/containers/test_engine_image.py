@@ -13,7 +13,7 @@ from tests.containers.conftest import Images
 from tests.containers.podman import Container, free_port
 from tests.peer_clients import run_peer_script
 
-pytestmark = [pytest.mark.containers, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TGI_CLIENT_SCRIPT = """
 import json, os

@@ -11,7 +11,7 @@ import yaml
 from tests.containers.conftest import Images
 from tests.containers.podman import REPO_ROOT, chart_user
 
-pytestmark = [pytest.mark.containers, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 PROJECT_VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
 
