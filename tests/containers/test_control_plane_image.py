@@ -13,10 +13,10 @@ import asyncpg
 import httpx
 import pytest
 
+from model_engine_server.testing.peers import run_peer_script
 from tests.conftest import POSTGRES_ADMIN_DSN, _ensure_postgres_running, admin_sql
 from tests.containers.conftest import Images
 from tests.containers.podman import free_port
-from tests.peer_clients import run_peer_script
 from tests.tasks.conftest import REDIS_URL
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.timeout(3600)]
