@@ -177,34 +177,14 @@ def _load_main(spec_json: str) -> None:
 # --- processes under test ---------------------------------------------------------------------------------------
 
 
-class StaticOrchestrator:
-    """The benchmark's orchestrator: one endpoint, always READY, routed to the given inference server."""
+class StaticResolver:
+    """The benchmark's upstream resolver: every endpoint is routed to the given inference server."""
 
     def __init__(self, upstream: str) -> None:
         self._upstream = upstream
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def apply(self, _endpoint: Any) -> None:
-        return None
-
-    async def delete(self, _endpoint: Any) -> None:
-        return None
-
-    async def observe(self, _endpoint: Any) -> Any:
-        from model_engine_server.domain.entities import EndpointStatus, ObservedState
-
-        return ObservedState(status=EndpointStatus.READY, available_workers=1)
-
     async def upstreams(self, _endpoint: Any) -> list[str]:
         return [self._upstream]
-
-    async def wait_for_change(self, timeout: float) -> None:
-        await asyncio.sleep(timeout)
 
 
 def _gateway_main(upstream: str, data_dir: str, auth_mode: str) -> None:
@@ -237,7 +217,7 @@ def _gateway_main(upstream: str, data_dir: str, auth_mode: str) -> None:
     asyncio.run(register())
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    app = create_app(settings, orchestrator=StaticOrchestrator(upstream))
+    app = create_app(settings, resolver=StaticResolver(upstream))
     config = uvicorn.Config(
         app, loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="on", backlog=4096
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 
 import httpx
 import pytest
@@ -14,7 +13,6 @@ from llmengine import ChatCompletion, ChatCompletionResponse, Completion, Model
 from llmengine.data_types import (
     CompletionStreamV1Response,
     CompletionSyncV1Response,
-    LLMInferenceFramework,
     ModelEndpointStatus,
 )
 from llmengine.errors import BadRequestError, NotFoundError
@@ -201,28 +199,3 @@ def test_delete_removes_the_endpoint_and_its_processes(endpoint: str, sdk: Platf
         assert not process_alive(replica.pid, replica.start_time), f"replica pid {replica.pid} still runs"
     if sdk.data_dir is not None:
         assert sdk.replicas(endpoint_id) == []
-
-
-def test_a_vllm_endpoint_is_served_through_the_openai_protocol(sdk: Platform) -> None:
-    name = f"it-vllm-{uuid.uuid4().hex[:6]}"
-    Model.create(
-        name=name,
-        model=MODEL,
-        inference_framework_image_tag="latest",
-        inference_framework=LLMInferenceFramework.VLLM,
-        min_workers=1,
-        max_workers=1,
-    )
-    try:
-        ready = wait_for_status(name, {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}, sdk)
-        assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
-        sync = greedy(name)
-        assert sync.output.text.strip()
-        assert 0 < sync.output.num_completion_tokens <= 12
-        stream = Completion.create(model=name, prompt=PROMPT, max_new_tokens=12, temperature=0, stream=True)
-        with stream:
-            events = list(stream)
-        assert events[-1].output is not None and events[-1].output.finished
-        assert "".join(e.output.text for e in events if e.output) == sync.output.text
-    finally:
-        Model.delete(name)

@@ -10,8 +10,8 @@ import binascii
 from starlette.requests import HTTPConnection
 
 from model_engine_server.config import AuthMode
-from model_engine_server.db.repositories import ApiKeyStore
 from model_engine_server.domain.exceptions import AuthenticationError
+from model_engine_server.domain.ports import ApiKeys
 
 MAX_KEY_LENGTH = 128
 
@@ -33,7 +33,7 @@ def extract_api_key(connection: HTTPConnection) -> str | None:
     return None
 
 
-async def authenticate(connection: HTTPConnection, mode: AuthMode, keys: ApiKeyStore) -> str:
+async def authenticate(connection: HTTPConnection, mode: AuthMode, keys: ApiKeys) -> str:
     """The caller's owner (tenant) name; raises ``AuthenticationError`` for missing, unknown or revoked keys."""
     key = extract_api_key(connection)
     if not key:

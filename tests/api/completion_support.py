@@ -25,7 +25,7 @@ from benchmarks.instant_tgi import VOCABULARY
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus, ObservedState
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 ALICE = ("alice-key", "")
 BOB = ("bob-key", "")
@@ -73,7 +73,7 @@ def loopback_settings(sqlite_template: Path, tmp_path: Path) -> Settings:
 class RunningGateway:
     url: str
     app: FastAPI
-    orchestrator: FakeOrchestrator
+    resolver: FakeResolver
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=20, **kwargs)
@@ -98,15 +98,15 @@ class RunningGateway:
         endpoint = await registry.get_owned(name, owner[0])
         observed = ObservedState(status=status, available_workers=len(upstreams), reason=reason)
         assert await registry.record_observed(endpoint.id, endpoint.revision, observed)
-        self.orchestrator.routes[name] = list(upstreams)
+        self.resolver.routes[name] = list(upstreams)
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    orchestrator = FakeOrchestrator()
-    app = create_app(settings, orchestrator=orchestrator)
+    resolver = FakeResolver()
+    app = create_app(settings, resolver=resolver)
     async with serve_on_loopback(app) as url:
-        yield RunningGateway(url, app, orchestrator)
+        yield RunningGateway(url, app, resolver)
 
 
 async def read_events(response: httpx.Response) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.db.repositories import ApiKeyStore
 from model_engine_server.db.session import create_engine, create_session_factory
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 LIST = "/v1/llm/model-endpoints"
 
@@ -37,7 +37,7 @@ async def test_malformed_basic_credentials_are_401(gateway: httpx.AsyncClient) -
 @pytest.fixture
 async def keyed(database_url: str, tmp_path: object) -> AsyncIterator[tuple[httpx.AsyncClient, ApiKeyStore]]:
     settings = Settings(database_url=database_url, auth_mode=AuthMode.KEYS, bootstrap_api_key="llme_bootstrap-secret")
-    app = create_app(settings, orchestrator=FakeOrchestrator())
+    app = create_app(settings, resolver=FakeResolver())
     engine = create_engine(database_url)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -90,7 +90,7 @@ class InferenceService:
         self.info = info
 
     def submit(self, valid: ValidRequest, *, stream: bool, prompt_logprobs: bool = False) -> Generation:
-        """Queue a validated request; raises ``OverloadedError`` when too many are in flight."""
+        """Queue a validated request; raises ``QueueFullError`` when too many are in flight."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
         sink = LoopSink(asyncio.get_running_loop(), queue)
         request = GenerationRequest(
