@@ -49,8 +49,8 @@ CONCURRENCIES = (1, 8, 32, 128)
 TIMING_RESOLUTION_MS = 0.01
 TARGETS = {"p50_added_ms": 2.0, "sync_rps_at_32": 800.0, "openai_to_native_added_ratio": 1.2}
 CHAT_MESSAGES = [{"role": "user", "content": PROMPT}]
-KINDS = ("sync", "stream", "chat", "chat_stream")
-LATENCY_ROUNDS = 3  # native sync and stream; OpenAI chat, whole and streamed
+KINDS = ("sync", "stream", "chat", "chat_stream")  # native sync and stream; OpenAI chat, whole and streamed
+LATENCY_ROUNDS = 3  # c=1 latency runs interleave every kind, once per round
 
 
 # --- the load generator (runs in its own process) --------------------------------------------------------------
