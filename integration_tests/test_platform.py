@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from llmengine import Completion, Model
+from llmengine import ChatCompletion, ChatCompletionResponse, Completion, Model
 from llmengine.data_types import (
     CompletionStreamV1Response,
     CompletionSyncV1Response,
@@ -114,6 +114,19 @@ def test_stop_sequences_end_the_completion(endpoint: str) -> None:
     stopped = greedy(endpoint, max_new_tokens=20, stop_sequences=[stop]).output
     assert stopped.text in (full[:cut], full[: cut + len(stop)])  # with or without the stop text, never beyond
     assert stopped.num_completion_tokens < 20
+
+
+def test_chat_through_the_openai_compatible_route_streams_the_same_answer(endpoint: str) -> None:
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    reply = ChatCompletion.create(model=endpoint, messages=messages, max_tokens=20, temperature=0, timeout=120)
+    assert isinstance(reply, ChatCompletionResponse)
+    assert reply.model == endpoint and reply.output.text
+    stream = ChatCompletion.create(
+        model=endpoint, messages=messages, max_tokens=20, temperature=0, timeout=120, stream=True
+    )
+    chunks = list(stream)
+    assert "".join(chunk.text for chunk in chunks) == reply.output.text
+    assert chunks[-1].usage == reply.usage
 
 
 def test_bad_requests_are_4xx_with_a_message(endpoint: str, sdk: Platform) -> None:

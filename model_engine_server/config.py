@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model_engine_server import __version__
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
 
@@ -109,7 +110,7 @@ class Settings(BaseSettings):
     tgi_image_repository: str = "ghcr.io/huggingface/text-generation-inference"
     vllm_image_repository: str = "vllm/vllm-openai"
     builtin_image_repository: str = "ghcr.io/llm-engine/model-engine"
-    builtin_image_tag: str = "0.1.0"
+    builtin_image_tag: str = __version__  # the built-in server image is released with the platform
     # Endpoints with gpus == 0 run the built-in server (a TGI and OpenAI peer) instead of the CUDA-only engine images.
     kubernetes_builtin_engine_without_gpus: bool = True
     kubernetes_termination_grace_seconds: int = Field(default=600, ge=30)  # lets in-flight streams finish
