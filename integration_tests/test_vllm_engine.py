@@ -15,7 +15,7 @@ from llmengine.errors import BadRequestError
 
 from integration_tests.support import MODEL, REPO_ROOT, Platform, VllmEndpoint, greedy
 from model_engine_server.inference.model_loading import resolve_model
-from tests.peer_clients import run_peer_script
+from model_engine_server.testing.peers import run_peer_script
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
