@@ -20,6 +20,7 @@ from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import create_celery_app
 from model_engine_server.tasks.client import AsyncTaskQueue
+from model_engine_server.tenancy.services import Tenancy
 
 VERSION = "0.1.0"
 
@@ -44,7 +45,11 @@ def create_app(
         sessions = create_session_factory(database)
         keys = ApiKeyStore(sessions)
         if settings.bootstrap_api_key is not None:
-            await keys.store(settings.bootstrap_api_key.get_secret_value(), settings.bootstrap_owner, "bootstrap")
+            await keys.store(
+                settings.bootstrap_api_key.get_secret_value(), settings.bootstrap_owner, "bootstrap", admin=True
+            )
+        tenancy = Tenancy.build(settings, sessions, keys)
+        await tenancy.start()
         # Async completions: a Celery app (no connection until the first submit) over the task records.
         endpoint_registry = EndpointRegistry(sessions)
         model_zoo = zoo or settings.model_zoo()
@@ -65,17 +70,19 @@ def create_app(
             on_registry_change=on_registry_change,
             database=database,
             async_tasks=task_queue,
+            tenancy=tenancy,
         )
         # One pooled client for every inference server this process talks to.
         upstream = UpstreamClient.from_settings(settings)
         services = app.state.services
         app.state.completions = CompletionDispatcher(
-            services.endpoints.get_for_inference, orchestrator, upstream, services.zoo
+            services.endpoints.get_for_inference, orchestrator, upstream, services.zoo, gate=tenancy.gate
         )
         try:
             yield
         finally:
             await upstream.aclose()
+            await tenancy.close()
             task_queue.close()
             await database.dispose()
 

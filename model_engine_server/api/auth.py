@@ -9,8 +9,8 @@ import binascii
 from starlette.requests import HTTPConnection
 
 from model_engine_server.config import AuthMode
-from model_engine_server.db.repositories import ApiKeyStore
 from model_engine_server.domain.exceptions import AuthenticationError
+from model_engine_server.tenancy.key_cache import KeyCache
 
 MAX_KEY_LENGTH = 128
 
@@ -32,7 +32,7 @@ def extract_api_key(connection: HTTPConnection) -> str | None:
     return None
 
 
-async def authenticate(connection: HTTPConnection, mode: AuthMode, keys: ApiKeyStore) -> str:
+async def authenticate(connection: HTTPConnection, mode: AuthMode, keys: KeyCache) -> str:
     """The caller's owner (tenant) name; raises ``AuthenticationError`` for missing, unknown or revoked keys."""
     key = extract_api_key(connection)
     if not key:

@@ -16,8 +16,10 @@ from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, End
 from model_engine_server.domain.endpoints import EndpointOperations
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.tenancy import Limit
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.tasks.client import AsyncTaskQueue
+from model_engine_server.tenancy.services import Tenancy
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Services:
     on_registry_change: Callable[[], None]
     database: AsyncEngine
     async_tasks: AsyncTaskQueue | None = None  # the Celery side of async completions
+    tenancy: Tenancy | None = None  # key cache, tenants' limits, usage (built by create_app's lifespan)
 
 
 async def get_services(request: Request) -> Services:
@@ -47,8 +50,17 @@ async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
+def get_tenancy(services: ServicesDep) -> Tenancy:
+    assert services.tenancy is not None, "create_app's lifespan builds tenancy"
+    return services.tenancy
+
+
 async def get_caller(request: Request, services: ServicesDep) -> str:
-    return await authenticate(request, services.settings.auth_mode, services.keys)
+    """The authenticated tenant; every authenticated request counts against its requests per minute."""
+    tenancy = get_tenancy(services)
+    caller = await authenticate(request, services.settings.auth_mode, tenancy.keys)
+    await tenancy.limiter.admit_request(caller)
+    return caller
 
 
 def get_endpoint_registry(services: ServicesDep) -> EndpointRegistry:
@@ -56,7 +68,14 @@ def get_endpoint_registry(services: ServicesDep) -> EndpointRegistry:
 
 
 def get_endpoint_operations(services: ServicesDep) -> EndpointOperations:
-    return EndpointOperations(services.endpoints, services.zoo, services.on_registry_change)
+    tenancy = get_tenancy(services)
+
+    async def check_endpoint_quota(owner: str) -> None:
+        if (await tenancy.limiter.limits(owner)).max_endpoints:
+            current = await tenancy.limits.count_endpoints(owner)
+            await tenancy.limiter.check_quota(owner, Limit.MAX_ENDPOINTS, current)
+
+    return EndpointOperations(services.endpoints, services.zoo, services.on_registry_change, check_endpoint_quota)
 
 
 async def get_completion_dispatcher(request: Request) -> CompletionDispatcher:
@@ -72,6 +91,7 @@ CallerDep = Annotated[str, Depends(get_caller)]
 EndpointRegistryDep = Annotated[EndpointRegistry, Depends(get_endpoint_registry)]
 EndpointOperationsDep = Annotated[EndpointOperations, Depends(get_endpoint_operations)]
 CompletionDispatcherDep = Annotated[CompletionDispatcher, Depends(get_completion_dispatcher)]
+TenancyDep = Annotated[Tenancy, Depends(get_tenancy)]
 
 
 def get_async_task_queue(services: ServicesDep) -> AsyncTaskQueue:

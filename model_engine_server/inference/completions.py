@@ -24,6 +24,7 @@ from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.inference.adapters import EngineAdapter, adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
+from model_engine_server.tenancy.gate import CompletionGate
 
 # (endpoint name, caller) -> the endpoint, or EndpointNotFoundError; e.g. EndpointRegistry.get_for_inference.
 EndpointLookup = Callable[[str, str], Awaitable[ModelEndpoint]]
@@ -37,6 +38,7 @@ class CompletionRoute:
     endpoint: ModelEndpoint
     upstreams: list[str]
     adapter: EngineAdapter
+    caller: str = ""
 
 
 class CompletionDispatcher:
@@ -47,6 +49,7 @@ class CompletionDispatcher:
         upstream: UpstreamClient,
         zoo: ModelZoo | None = None,
         *,
+        gate: CompletionGate | None = None,
         cache_seconds: float = ENDPOINT_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -54,6 +57,7 @@ class CompletionDispatcher:
         self._orchestrator = orchestrator
         self._upstream = upstream
         self._zoo = zoo or ModelZoo()
+        self._gate = gate  # tenants' limits, fair queueing and usage (None: none of these, e.g. in tests)
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, ModelEndpoint]] = {}
@@ -66,15 +70,17 @@ class CompletionDispatcher:
     async def route(self, endpoint_name: str, caller: str, request: CompletionRequest) -> CompletionRoute:
         """Where ``request`` goes; raises the 404/503/400 domain errors described in the module docstring."""
         endpoint = await self._endpoint(endpoint_name, caller)
+        if self._gate is not None:
+            await self._gate.check(caller)
         try:
-            return await self._route_to(endpoint, request)
+            return await self._route_to(endpoint, caller, request)
         except EndpointNotReadyError:
             # The cached record may be behind a delete or a status change: ask the registry before answering 503
             # (a deleted endpoint must be a 404). Only the error path pays for this lookup.
             fresh = await asyncio.shield(self._refresh((endpoint_name, caller)))
-            return await self._route_to(fresh, request)
+            return await self._route_to(fresh, caller, request)
 
-    async def _route_to(self, endpoint: ModelEndpoint, request: CompletionRequest) -> CompletionRoute:
+    async def _route_to(self, endpoint: ModelEndpoint, caller: str, request: CompletionRequest) -> CompletionRoute:
         self._check_limits(endpoint, request)
         if endpoint.status != EndpointStatus.READY:
             reason = f": {endpoint.status_reason}" if endpoint.status_reason else ""
@@ -84,14 +90,39 @@ class CompletionDispatcher:
         upstreams = await self._orchestrator.upstreams(endpoint)
         if not upstreams:
             raise EndpointNotReadyError(f"Model endpoint {endpoint.name!r} has no ready replica right now.")
-        return CompletionRoute(endpoint, upstreams, adapter_for(endpoint.config.inference_framework))
+        return CompletionRoute(endpoint, upstreams, adapter_for(endpoint.config.inference_framework), caller)
 
     async def complete(self, route: CompletionRoute, request: CompletionRequest) -> CompletionOutput:
-        return await self._upstream.complete(route.upstreams, route.adapter, request)
+        if self._gate is None:
+            return await self._upstream.complete(route.upstreams, route.adapter, request)
+        async with self._gate.slot(route.caller, route.endpoint, len(route.upstreams)):
+            output = await self._upstream.complete(route.upstreams, route.adapter, request)
+        await self._gate.finished(
+            route.caller, route.endpoint, output.num_prompt_tokens or 0, output.num_completion_tokens
+        )
+        return output
 
     def stream(self, route: CompletionRoute, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
         """The engine's deltas; close the iterator to cancel the generation."""
-        return self._upstream.stream(route.upstreams, route.adapter, request)
+        if self._gate is None:
+            return self._upstream.stream(route.upstreams, route.adapter, request)
+        return self._gated_stream(self._gate, route, request)
+
+    async def _gated_stream(
+        self, gate: CompletionGate, route: CompletionRoute, request: CompletionRequest
+    ) -> AsyncIterator[StreamDelta]:
+        last: StreamDelta | None = None
+        async with gate.slot(route.caller, route.endpoint, len(route.upstreams)):
+            deltas = self._upstream.stream(route.upstreams, route.adapter, request)
+            try:
+                async for last in deltas:
+                    yield last
+            finally:
+                await deltas.aclose()  # type: ignore[attr-defined]
+        if last is not None and last.finished:
+            await gate.finished(
+                route.caller, route.endpoint, last.num_prompt_tokens or 0, last.num_completion_tokens or 0
+            )
 
     async def _endpoint(self, name: str, caller: str) -> ModelEndpoint:
         key = (name, caller)

@@ -1,0 +1,80 @@
+"""Everything tenancy needs in one gateway process, built from the settings and started by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from model_engine_server.config import Settings
+from model_engine_server.db.notifications import ChangeFeed
+from model_engine_server.db.repositories import ApiKeyStore
+from model_engine_server.db.tenancy import TenantLimitStore, UsageStore
+from model_engine_server.domain.tenancy import TenantLimits
+from model_engine_server.tenancy.counters import LimitCounters, MemoryCounters, RedisCounters
+from model_engine_server.tenancy.gate import CompletionGate
+from model_engine_server.tenancy.key_cache import KeyCache
+from model_engine_server.tenancy.limiter import TenantLimiter
+from model_engine_server.tenancy.usage import UsageRecorder
+
+
+def default_limits(settings: Settings) -> TenantLimits:
+    return TenantLimits(
+        requests_per_minute=settings.tenant_requests_per_minute,
+        tokens_per_minute=settings.tenant_tokens_per_minute,
+        max_concurrent_requests=settings.tenant_max_concurrent_requests,
+        max_endpoints=settings.tenant_max_endpoints,
+        max_jobs=settings.tenant_max_jobs,
+    )
+
+
+@dataclass
+class Tenancy:
+    keys: KeyCache
+    limits: TenantLimitStore
+    limiter: TenantLimiter
+    usage: UsageStore
+    gate: CompletionGate
+    recorder: UsageRecorder
+    feed: ChangeFeed
+    counters: LimitCounters
+
+    @classmethod
+    def build(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], keys: ApiKeyStore) -> Tenancy:
+        limits = TenantLimitStore(sessions)
+        counters: LimitCounters = (
+            RedisCounters(settings.rate_limit_redis_url) if settings.rate_limit_redis_url else MemoryCounters()
+        )
+        limiter = TenantLimiter(
+            default_limits(settings),
+            limits.get,
+            counters,
+            cache_seconds=settings.api_key_cache_seconds,
+            lease_seconds=settings.upstream_read_timeout_seconds + 60,
+        )
+        usage = UsageStore(sessions)
+        recorder = UsageRecorder(usage, settings.usage_flush_seconds)
+        key_cache = KeyCache(keys, settings.api_key_cache_seconds)
+
+        def on_change(payload: str) -> None:
+            key_cache.on_change(payload)
+            limiter.on_change(payload)
+
+        feed = ChangeFeed(settings.database_url, sessions, on_change)
+        gate = CompletionGate(limiter, recorder, fair=settings.fair_queueing, overcommit=settings.fair_queue_overcommit)
+        return cls(key_cache, limits, limiter, usage, gate, recorder, feed, counters)
+
+    def notify_local(self, payload: str) -> None:
+        """A change made by this process: apply it now rather than after the feed's round trip."""
+        self.keys.on_change(payload)
+        self.limiter.on_change(payload)
+
+    async def start(self) -> None:
+        await self.feed.start()
+        await self.recorder.start()
+
+    async def close(self) -> None:
+        await self.feed.close()
+        await self.recorder.close()
+        if isinstance(self.counters, RedisCounters):
+            await self.counters.aclose()

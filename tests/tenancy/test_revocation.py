@@ -1,0 +1,89 @@
+"""Key checks are cached, and a revocation reaches every gateway process within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from model_engine_server.db.repositories import ApiKeyStore
+from model_engine_server.db.session import create_engine, create_session_factory
+
+LIST = "/v1/llm/model-endpoints"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def two_gateways(database_url: str, tmp_path: Path) -> Iterator[list[str]]:
+    """Two `model-engine gateway` processes in keys mode on one registry, as two replicas behind a Service."""
+    processes: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    for index in range(2):
+        port = _free_port()
+        env = os.environ | {
+            "LLM_ENGINE_DATABASE_URL": database_url,
+            "LLM_ENGINE_DATA_DIR": str(tmp_path / f"data{index}"),
+            "LLM_ENGINE_AUTH_MODE": "keys",
+            "LLM_ENGINE_PORT": str(port),
+        }
+        command = [sys.executable, "-m", "model_engine_server", "gateway"]
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 60
+        for url in urls:
+            while True:
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "gateway did not start"
+                time.sleep(0.1)
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+async def key_store(database_url: str) -> AsyncIterator[ApiKeyStore]:
+    engine = create_engine(database_url)
+    yield ApiKeyStore(create_session_factory(engine))
+    await engine.dispose()
+
+
+async def test_revocation_reaches_two_gateway_processes_within_a_second(
+    two_gateways: list[str], key_store: ApiKeyStore
+) -> None:
+    key, record = await key_store.create("team-a", "leaked")
+    async with httpx.AsyncClient(auth=(key, ""), timeout=5) as client:
+        for url in two_gateways:  # both have the key cached now
+            assert (await client.get(url + LIST)).status_code == 200
+
+        await key_store.revoke(record.id)  # what `model-engine keys revoke` does, from a third process
+        revoked_at = time.monotonic()
+        refused_after: dict[str, float] = {}
+        while len(refused_after) < 2 and time.monotonic() - revoked_at < 3:
+            for url in two_gateways:
+                if url not in refused_after and (await client.get(url + LIST)).status_code == 401:
+                    refused_after[url] = time.monotonic() - revoked_at
+            await asyncio.sleep(0.01)
+    assert set(refused_after) == set(two_gateways), "a gateway kept accepting the revoked key"
+    assert max(refused_after.values()) < 1.0, refused_after
