@@ -318,7 +318,7 @@ def _run_load(target: str, url: str, kind: str, concurrency: int, requests: int,
     from model_engine_server.inference.adapters import TgiAdapter
 
     request = CompletionRequest(prompt=PROMPT, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
-    if target == "gateway":
+    if target.startswith("gateway"):
         path = f"/v1/llm/completions-{kind}?model_endpoint_name={ENDPOINT}"
         body: dict[str, Any] = {"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0}
         headers = {"x-api-key": STORED_KEY if auth_mode == "keys" else OWNER_KEY}
@@ -376,18 +376,25 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
             [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp, auth_mode]
         )
         processes.callback(stop_process, gateway)
-        nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         targets = {"direct": engine_url, "gateway": gateway_url}
+        if auth_mode == "keys":  # the baseline: the same gateway in open mode, measured in this run
+            baseline, targets["gateway_open"] = spawn_listening(
+                [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp + "/o", "open"]
+            )
+            processes.callback(stop_process, baseline)
+        nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         if nginx_url is not None:
             targets["nginx"] = nginx_url
         for kind in ("sync", "stream"):
             for target, url in targets.items():
                 print(f"  latency    {kind:6} {target:8} c=1 ...", flush=True)
-                runs.append(_run_load(target, url, kind, 1, latency_requests, auth_mode))
+                mode = "open" if target == "gateway_open" else auth_mode
+                runs.append(_run_load(target, url, kind, 1, latency_requests, mode))
         for concurrency in CONCURRENCIES[1:]:
             for target, url in targets.items():
                 print(f"  throughput sync   {target:8} c={concurrency} ...", flush=True)
-                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, auth_mode))
+                mode = "open" if target == "gateway_open" else auth_mode
+                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, mode))
     return _summarise(runs, quick) | {"auth_mode": auth_mode}
 
 
@@ -407,6 +414,12 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         "gateway_sync_rps": {c: run.rps for c in CONCURRENCIES if (run := _find(runs, "gateway", "sync", c))},
         "errors": sum(run.errors for run in runs),
     }
+    if any(run.target == "gateway_open" for run in runs):  # --auth-mode keys: keys mode's req/s over open mode's
+        summary["keys_to_open_rps_ratio"] = {
+            c: keyed.rps / run.rps
+            for c in CONCURRENCIES
+            if (run := _find(runs, "gateway_open", "sync", c)) and (keyed := _find(runs, "gateway", "sync", c))
+        }
     nginx_p50 = summary["nginx_added_sync_p50_ms"]
     if nginx_p50 is not None:
         # nginx often adds less than the two runs' noise (even "negative" time); divide by the resolution instead,
@@ -420,6 +433,8 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         "rps_at_32_ge_800": summary["gateway_sync_rps"].get(32, 0) >= TARGETS["sync_rps_at_32"],
         "no_errors": summary["errors"] == 0,
     }
+    if "keys_to_open_rps_ratio" in summary:
+        summary["targets_met"]["keys_within_10pct_of_open_at_32"] = summary["keys_to_open_rps_ratio"][32] >= 0.9
     return {
         "benchmark": "gateway_overhead",
         "quick": quick,
