@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
-from model_engine_server.api.routes import async_tasks, completions, endpoints, health
+from model_engine_server.api.routes import api_keys, async_tasks, completions, endpoints, health, tenants
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
@@ -97,4 +97,6 @@ def create_app(
     app.include_router(endpoints.router)
     app.include_router(completions.router)
     app.include_router(async_tasks.router)
+    app.include_router(api_keys.router)
+    app.include_router(tenants.router)
     return app

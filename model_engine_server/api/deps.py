@@ -10,10 +10,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from model_engine_server.api.auth import authenticate
-from model_engine_server.config import Settings
+from model_engine_server.api.auth import authenticate, extract_api_key
+from model_engine_server.config import AuthMode, Settings
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.domain.endpoints import EndpointOperations
+from model_engine_server.domain.exceptions import ForbiddenError
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.domain.tenancy import Limit
@@ -92,6 +93,33 @@ EndpointRegistryDep = Annotated[EndpointRegistry, Depends(get_endpoint_registry)
 EndpointOperationsDep = Annotated[EndpointOperations, Depends(get_endpoint_operations)]
 CompletionDispatcherDep = Annotated[CompletionDispatcher, Depends(get_completion_dispatcher)]
 TenancyDep = Annotated[Tenancy, Depends(get_tenancy)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller and whether its key has the admin scope (manages every tenant's keys and limits)."""
+
+    tenant: str
+    admin: bool
+
+    def require_admin(self, action: str) -> None:
+        if not self.admin:
+            raise ForbiddenError(f"Only an admin key may {action}.")
+
+    def require_self_or_admin(self, tenant: str, action: str) -> None:
+        if tenant != self.tenant:
+            self.require_admin(f"{action} of another tenant")
+
+
+async def get_principal(request: Request, services: ServicesDep) -> Principal:
+    caller = await get_caller(request, services)
+    if services.settings.auth_mode is AuthMode.OPEN:  # loopback only: the bootstrap owner's name is the admin
+        return Principal(caller, caller == services.settings.bootstrap_owner)
+    identity = await get_tenancy(services).keys.identify(extract_api_key(request) or "")  # cached: no query
+    return Principal(caller, identity is not None and identity.admin)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def get_async_task_queue(services: ServicesDep) -> AsyncTaskQueue:

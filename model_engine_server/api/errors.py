@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], int], ...] = (
     (errors.InvalidRequestError, 400),
     (errors.AuthenticationError, 401),
+    (errors.ForbiddenError, 403),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
     (errors.OverloadedError, 429),

@@ -6,6 +6,7 @@ DomainError
 │   └── EndpointNotFoundError
 ├── ConflictError                it exists already / conflicting state (409)
 ├── AuthenticationError          no or unknown credentials (401)
+├── ForbiddenError               known caller, not allowed (403)
 ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
 ├── OverloadedError              upstream or queue is full (429)
 │   └── RateLimitExceededError   a tenant's limit or quota (429 with Retry-After)
@@ -87,3 +88,7 @@ class RateLimitExceededError(OverloadedError):
         super().__init__(message)
         self.limit = limit
         self.retry_after = retry_after
+
+
+class ForbiddenError(DomainError):
+    """The caller is known but may not do this (403), e.g. a tenant managing another tenant's keys."""

@@ -34,9 +34,12 @@ class KeyCache:
         identity = await self.identify(key)
         return None if identity is None else identity.owner
 
+    def forget_all(self) -> None:
+        self._cache.clear()
+
     def on_change(self, payload: str) -> None:
         """A change-feed notification: ``key:<sha256>`` drops one key, ``*`` everything."""
         if payload == EVERYTHING:
-            self._cache.clear()
+            self.forget_all()
         elif payload.startswith("key:"):
             self._cache.invalidate(payload[4:])

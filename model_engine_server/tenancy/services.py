@@ -64,11 +64,6 @@ class Tenancy:
         gate = CompletionGate(limiter, recorder, fair=settings.fair_queueing, overcommit=settings.fair_queue_overcommit)
         return cls(key_cache, limits, limiter, usage, gate, recorder, feed, counters)
 
-    def notify_local(self, payload: str) -> None:
-        """A change made by this process: apply it now rather than after the feed's round trip."""
-        self.keys.on_change(payload)
-        self.limiter.on_change(payload)
-
     async def start(self) -> None:
         await self.feed.start()
         await self.recorder.start()

@@ -1,0 +1,54 @@
+"""A keys-mode gateway with an admin bootstrap key, for the tenancy API tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from model_engine_server.api.app import create_app
+from model_engine_server.config import AuthMode, Settings
+from tests.fakes import FakeOrchestrator
+
+ADMIN_KEY = "llme_admin-bootstrap-secret"
+
+
+@dataclass
+class KeysGateway:
+    client: httpx.AsyncClient
+    orchestrator: FakeOrchestrator
+
+    def as_key(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
+
+    async def new_key(self, owner: str, **fields: Any) -> str:
+        response = await self.client.post(
+            "/v1/api-keys", json={"owner": owner, **fields}, headers=self.as_key(ADMIN_KEY)
+        )
+        assert response.status_code == 200, response.text
+        key: str = response.json()["key"]
+        return key
+
+
+def keys_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        auth_mode=AuthMode.KEYS,
+        bootstrap_api_key=ADMIN_KEY,
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def keys_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[KeysGateway]:
+    orchestrator = FakeOrchestrator()
+    app = create_app(keys_settings(database_url, tmp_path), orchestrator=orchestrator)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            yield KeysGateway(client, orchestrator)
