@@ -101,7 +101,7 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) - tonumber(ARGV[4])) + 60)
 return 1
 """
 
