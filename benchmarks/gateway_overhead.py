@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import httptools
 
+from benchmarks.gateway_process import serve_gateway
 from benchmarks.support import percentile, spawn_listening, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,73 +172,10 @@ def _load_main(spec_json: str) -> None:
 # --- processes under test ---------------------------------------------------------------------------------------
 
 
-class StaticOrchestrator:
-    """The benchmark's orchestrator: one endpoint, always READY, routed to the given inference server."""
-
-    def __init__(self, upstream: str) -> None:
-        self._upstream = upstream
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def apply(self, _endpoint: Any) -> None:
-        return None
-
-    async def delete(self, _endpoint: Any) -> None:
-        return None
-
-    async def observe(self, _endpoint: Any) -> Any:
-        from model_engine_server.domain.entities import EndpointStatus, ObservedState
-
-        return ObservedState(status=EndpointStatus.READY, available_workers=1)
-
-    async def upstreams(self, _endpoint: Any) -> list[str]:
-        return [self._upstream]
-
-    async def wait_for_change(self, timeout: float) -> None:
-        await asyncio.sleep(timeout)
-
-
 def _gateway_main(upstream: str, data_dir: str, auth_mode: str) -> None:
-    """Run the real gateway app (as ``model-engine serve`` would) with one READY endpoint routed to ``upstream``."""
-    import socket
-
-    import uvicorn
-
-    from model_engine_server.api.app import create_app
-    from model_engine_server.config import AuthMode, Settings
-    from model_engine_server.db.migrate import upgrade
-    from model_engine_server.db.repositories import EndpointRegistry
-    from model_engine_server.db.session import create_engine, create_session_factory
-    from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ObservedState
-
-    settings = Settings(
-        data_dir=Path(data_dir), auth_mode=AuthMode(auth_mode), bootstrap_api_key=STORED_KEY, bootstrap_owner=OWNER_KEY
+    serve_gateway(
+        upstream, Path(data_dir), ENDPOINT, auth_mode, bootstrap_api_key=STORED_KEY, bootstrap_owner=OWNER_KEY
     )
-    upgrade(settings.database_url)
-
-    async def register() -> None:
-        engine = create_engine(settings.database_url)
-        registry = EndpointRegistry(create_session_factory(engine))
-        endpoint = await registry.create(
-            owner=OWNER_KEY, name=ENDPOINT, config=EndpointConfig(model_name="smollm2-135m")
-        )
-        await registry.record_observed(endpoint.id, endpoint.revision, ObservedState(EndpointStatus.READY, 1))
-        await engine.dispose()
-
-    asyncio.run(register())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(settings, orchestrator=StaticOrchestrator(upstream))
-    config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="on", backlog=4096
-    )
-    server = uvicorn.Server(config)
-    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    server.run(sockets=[sock])
 
 
 NGINX_CONF = """

@@ -393,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
     parser.add_argument("--fail-after", type=int, default=None, help="streams fail after this many tokens")
     parser.add_argument("--eos-after", type=int, default=None, help="end with </s> after this many tokens")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="answer 429 beyond this many requests")
     args = parser.parse_args(argv)
 
     async def serve() -> None:
@@ -402,6 +403,7 @@ def main(argv: list[str] | None = None) -> None:
             token_delay=args.token_delay,
             fail_after=args.fail_after,
             eos_after=args.eos_after,
+            max_concurrent=args.max_concurrent,
         )
         await server.start()
         print(f"listening on {server.url}", flush=True)

@@ -32,7 +32,7 @@ class FairQueue:
         self._in_flight = 0
         self._capacity = 1
         self._tenants: dict[str, _Tenant] = {}
-        self._clock = 0.0  # the virtual time of the last grant
+        self._clock = 0.0  # the virtual start time of the last grant
 
     @property
     def in_flight(self) -> int:
@@ -77,8 +77,10 @@ class FairQueue:
         while self._in_flight < self._capacity and self._tenants:
             name, state = min(self._tenants.items(), key=lambda item: item[1].virtual_time)
             waiter = state.waiters.popleft()
-            state.virtual_time += 1.0 / state.weight
+            # The clock is the start of the grant being served: a tenant arriving now ranks ahead of one that has
+            # just been served (whose time moved past it), so it is next rather than after another grant.
             self._clock = state.virtual_time
+            state.virtual_time += 1.0 / state.weight
             if not state.waiters:
                 del self._tenants[name]
             if not waiter.done():
