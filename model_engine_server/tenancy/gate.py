@@ -1,6 +1,7 @@
 """The completion gate: what every completion passes through on its way to an endpoint, whichever route it came
-in by (``inference.completions.CompletionDispatcher`` calls it): the tenant's token budget, its concurrent-request
-limit, the endpoint's fair queue, and usage accounting when the completion ends."""
+in by (``inference.completions.CompletionDispatcher`` calls it): the tenant's concurrent-request limit, the
+endpoint's fair queue, and usage accounting (and the token charge) when the completion ends. The token budget is
+checked earlier, at admission (``domain.admission``), so async submits are refused too."""
 
 from __future__ import annotations
 
@@ -23,10 +24,6 @@ class CompletionGate:
         self._fair = fair
         self._overcommit = overcommit  # 0: no queueing at the gateway (the engines queue, first come first served)
         self._queues: dict[str, FairQueue] = {}
-
-    async def check(self, tenant: str) -> None:
-        """Before routing: refuse at once when the tenant's generated-token budget is spent."""
-        await self.limiter.check_tokens(tenant)
 
     @asynccontextmanager
     async def slot(self, tenant: str, endpoint: ModelEndpoint, replicas: int) -> AsyncIterator[None]:
