@@ -23,6 +23,7 @@ ADMIN = ("admin", "")  # open auth on loopback: the bootstrap owner's name is th
 ENDPOINTS = "/v1/llm/model-endpoints"
 SYNC = "/v1/llm/completions-sync?model_endpoint_name=chat"
 STREAM = "/v1/llm/completions-stream?model_endpoint_name=chat"
+ASYNC = "/v1/llm/completions-async?model_endpoint_name=chat"
 
 
 @pytest.fixture
@@ -111,6 +112,7 @@ async def test_concurrency_and_token_limits_apply_to_sync_and_streamed_completio
             # 20 tokens streamed, then 20 in sync: 40 > 30 per minute, so the next is refused.
             assert (await client.post(SYNC, json=prompt, auth=ALICE)).status_code == 200
             assert_429(await client.post(SYNC, json=prompt, auth=ALICE), "tokens_per_minute")
+            assert_429(await client.post(ASYNC, json=prompt, auth=ALICE), "tokens_per_minute")  # same admission
 
             metrics = (await client.get("/metrics")).text
             assert 'llm_engine_tenant_completion_tokens_total{tenant="alice-key"}' in metrics
