@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -27,20 +28,14 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def two_gateways(database_url: str, tmp_path: Path) -> Iterator[list[str]]:
-    """Two `model-engine gateway` processes in keys mode on one registry, as two replicas behind a Service."""
+@contextmanager
+def start_gateways(count: int, env: dict[str, str]) -> Iterator[list[str]]:
+    """``count`` `model-engine gateway` processes on one registry (as replicas behind a Service); yields their URLs."""
     processes: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
-    for index in range(2):
+    for _ in range(count):
         port = _free_port()
-        env = os.environ | {
-            "LLM_ENGINE_DATABASE_URL": database_url,
-            "LLM_ENGINE_DATA_DIR": str(tmp_path / f"data{index}"),
-            "LLM_ENGINE_AUTH_MODE": "keys",
-            "LLM_ENGINE_PORT": str(port),
-        }
-        command = [sys.executable, "-m", "model_engine_server", "gateway"]
+        command = [sys.executable, "-m", "model_engine_server", "gateway", "--port", str(port)]
         processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         urls.append(f"http://127.0.0.1:{port}")
     try:
@@ -60,6 +55,17 @@ def two_gateways(database_url: str, tmp_path: Path) -> Iterator[list[str]]:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+
+
+@pytest.fixture
+def two_gateways(database_url: str, tmp_path: Path) -> Iterator[list[str]]:
+    env = os.environ | {
+        "LLM_ENGINE_DATABASE_URL": database_url,
+        "LLM_ENGINE_DATA_DIR": str(tmp_path / "data"),
+        "LLM_ENGINE_AUTH_MODE": "keys",
+    }
+    with start_gateways(2, env) as urls:
+        yield urls
 
 
 @pytest.fixture
