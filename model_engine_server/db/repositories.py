@@ -346,6 +346,11 @@ class AsyncTaskStore:
             raise NotFoundError(f"Async task {task_id!r} was not found.")
         return _task_entity(row)
 
+    async def owner_of(self, task_id: str) -> str | None:
+        async with self._sessions() as session:
+            row = await session.get(AsyncTaskRow, task_id)
+            return None if row is None else row.owner
+
     async def delete(self, task_id: str) -> None:
         """Forget a task (its message could not be enqueued, so no id was handed out)."""
         async with self._sessions.begin() as session:

@@ -17,6 +17,7 @@ import redis
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import AsyncTaskStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.tenancy import UsageStore
 from model_engine_server.domain.admission import Admission, Admitted
 from model_engine_server.domain.completions import CompletionOutput, CompletionRequest
 from model_engine_server.domain.entities import ModelEndpoint
@@ -32,6 +33,7 @@ from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.orchestration.local.directory import LocalReplicaDirectory
 from model_engine_server.tasks.celery_app import uses_redis
 from model_engine_server.tasks.policy import lease_renew_interval, queue_for
+from model_engine_server.tenancy.usage import UsageRecorder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -199,6 +201,8 @@ class WorkerRuntime:
         # one that reuses its name).
         self.admission = Admission(self.registry, self._resolver, self.settings.model_zoo())
         self.upstream = UpstreamClient.from_settings(self.settings)
+        self.usage = UsageRecorder(UsageStore(sessions), self.settings.usage_flush_seconds)
+        await self.usage.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the I/O loop and wait for it (called from task threads and the consumer)."""
@@ -214,11 +218,18 @@ class WorkerRuntime:
         adapter = adapter_for(admitted.endpoint.config.inference_framework)
         return await self.upstream.complete(admitted.upstreams, adapter, request)
 
+    async def account(self, task_id: str, endpoint_name: str, output: CompletionOutput) -> None:
+        """Count a finished task's tokens in its owner's usage (written with the gateway's, per endpoint and day)."""
+        owner = await self.store.owner_of(task_id)
+        if owner is not None:
+            self.usage.record(owner, endpoint_name, output.num_prompt_tokens or 0, output.num_completion_tokens)
+
     async def wanted_queues(self) -> set[str]:
         endpoints = await self.registry.list_all()
         return {queue_for(e.id) for e in endpoints if self.endpoint_names is None or e.name in self.endpoint_names}
 
     async def _close(self) -> None:
+        await self.usage.close()
         await self.upstream.aclose()
         await self._database.dispose()
 

@@ -32,7 +32,9 @@ class CompletionGate:
             if self._overcommit <= 0:
                 yield
                 return
-            capacity = math.ceil(max(1, replicas) * endpoint.config.per_worker * self._overcommit)
+            # On Kubernetes the upstream is one Service URL whatever the replica count: use the observed replicas.
+            ready = max(1, replicas, endpoint.available_workers)
+            capacity = math.ceil(ready * endpoint.config.per_worker * self._overcommit)
             queue = self._queues.get(endpoint.id)
             if queue is None:
                 queue = self._queues[endpoint.id] = FairQueue(fair=self._fair)

@@ -40,6 +40,15 @@ async def test_submit_then_success_is_the_sync_response(
             },
         }
 
+        # The worker counts the task's tokens in its owner's usage.
+        async def usage_recorded() -> bool:
+            response = await gateway_client.get("/v1/usage", headers={"x-api-key": "alice"})
+            return [
+                (u["endpoint_name"], u["prompt_tokens"], u["completion_tokens"]) for u in response.json()["usage"]
+            ] == [("demo", 3, 4)]
+
+        await eventually(usage_recorded, 20, "the task's usage")
+
 
 async def test_only_the_owner_reads_a_task_and_unknown_ids_are_404(
     gateway_client: httpx.AsyncClient, registry: EndpointRegistry

@@ -34,20 +34,16 @@ class KeysGateway:
         return key
 
 
-def keys_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        auth_mode=AuthMode.KEYS,
-        bootstrap_api_key=ADMIN_KEY,
-        **overrides,
-    )
+def tenancy_settings(database_url: str, tmp_path: Path, *, keys: bool, **overrides: Any) -> Settings:
+    """Keys mode with ``ADMIN_KEY`` as the admin's key, or open mode (the caller named ``admin`` is the admin)."""
+    auth: dict[str, Any] = {"auth_mode": AuthMode.KEYS, "bootstrap_api_key": ADMIN_KEY} if keys else {}
+    return Settings(database_url=database_url, data_dir=tmp_path / "data", usage_flush_seconds=0.05, **auth | overrides)
 
 
 @pytest.fixture
 async def keys_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[KeysGateway]:
     orchestrator = FakeOrchestrator()
-    app = create_app(keys_settings(database_url, tmp_path), orchestrator=orchestrator)
+    app = create_app(tenancy_settings(database_url, tmp_path, keys=True), orchestrator=orchestrator)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:

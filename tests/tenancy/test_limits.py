@@ -12,7 +12,7 @@ from model_engine_server.domain.exceptions import RateLimitExceededError
 from model_engine_server.domain.tenancy import Limit, TenantLimitOverrides, TenantLimits
 from model_engine_server.tenancy.counters import LimitCounters, MemoryCounters, RedisCounters
 from model_engine_server.tenancy.limiter import TenantLimiter
-from tests.tenancy.redis_server import private_redis
+from tests.tenancy.processes import private_redis
 
 
 class Clock:

@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
-from model_engine_server.config import AuthMode, Settings
+from model_engine_server.config import Settings
 from tests.api.completion_support import ALICE, BOB, RunningGateway, running_gateway
 from tests.peer_clients import run_peer_script
+from tests.tenancy.conftest import tenancy_settings
 
 ADMIN = ("admin", "")  # open auth on loopback: the bootstrap owner's name is the admin
 ENDPOINTS = "/v1/llm/model-endpoints"
@@ -33,13 +34,7 @@ async def engine() -> AsyncIterator[InstantTgiServer]:
 
 
 def gateway_settings(database_url: str, tmp_path: Path, **limits: Any) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        auth_mode=AuthMode.OPEN,
-        usage_flush_seconds=0.05,
-        **limits,
-    )
+    return tenancy_settings(database_url, tmp_path, keys=False, **limits)
 
 
 async def set_limits(gateway: RunningGateway, tenant: str, **limits: int) -> dict[str, Any]:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,44 +13,9 @@ import pytest
 
 from model_engine_server.db.repositories import ApiKeyStore
 from model_engine_server.db.session import create_engine, create_session_factory
+from tests.tenancy.processes import start_gateways
 
 LIST = "/v1/llm/model-endpoints"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def start_gateways(count: int, env: dict[str, str]) -> Iterator[list[str]]:
-    """``count`` `model-engine gateway` processes on one registry (as replicas behind a Service); yields their URLs."""
-    processes: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
-    for _ in range(count):
-        port = _free_port()
-        command = [sys.executable, "-m", "model_engine_server", "gateway", "--port", str(port)]
-        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 60
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "gateway did not start"
-                time.sleep(0.1)
-        yield urls
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
 
 
 @pytest.fixture

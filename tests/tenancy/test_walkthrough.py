@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.tenancy.test_revocation import start_gateways
+from tests.tenancy.processes import start_gateways
 
 ADMIN_KEY = "llme_walkthrough-admin-key-0123456789"
 MODEL_ENGINE = [sys.executable, "-m", "model_engine_server"]
