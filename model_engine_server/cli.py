@@ -26,7 +26,6 @@ from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.domain.rules import is_loopback_host
 from model_engine_server.domain.tenancy import TenantLimitOverrides
 from model_engine_server.inference.server.cli import inference_server
-from model_engine_server.tenancy.services import default_limits
 
 app = typer.Typer(
     name="model-engine",
@@ -294,7 +293,7 @@ def tenants_show(tenant: Annotated[str, typer.Argument(help="The tenant (the own
 
 
 def _print_limits(tenant: str, overrides: TenantLimitOverrides | None, settings: Settings) -> None:
-    effective = default_limits(settings).with_overrides(overrides)
+    effective = settings.tenant_limits().with_overrides(overrides)
     console.print(f"Limits of tenant [bold]{tenant}[/bold] (0 = unlimited):")
     for name, value in asdict(effective).items():
         source = "override" if overrides is not None and getattr(overrides, name) is not None else "default"

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
+from model_engine_server.domain.tenancy import TenantLimits
 
 ENV_PREFIX = "LLM_ENGINE_"
 
@@ -171,6 +172,16 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         assert self.model_cache_dir is not None  # filled in by the validator
         return self.model_cache_dir
+
+    def tenant_limits(self) -> TenantLimits:
+        """Every tenant's default limits (a tenant's own overrides replace them one by one)."""
+        return TenantLimits(
+            requests_per_minute=self.tenant_requests_per_minute,
+            tokens_per_minute=self.tenant_tokens_per_minute,
+            max_concurrent_requests=self.tenant_max_concurrent_requests,
+            max_endpoints=self.tenant_max_endpoints,
+            max_jobs=self.tenant_max_jobs,
+        )
 
     def model_zoo(self) -> ModelZoo:
         """The default zoo with ``model_zoo_overrides`` applied: an override replaces the entry of the same name."""

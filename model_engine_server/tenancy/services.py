@@ -10,22 +10,11 @@ from model_engine_server.config import Settings
 from model_engine_server.db.notifications import ChangeFeed
 from model_engine_server.db.repositories import ApiKeyStore
 from model_engine_server.db.tenancy import TenantLimitStore, UsageStore
-from model_engine_server.domain.tenancy import TenantLimits
 from model_engine_server.tenancy.counters import LimitCounters, MemoryCounters, RedisCounters
 from model_engine_server.tenancy.gate import CompletionGate
 from model_engine_server.tenancy.key_cache import KeyCache
 from model_engine_server.tenancy.limiter import TenantLimiter
 from model_engine_server.tenancy.usage import UsageRecorder
-
-
-def default_limits(settings: Settings) -> TenantLimits:
-    return TenantLimits(
-        requests_per_minute=settings.tenant_requests_per_minute,
-        tokens_per_minute=settings.tenant_tokens_per_minute,
-        max_concurrent_requests=settings.tenant_max_concurrent_requests,
-        max_endpoints=settings.tenant_max_endpoints,
-        max_jobs=settings.tenant_max_jobs,
-    )
 
 
 @dataclass
@@ -46,7 +35,7 @@ class Tenancy:
             RedisCounters(settings.rate_limit_redis_url) if settings.rate_limit_redis_url else MemoryCounters()
         )
         limiter = TenantLimiter(
-            default_limits(settings),
+            settings.tenant_limits(),
             limits.get,
             counters,
             cache_seconds=settings.api_key_cache_seconds,
