@@ -19,32 +19,14 @@ from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ObservedState
 
 
-class StaticOrchestrator:
-    """The benchmark's orchestrator: one endpoint, always READY, routed to the given inference server."""
+class StaticResolver:
+    """The benchmark's upstream resolver: every endpoint is routed to the given inference server."""
 
     def __init__(self, upstream: str) -> None:
         self._upstream = upstream
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def apply(self, _endpoint: Any) -> None:
-        return None
-
-    async def delete(self, _endpoint: Any) -> None:
-        return None
-
-    async def observe(self, _endpoint: Any) -> Any:
-        return ObservedState(status=EndpointStatus.READY, available_workers=1)
-
     async def upstreams(self, _endpoint: Any) -> list[str]:
         return [self._upstream]
-
-    async def wait_for_change(self, timeout: float) -> None:
-        await asyncio.sleep(timeout)
 
 
 def serve_gateway(
@@ -74,7 +56,7 @@ def serve_gateway(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)  # connections made before uvicorn has started wait in the backlog instead of being refused
-    app = create_app(config, orchestrator=StaticOrchestrator(upstream))
+    app = create_app(config, resolver=StaticResolver(upstream))
     server_config = uvicorn.Config(
         app, loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="on", backlog=4096
     )

@@ -8,15 +8,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from model_engine_server.api.auth import authenticate, extract_api_key
 from model_engine_server.config import AuthMode, Settings
-from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.domain.endpoints import EndpointOperations
 from model_engine_server.domain.exceptions import ForbiddenError
 from model_engine_server.domain.model_zoo import ModelZoo
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import ApiKeys, AsyncTaskRecords, EndpointStore, HealthCheck
 from model_engine_server.domain.tenancy import Limit
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.tasks.client import AsyncTaskQueue
@@ -28,14 +26,13 @@ class Services:
     """What the lifespan builds once per process."""
 
     settings: Settings
-    endpoints: EndpointRegistry
-    keys: ApiKeyStore
-    tasks: AsyncTaskStore
-    orchestrator: Orchestrator
+    endpoints: EndpointStore
+    keys: ApiKeys
+    tasks: AsyncTaskRecords
     zoo: ModelZoo
     on_registry_change: Callable[[], None]
-    database: AsyncEngine
-    async_tasks: AsyncTaskQueue | None = None  # the Celery side of async completions
+    async_tasks: AsyncTaskQueue  # the Celery side of async completions
+    health: dict[str, HealthCheck]  # what /readyz checks, by name
     tenancy: Tenancy | None = None  # key cache, tenants' limits, usage (built by create_app's lifespan)
 
 
@@ -58,13 +55,12 @@ def get_tenancy(services: ServicesDep) -> Tenancy:
 
 async def get_caller(request: Request, services: ServicesDep) -> str:
     """The authenticated tenant; every authenticated request counts against its requests per minute."""
-    tenancy = get_tenancy(services)
-    caller = await authenticate(request, services.settings.auth_mode, tenancy.keys)
-    await tenancy.limiter.admit_request(caller)
+    caller = await authenticate(request, services.settings.auth_mode, services.keys)
+    await get_tenancy(services).limiter.admit_request(caller)
     return caller
 
 
-def get_endpoint_registry(services: ServicesDep) -> EndpointRegistry:
+def get_endpoint_registry(services: ServicesDep) -> EndpointStore:
     return services.endpoints
 
 
@@ -89,7 +85,7 @@ async def get_completion_dispatcher(request: Request) -> CompletionDispatcher:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CallerDep = Annotated[str, Depends(get_caller)]
-EndpointRegistryDep = Annotated[EndpointRegistry, Depends(get_endpoint_registry)]
+EndpointRegistryDep = Annotated[EndpointStore, Depends(get_endpoint_registry)]
 EndpointOperationsDep = Annotated[EndpointOperations, Depends(get_endpoint_operations)]
 CompletionDispatcherDep = Annotated[CompletionDispatcher, Depends(get_completion_dispatcher)]
 TenancyDep = Annotated[Tenancy, Depends(get_tenancy)]
@@ -115,7 +111,7 @@ async def get_principal(request: Request, services: ServicesDep) -> Principal:
     caller = await get_caller(request, services)
     if services.settings.auth_mode is AuthMode.OPEN:  # loopback only: the bootstrap owner's name is the admin
         return Principal(caller, caller == services.settings.bootstrap_owner)
-    identity = await get_tenancy(services).keys.identify(extract_api_key(request) or "")  # cached: no query
+    identity = await get_tenancy(services).keys.identify_key(extract_api_key(request) or "")  # cached: no query
     return Principal(caller, identity is not None and identity.admin)
 
 
@@ -123,7 +119,6 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def get_async_task_queue(services: ServicesDep) -> AsyncTaskQueue:
-    assert services.async_tasks is not None, "create_app's lifespan builds the async task queue"
     return services.async_tasks
 
 

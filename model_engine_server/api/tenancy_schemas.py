@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from model_engine_server.db.repositories import ApiKey
 from model_engine_server.db.tenancy import UsageSummary
+from model_engine_server.domain.entities import ApiKey
 from model_engine_server.domain.tenancy import TenantLimitOverrides, TenantLimits
 
 TenantName = Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from model_engine_server.config import Settings
 from model_engine_server.db.notifications import ChangeFeed
-from model_engine_server.db.repositories import ApiKeyStore
+from model_engine_server.db.registry import Registry
 from model_engine_server.db.tenancy import TenantLimitStore, UsageStore
 from model_engine_server.tenancy.counters import LimitCounters, MemoryCounters, RedisCounters
 from model_engine_server.tenancy.gate import CompletionGate
@@ -29,8 +27,8 @@ class Tenancy:
     counters: LimitCounters
 
     @classmethod
-    def build(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], keys: ApiKeyStore) -> Tenancy:
-        limits = TenantLimitStore(sessions)
+    def build(cls, settings: Settings, registry: Registry) -> Tenancy:
+        limits = registry.tenant_limits
         counters: LimitCounters = (
             RedisCounters(settings.rate_limit_redis_url) if settings.rate_limit_redis_url else MemoryCounters()
         )
@@ -41,15 +39,15 @@ class Tenancy:
             cache_seconds=settings.api_key_cache_seconds,
             lease_seconds=settings.upstream_read_timeout_seconds + 60,
         )
-        usage = UsageStore(sessions)
+        usage = registry.usage
         recorder = UsageRecorder(usage, settings.usage_flush_seconds)
-        key_cache = KeyCache(keys, settings.api_key_cache_seconds)
+        key_cache = KeyCache(registry.keys, settings.api_key_cache_seconds)
 
         def on_change(payload: str) -> None:
             key_cache.on_change(payload)
             limiter.on_change(payload)
 
-        feed = ChangeFeed(settings.database_url, sessions, on_change)
+        feed = registry.change_feed(on_change)
         gate = CompletionGate(limiter, recorder, fair=settings.fair_queueing, overcommit=settings.fair_queue_overcommit)
         return cls(key_cache, limits, limiter, usage, gate, recorder, feed, counters)
 

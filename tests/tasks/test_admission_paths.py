@@ -21,6 +21,7 @@ from model_engine_server.db.repositories import EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.completions import CompletionRequest
 from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ModelEndpoint
+from model_engine_server.orchestration.factory import build_upstream_resolver
 from model_engine_server.tasks.celery_app import create_celery_app
 from model_engine_server.tasks.completion_task import register_completion_task
 from model_engine_server.tasks.errors import AsyncTaskFailure
@@ -56,7 +57,7 @@ async def registry(settings: Settings) -> AsyncIterator[EndpointRegistry]:
 @pytest.fixture
 def worker(settings: Settings) -> Iterator[Any]:
     """The completion task of a worker process, bound to a real worker runtime; ``apply`` runs it here."""
-    runtime = WorkerRuntime(settings, concurrency=2)
+    runtime = WorkerRuntime(settings, build_upstream_resolver(settings), concurrency=2)
     try:
         yield register_completion_task(create_celery_app(settings), runtime)
     finally:

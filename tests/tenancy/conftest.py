@@ -12,7 +12,7 @@ import pytest
 
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 ADMIN_KEY = "llme_admin-bootstrap-secret"
 
@@ -20,7 +20,7 @@ ADMIN_KEY = "llme_admin-bootstrap-secret"
 @dataclass
 class KeysGateway:
     client: httpx.AsyncClient
-    orchestrator: FakeOrchestrator
+    resolver: FakeResolver
 
     def as_key(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
@@ -42,9 +42,9 @@ def tenancy_settings(database_url: str, tmp_path: Path, *, keys: bool, **overrid
 
 @pytest.fixture
 async def keys_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[KeysGateway]:
-    orchestrator = FakeOrchestrator()
-    app = create_app(tenancy_settings(database_url, tmp_path, keys=True), orchestrator=orchestrator)
+    resolver = FakeResolver()
+    app = create_app(tenancy_settings(database_url, tmp_path, keys=True), resolver=resolver)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield KeysGateway(client, orchestrator)
+            yield KeysGateway(client, resolver)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, Path, Query
 
 from model_engine_server.api.deps import PrincipalDep, ServicesDep, TenancyDep
@@ -11,7 +13,6 @@ from model_engine_server.api.tenancy_schemas import (
     CreatedApiKeyResponse,
     ListApiKeysResponse,
 )
-from model_engine_server.db.models import utcnow
 from model_engine_server.domain.exceptions import InvalidRequestError
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
@@ -26,7 +27,7 @@ async def create_api_key(
     principal.require_self_or_admin(owner, "create keys")
     if body.admin:
         principal.require_admin("create admin keys")
-    if body.expires_at is not None and body.expires_at <= utcnow():
+    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise InvalidRequestError("expires_at must be in the future.")
     key, record = await services.keys.create(owner, body.label, admin=body.admin, expires_at=body.expires_at)
     return CreatedApiKeyResponse(key=key, **ApiKeyResponse.of(record).model_dump())

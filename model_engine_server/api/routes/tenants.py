@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Path, Query
 
@@ -15,7 +15,6 @@ from model_engine_server.api.tenancy_schemas import (
     UsageResponse,
     as_utc,
 )
-from model_engine_server.db.models import utcnow
 from model_engine_server.domain.exceptions import InvalidRequestError
 
 router = APIRouter(tags=["tenants"])
@@ -71,7 +70,7 @@ async def get_usage(
     """Requests and tokens per endpoint and UTC day. Recent usage appears after the next flush (a few seconds)."""
     who = tenant or principal.tenant
     principal.require_self_or_admin(who, "read the usage")
-    until = _moment(end, "end", utcnow())
+    until = _moment(end, "end", datetime.now(UTC))
     since = _moment(start, "start", until - timedelta(days=DEFAULT_USAGE_DAYS))
     if since >= until:
         raise InvalidRequestError("start must be before end.")
