@@ -10,6 +10,7 @@ account the tokens used when the completion ends.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from model_engine_server.domain.admission import Admission
@@ -45,27 +46,31 @@ class CompletionDispatcher:
         adapter = adapter_for(endpoint.config.inference_framework)
         return CompletionRoute(endpoint, admitted.upstreams, adapter, caller)
 
-    async def complete(self, route: CompletionRoute, request: CompletionRequest) -> CompletionOutput:
+    @asynccontextmanager
+    async def running(self, route: CompletionRoute) -> AsyncIterator[None]:
+        """Hold the caller's concurrency slot and a place at the endpoint (its fair queue) while the body runs.
+        Every way a completion reaches an engine (native and OpenAI routes) runs inside this."""
         if self._gate is None:
-            return await self._upstream.complete(route.upstreams, route.adapter, request)
+            yield
+            return
         async with self._gate.slot(route.caller, route.endpoint, len(route.upstreams)):
+            yield
+
+    async def finished(self, route: CompletionRoute, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """A completion ended: count its tokens (usage, the tenant's token budget); unknown counts count as 0."""
+        if self._gate is not None:
+            await self._gate.finished(route.caller, route.endpoint, prompt_tokens or 0, completion_tokens or 0)
+
+    async def complete(self, route: CompletionRoute, request: CompletionRequest) -> CompletionOutput:
+        async with self.running(route):
             output = await self._upstream.complete(route.upstreams, route.adapter, request)
-        await self._gate.finished(
-            route.caller, route.endpoint, output.num_prompt_tokens or 0, output.num_completion_tokens
-        )
+        await self.finished(route, output.num_prompt_tokens, output.num_completion_tokens)
         return output
 
-    def stream(self, route: CompletionRoute, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
+    async def stream(self, route: CompletionRoute, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
         """The engine's deltas; close the iterator to cancel the generation."""
-        if self._gate is None:
-            return self._upstream.stream(route.upstreams, route.adapter, request)
-        return self._gated_stream(self._gate, route, request)
-
-    async def _gated_stream(
-        self, gate: CompletionGate, route: CompletionRoute, request: CompletionRequest
-    ) -> AsyncIterator[StreamDelta]:
         last: StreamDelta | None = None
-        async with gate.slot(route.caller, route.endpoint, len(route.upstreams)):
+        async with self.running(route):
             deltas = self._upstream.stream(route.upstreams, route.adapter, request)
             try:
                 async for last in deltas:
@@ -73,6 +78,4 @@ class CompletionDispatcher:
             finally:
                 await deltas.aclose()  # type: ignore[attr-defined]
         if last is not None and last.finished:
-            await gate.finished(
-                route.caller, route.endpoint, last.num_prompt_tokens or 0, last.num_completion_tokens or 0
-            )
+            await self.finished(route, last.num_prompt_tokens, last.num_completion_tokens)

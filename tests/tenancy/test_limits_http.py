@@ -102,6 +102,12 @@ async def test_concurrency_and_token_limits_apply_to_sync_and_streamed_completio
             async with client.stream("POST", STREAM, json=prompt, auth=ALICE) as streaming:
                 assert streaming.status_code == 200
                 assert_429(await client.post(SYNC, json=prompt, auth=ALICE), "max_concurrent_requests")
+                chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+                refused = await client.post(
+                    "/v1/chat/completions", json=chat, headers={"Authorization": "Bearer alice-key"}
+                )
+                assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1  # the OpenAI routes too
+                assert "max_concurrent_requests" in refused.json()["error"]["message"]
                 assert (await client.post(SYNC, json=prompt, auth=BOB)).status_code == 200
                 await streaming.aread()
             # 20 tokens streamed, then 20 in sync: 40 > 30 per minute, so the next is refused.
