@@ -67,9 +67,6 @@ class InferenceEndpoints(Protocol):
 
     async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None: ...
 
-    async def list_for_inference(self, caller: str) -> list[ModelEndpoint]:
-        """Every endpoint ``caller`` may send requests to (``/v1/models``)."""
-
 
 class EndpointRepository(Protocol):
     """The registry of endpoints, as the endpoint operations and routes use it."""
