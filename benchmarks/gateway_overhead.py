@@ -402,6 +402,8 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         "openai_added_within_1_2x_native": summary["openai_to_native_added_p50_ratio"]
         <= TARGETS["openai_to_native_added_ratio"],
     }
+    if "keys_to_open_rps_ratio" in summary:
+        summary["targets_met"]["keys_within_10pct_of_open_at_32"] = summary["keys_to_open_rps_ratio"][32] >= 0.9
     return {
         "benchmark": "gateway_overhead",
         "quick": quick,
