@@ -30,6 +30,8 @@ from model_engine_server.inference.adapters import adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import uses_redis
 from model_engine_server.tasks.policy import lease_renew_interval, queue_for
+from model_engine_server.tenancy.counters import RedisCounters, limit_key_prefix
+from model_engine_server.tenancy.limiter import TenantLimiter
 from model_engine_server.tenancy.usage import UsageRecorder
 
 log = logging.getLogger(__name__)
@@ -177,6 +179,15 @@ class WorkerRuntime:
         self.upstream = UpstreamClient.from_settings(self.settings)
         self.usage = UsageRecorder(self._registry.usage, self.settings.usage_flush_seconds)
         await self.usage.start()
+        # Async tasks' generated tokens count against their owner's budget too, where the gateways keep it: in Redis
+        # (process-memory counters here would be invisible to the gateways).
+        redis_url = self.settings.rate_limit_redis_url
+        self._counters = RedisCounters(redis_url, prefix=limit_key_prefix(self.settings)) if redis_url else None
+        self.limiter = (
+            TenantLimiter(self.settings.tenant_limits(), self._registry.tenant_limits.get, self._counters)
+            if self._counters is not None
+            else None
+        )
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the I/O loop and wait for it (called from task threads and the consumer)."""
@@ -197,6 +208,8 @@ class WorkerRuntime:
         owner = await self.store.owner_of(task_id)
         if owner is not None:
             self.usage.record(owner, endpoint_name, output.num_prompt_tokens or 0, output.num_completion_tokens)
+            if self.limiter is not None:
+                await self.limiter.charge_tokens(owner, output.num_completion_tokens)
 
     async def wanted_queues(self) -> set[str]:
         endpoints = await self._registry.endpoints.list_all()
@@ -204,6 +217,8 @@ class WorkerRuntime:
 
     async def _close(self) -> None:
         await self.usage.close()
+        if self._counters is not None:
+            await self._counters.aclose()
         await self.upstream.aclose()
         await self._registry.close()
 

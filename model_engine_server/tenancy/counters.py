@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
+from model_engine_server.config import Settings
 from model_engine_server.domain.tenancy import Bucket, refill, seconds_until
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ FAIL_OPEN = Counter(
 REDIS_UP = Gauge("llm_engine_rate_limiter_redis_up", "1 while the rate limiter's Redis answers, 0 while it fails open.")
 
 _RETRY_SECONDS = 1.0  # after a Redis failure, fail open at once for this long instead of waiting on every request
+
+
+def limit_key_prefix(settings: Settings) -> str:
+    """Limit counters live next to the broker's keys, under the same install prefix (several installs, one Redis)."""
+    return f"{settings.broker_key_prefix}llm-engine:limits:"
 
 
 class LimitCounters(Protocol):

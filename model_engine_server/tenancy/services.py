@@ -8,7 +8,7 @@ from model_engine_server.config import Settings
 from model_engine_server.db.notifications import ChangeFeed
 from model_engine_server.db.registry import Registry
 from model_engine_server.db.tenancy import TenantLimitStore, UsageStore
-from model_engine_server.tenancy.counters import LimitCounters, MemoryCounters, RedisCounters
+from model_engine_server.tenancy.counters import LimitCounters, MemoryCounters, RedisCounters, limit_key_prefix
 from model_engine_server.tenancy.gate import CompletionGate
 from model_engine_server.tenancy.key_cache import KeyCache
 from model_engine_server.tenancy.limiter import TenantLimiter
@@ -30,7 +30,9 @@ class Tenancy:
     def build(cls, settings: Settings, registry: Registry) -> Tenancy:
         limits = registry.tenant_limits
         counters: LimitCounters = (
-            RedisCounters(settings.rate_limit_redis_url) if settings.rate_limit_redis_url else MemoryCounters()
+            RedisCounters(settings.rate_limit_redis_url, prefix=limit_key_prefix(settings))
+            if settings.rate_limit_redis_url
+            else MemoryCounters()
         )
         limiter = TenantLimiter(
             settings.tenant_limits(),
