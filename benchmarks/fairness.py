@@ -27,7 +27,8 @@ from typing import Any
 import httpx
 
 from benchmarks.gateway_process import serve_gateway
-from benchmarks.support import ROOT, percentile, spawn_listening, stop_process
+from benchmarks.support import ROOT, percentile, spawn_listening
+from model_engine_server.testing.platform import stop_process
 
 RESULTS = ROOT / "benchmarks" / "results" / "fairness.json"
 ENDPOINT = "shared"
@@ -95,7 +96,7 @@ def _run_phase(engine_url: str, fair: bool, polite_requests: int, flood: bool) -
 
 def benchmark(quick: bool) -> dict[str, Any]:
     polite_requests = 60 if quick else 300
-    engine_args = [sys.executable, "-m", "benchmarks.instant_tgi", "--port", "0"]
+    engine_args = [sys.executable, "-m", "model_engine_server.testing.tgi", "--port", "0"]
     engine_args += ["--token-delay", str(TOKEN_DELAY), "--max-concurrent", str(UPSTREAM_CONCURRENCY)]
     engine, engine_url = spawn_listening(engine_args)
     try:

@@ -1,14 +1,14 @@
 """What the gateway adds to a completion: the same requests sent straight to an inference server, through the
 gateway, and through nginx as a reverse proxy, in one run.
 
-The inference server is ``benchmarks/instant_tgi.py``, which answers instantly, so everything measured beyond the
+The inference server is ``model_engine_server.testing.tgi``, which answers instantly, so everything measured beyond the
 direct baseline is the proxy's own cost. Each process runs on its own: the instant server, the gateway (uvicorn with
 uvloop and httptools, embedded SQLite registry, open auth), nginx (if installed), and a load generator (a minimal
 keep-alive HTTP/1.1 client on asyncio + httptools, so the load generator costs as little CPU as possible).
 
 Reported: added latency p50/p99 (sync, at concurrency 1), added time to first token (stream, concurrency 1), the
 same two for the OpenAI-compatible chat route (``/v1/chat/completions``, sync and streamed, against the engine's own
-chat route) with its ratio to the native route's added latency,
+chat route) with its ratio to the native route's added latency — each the median over three interleaved rounds —,
 gateway requests/s at concurrency 1, 8, 32 and 128 (with the direct and nginx figures from the same run), errors,
 and the gateway/nginx ratio of added latency. Results go to ``benchmarks/results/gateway_overhead.json``.
 
@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,8 @@ from typing import Any, cast
 import httptools
 
 from benchmarks.gateway_process import serve_gateway
-from benchmarks.support import percentile, spawn_listening, stop_process
+from benchmarks.support import percentile, spawn_listening
+from model_engine_server.testing.platform import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gateway_overhead.json"
@@ -49,6 +51,7 @@ TIMING_RESOLUTION_MS = 0.01
 TARGETS = {"p50_added_ms": 2.0, "sync_rps_at_32": 800.0, "openai_to_native_added_ratio": 1.2}
 CHAT_MESSAGES = [{"role": "user", "content": PROMPT}]
 KINDS = ("sync", "stream", "chat", "chat_stream")  # native sync and stream; OpenAI chat, whole and streamed
+LATENCY_ROUNDS = 3  # c=1 latency runs interleave every kind, once per round
 
 
 # --- the load generator (runs in its own process) --------------------------------------------------------------
@@ -329,7 +332,7 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
     throughput_requests = 1000 if quick else 6000
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, contextlib.ExitStack() as processes:
-        engine, engine_url = spawn_listening([sys.executable, "-m", "benchmarks.instant_tgi", "--port", "0"])
+        engine, engine_url = spawn_listening([sys.executable, "-m", "model_engine_server.testing.tgi", "--port", "0"])
         processes.callback(stop_process, engine)
         gateway, gateway_url = spawn_listening(
             [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp, auth_mode]
@@ -344,11 +347,14 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
         nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         if nginx_url is not None:
             targets["nginx"] = nginx_url
-        for kind in KINDS:
-            for target, url in targets.items():
-                print(f"  latency    {kind:6} {target:8} c=1 ...", flush=True)
-                mode = "open" if target == "gateway_open" else auth_mode
-                runs.append(_run_load(target, url, kind, 1, latency_requests, mode))
+        # Rounds interleave every kind, so a burst of load from elsewhere on the machine hits one round of each
+        # rather than all of one kind; each figure is the median of its rounds.
+        for round_number in range(LATENCY_ROUNDS):
+            for kind in KINDS:
+                for target, url in targets.items():
+                    print(f"  latency    {kind:11} {target:8} c=1 round {round_number + 1} ...", flush=True)
+                    mode = "open" if target == "gateway_open" else auth_mode
+                    runs.append(_run_load(target, url, kind, 1, latency_requests // LATENCY_ROUNDS, mode))
         for concurrency in CONCURRENCIES[1:]:
             for target, url in targets.items():
                 print(f"  throughput sync   {target:8} c={concurrency} ...", flush=True)
@@ -359,8 +365,11 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
 
 def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
     def added(target: str, kind: str, field: str) -> float | None:
-        run, base = _find(runs, target, kind, 1), _find(runs, "direct", kind, 1)
-        return getattr(run, field) - getattr(base, field) if run and base else None
+        """The median over rounds of what ``target`` added to the direct run of the same round."""
+        measured = [r for r in runs if (r.target, r.kind, r.concurrency) == (target, kind, 1)]
+        bases = [r for r in runs if (r.target, r.kind, r.concurrency) == ("direct", kind, 1)]
+        differences = [getattr(run, field) - getattr(base, field) for run, base in zip(measured, bases, strict=False)]
+        return statistics.median(differences) if differences else None
 
     summary: dict[str, Any] = {
         "gateway_added_sync_p50_ms": added("gateway", "sync", "p50_ms"),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.instant_tgi import running_instant_tgi
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.tenancy.fair_queue import FairQueue
+from model_engine_server.testing.tgi import running_instant_tgi
 from tests.api.completion_support import ALICE, BOB, running_gateway
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
 from model_engine_server.config import Settings
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import ALICE, BOB, RunningGateway, running_gateway
 from tests.peer_clients import run_peer_script
 from tests.tenancy.conftest import tenancy_settings
