@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from model_engine_server.config import Settings
+from model_engine_server.testing.peers import run_peer_script
 from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import ALICE, BOB, RunningGateway, running_gateway
-from tests.peer_clients import run_peer_script
 from tests.tenancy.conftest import tenancy_settings
 
 ADMIN = ("admin", "")  # open auth on loopback: the bootstrap owner's name is the admin
