@@ -66,9 +66,6 @@ class InferenceEndpoints(Protocol):
 
     async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None: ...
 
-    async def list_for_inference(self, caller: str) -> list[ModelEndpoint]:
-        """Every endpoint ``caller`` may send requests to (its own and the public ones), by name."""
-
 
 class EndpointRepository(Protocol):
     """The registry of endpoints, as the endpoint operations and routes use it."""
