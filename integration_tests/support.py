@@ -138,9 +138,7 @@ def start_vllm_endpoint(platform: Platform) -> VllmEndpoint:
     return VllmEndpoint(name, ready.id, replica_url)
 
 
-def greedy(
-    name: str, prompt: str = PROMPT, max_new_tokens: int = 12, **options: Any
-) -> CompletionSyncV1Response:
+def greedy(name: str, prompt: str = PROMPT, max_new_tokens: int = 12, **options: Any) -> CompletionSyncV1Response:
     """A temperature-0 (deterministic) completion from endpoint ``name`` through the SDK."""
     response = Completion.create(
         model=name, prompt=prompt, max_new_tokens=max_new_tokens, temperature=0, timeout=120, **options
