@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -15,6 +16,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], int], ...] = (
     (errors.InvalidRequestError, 400),
     (errors.AuthenticationError, 401),
+    (errors.ForbiddenError, 403),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
     (errors.OverloadedError, 429),
@@ -35,6 +37,8 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.DomainError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": 'Basic realm="llm-engine"'} if status == 401 else None
+    if isinstance(exc, errors.RateLimitExceededError):
+        headers = {"Retry-After": str(math.ceil(exc.retry_after))}
     return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 
 
