@@ -1,10 +1,17 @@
-"""The one place domain errors become HTTP responses: ``{"detail": message}`` with the matching status."""
+"""The one place errors become HTTP responses on the llm-engine routes: ``{"detail": message}`` with the matching
+status. Invalid values and shapes are a 400 naming the field and the reason (the published client maps only 400,
+401, 404, 429 and 5xx to typed errors, so a 422 would reach its users as an unknown error)."""
 
 from __future__ import annotations
 
 import logging
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from model_engine_server.domain import exceptions as errors
@@ -25,6 +32,21 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], int], ...] = (
 )
 
 
+# The OpenAI-compatible routes answer every error in OpenAI's ``{"error": {...}}`` envelope with their own handler;
+# this is the one place that says which paths those are.
+OPENAI_ENVELOPE_PATHS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/v2/chat/completions",
+    "/v2/completions",
+)
+
+
+def uses_openai_envelope(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in OPENAI_ENVELOPE_PATHS)
+
+
 def status_for(error: errors.DomainError) -> int:
     if isinstance(error, errors.UpstreamError):
         return error.status_code
@@ -38,6 +60,27 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 
 
+def _field(location: Sequence[Any]) -> str:
+    """``("body", "labels", "team")`` -> ``labels.team``; query and path parameters keep their kind in front."""
+    where, *rest = [str(part) for part in location] or ["body"]
+    if where == "body":
+        return ".".join(rest) or "body"
+    return f"{where} parameter {'.'.join(rest)}"
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    """Every problem as ``field: reason``, joined by ``; `` (e.g. ``max_new_tokens: Input should be greater than 0``)."""
+    problems = [f"{_field(error.get('loc', ()))}: {error.get('msg', 'invalid value')}" for error in exc.errors()]
+    return "; ".join(problems) or "The request is not valid."
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    if uses_openai_envelope(request.url.path):
+        return await request_validation_exception_handler(request, exc)
+    return JSONResponse({"detail": validation_detail(exc)}, status_code=400)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "Internal server error."}, status_code=500)
@@ -45,4 +88,5 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected_error)

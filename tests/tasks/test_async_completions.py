@@ -66,7 +66,8 @@ async def test_only_the_owner_reads_a_task_and_unknown_ids_are_404(
         json={"prompt": "hi", "max_new_tokens": 0, "temperature": 0},
         headers={"x-api-key": "alice"},
     )
-    assert bad.status_code == 422
+    assert bad.status_code == 400
+    assert bad.json()["detail"] == "max_new_tokens: Input should be greater than 0"
 
 
 async def test_results_expire(
