@@ -5,7 +5,6 @@ status. Invalid values and shapes are a 400 naming the field and the reason (the
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,7 +68,7 @@ def _field(location: Sequence[Any]) -> str:
 
 
 def validation_detail(exc: RequestValidationError) -> str:
-    """Every problem as ``field: reason``, joined by ``; `` (e.g. ``max_new_tokens: Input should be greater than 0``)."""
+    """Every problem as ``field: reason`` joined by ``; ``, e.g. ``max_new_tokens: Input should be greater than 0``."""
     problems = [f"{_field(error.get('loc', ()))}: {error.get('msg', 'invalid value')}" for error in exc.errors()]
     return "; ".join(problems) or "The request is not valid."
 
