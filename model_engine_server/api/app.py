@@ -10,6 +10,8 @@ from fastapi import FastAPI
 
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
+from model_engine_server.api.limits import Limits, RequestLimits
+from model_engine_server.api.openapi import install_openapi
 from model_engine_server.api.routes import async_tasks, completions, endpoints, health
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
@@ -86,8 +88,10 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, limits=Limits.of(settings))
     app.include_router(health.router)
     app.include_router(endpoints.router)
     app.include_router(completions.router)
     app.include_router(async_tasks.router)
+    install_openapi(app)  # built on first request, so it covers every router included here
     return app

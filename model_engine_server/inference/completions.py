@@ -17,9 +17,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from model_engine_server.domain.completions import CompletionOutput, CompletionRequest, StreamDelta
+from model_engine_server.domain.completions import CompletionOutput, CompletionRequest, StreamDelta, check_fits_context
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
-from model_engine_server.domain.exceptions import EndpointNotReadyError, InvalidRequestError
+from model_engine_server.domain.exceptions import EndpointNotReadyError
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.inference.adapters import EngineAdapter, adapter_for
@@ -129,8 +129,5 @@ class CompletionDispatcher:
 
     def _check_limits(self, endpoint: ModelEndpoint, request: CompletionRequest) -> None:
         entry = self._zoo.get(endpoint.config.model_name)
-        if entry is not None and request.max_new_tokens > entry.context_length:
-            raise InvalidRequestError(
-                f"max_new_tokens ({request.max_new_tokens}) exceeds the context length of "
-                f"{entry.name} ({entry.context_length} tokens)."
-            )
+        if entry is not None:
+            check_fits_context(request, entry.context_length, entry.name)
