@@ -83,4 +83,3 @@ def test_oversized_headers_and_queries_are_refused(limited_gateway: EngineProces
     assert query.status_code == 414
     # Within the limits, the same requests are served.
     assert httpx.get(limited_gateway.url + "/healthz", timeout=10).status_code == 200
-

@@ -55,7 +55,7 @@ def test_every_route_honours_its_openapi_document(
     gateway, key = keyed_gateway
     seed = int(os.environ.get("LLM_ENGINE_FUZZ_SEED", random.randrange(2**32)))
     with capsys.disabled():
-        print(f"\nschemathesis seed: {seed} (replay: LLM_ENGINE_FUZZ_SEED={seed})")
+        print(f"\nschemathesis seed: {seed} (replay: LLM_ENGINE_FUZZ_SEED={seed})")  # noqa: T201 - shown on success too
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     command = [
