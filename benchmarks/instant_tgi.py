@@ -388,8 +388,10 @@ async def running_instant_tgi(**options: Any) -> AsyncIterator[InstantTgiServer]
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", "--hostname", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    # Started by the local orchestrator like text-generation-launcher (LLM_ENGINE_INFERENCE_SERVER_COMMAND).
+    parser.add_argument("--model-id", default="instant", help="accepted and ignored")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
     parser.add_argument("--fail-after", type=int, default=None, help="streams fail after this many tokens")
     parser.add_argument("--eos-after", type=int, default=None, help="end with </s> after this many tokens")

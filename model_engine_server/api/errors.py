@@ -13,6 +13,7 @@ from fastapi.exception_handlers import http_exception_handler, request_validatio
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
+from sqlalchemy import exc as sqlalchemy_errors
 from starlette.exceptions import HTTPException
 
 from model_engine_server.domain import exceptions as errors
@@ -96,6 +97,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
 
 
+# What an unreachable registry raises: the driver's connection errors (asyncpg raises OSError when it cannot connect)
+# and SQLAlchemy's wrappers of them. The request changed nothing: a transaction that cannot reach the database
+# does not commit.
+UNREACHABLE_DATABASE = (
+    OSError,
+    sqlalchemy_errors.OperationalError,
+    sqlalchemy_errors.InterfaceError,
+    sqlalchemy_errors.TimeoutError,
+)
+
+
+async def _unreachable_database(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("%s %s: the registry database is unreachable: %r", request.method, request.url.path, exc)
+    detail = f"The registry database is unreachable ({type(exc).__name__}); nothing was changed. Retry in a moment."
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "Internal server error."}, status_code=500)
@@ -105,4 +123,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
+    for unreachable in UNREACHABLE_DATABASE:
+        app.add_exception_handler(unreachable, _unreachable_database)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from model_engine_server.domain.completions import CompletionOutput, CompletionRequest, StreamDelta, check_fits_context
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
-from model_engine_server.domain.exceptions import EndpointNotReadyError
+from model_engine_server.domain.exceptions import DomainError, EndpointNotReadyError
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.inference.adapters import EngineAdapter, adapter_for
@@ -105,7 +105,16 @@ class CompletionDispatcher:
                 # together at expiry would otherwise all queue on the database at once.
                 self._refresh(key)
                 return cached[1]
-        return await asyncio.shield(self._refresh(key))
+        try:
+            return await asyncio.shield(self._refresh(key))
+        except DomainError:
+            raise
+        except Exception:
+            if cached is None:
+                raise
+            # The registry is unreachable (not: the endpoint is gone). Endpoints already known keep serving from
+            # the last record read, so a database outage does not stop completions.
+            return cached[1]
 
     def _refresh(self, key: tuple[str, str]) -> asyncio.Task[ModelEndpoint]:
         """One lookup per key at a time, shared by everyone waiting for it; it fills or clears the cache."""
@@ -120,9 +129,11 @@ class CompletionDispatcher:
         del self._pending[key]
         if done.cancelled():
             return
-        if done.exception() is not None:  # also marks the exception retrieved when nobody awaited it
+        error = done.exception()  # also marks the exception retrieved when nobody awaited it
+        if isinstance(error, DomainError):
             self._cache.pop(key, None)  # e.g. deleted, or no longer visible: the next request asks again
-            return
+        if error is not None:
+            return  # an unreachable registry keeps the last record (see _endpoint)
         if len(self._cache) > 10_000:  # many distinct callers: drop everything rather than grow without bound
             self._cache.clear()
         self._cache[key] = (self._clock(), done.result())
