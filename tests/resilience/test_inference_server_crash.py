@@ -13,11 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 
 from tests.processes import poll_until
-from tests.resilience.conftest import TOKEN_DELAY, Platform, report
+from tests.resilience.conftest import Platform, report
 
 STREAM = "/v1/llm/completions-stream"
 TOKENS = 60  # 3 s of stream at TOKEN_DELAY
