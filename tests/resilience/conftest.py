@@ -4,6 +4,7 @@ are not about the model). Shared by the whole package; each test leaves it healt
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -22,6 +23,27 @@ TOKEN_DELAY = 0.05  # streamed tokens arrive 50 ms apart, so a stream can be hit
 OWNER = ("resilience", "")
 
 
+def inference_servers(data_dir: str, endpoint: str | None = None) -> set[int]:
+    """Pids of the inference servers a platform started (found in /proc: they outlive a killed parent), only those
+    of ``endpoint`` when given (their output goes to ``logs/endpoints/<endpoint>/``)."""
+    marker = f"LLM_ENGINE_DATA_DIR={data_dir}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"benchmarks.instant_tgi" not in (entry / "cmdline").read_bytes():
+                continue
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if endpoint is not None and f"/endpoints/{endpoint}/" not in os.readlink(entry / "fd" / "1"):
+                continue
+        except OSError:
+            continue
+        found.add(int(entry.name))
+    return found
+
+
 def report(figure: str) -> None:
     """A measured figure for docs/reliability.md (shown with ``pytest -s``)."""
     print(f"\n[reliability] {figure}")  # noqa: T201
@@ -36,6 +58,9 @@ class Platform:
     @property
     def url(self) -> str:
         return self.serve.url
+
+    def servers(self, endpoint: str | None = None) -> set[int]:
+        return inference_servers(self.serve.env["LLM_ENGINE_DATA_DIR"], endpoint)
 
     def client(self, timeout: float = 10) -> httpx.Client:
         return httpx.Client(base_url=self.url, auth=OWNER, timeout=timeout)

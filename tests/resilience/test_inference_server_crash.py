@@ -11,7 +11,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import orjson
 
@@ -20,29 +19,6 @@ from tests.resilience.conftest import Platform, report
 
 STREAM = "/v1/llm/completions-stream"
 TOKENS = 60  # 3 s of stream at TOKEN_DELAY
-
-
-def replica_pids(serve_pid: int) -> dict[int, str]:
-    """The inference servers the platform runs (its descendants running the instant server): pid -> command."""
-    children: dict[int, list[int]] = {}
-    commands: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry.name))
-    found: dict[int, str] = {}
-    pending = [serve_pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            pending.append(child)
-            if "benchmarks.instant_tgi" in commands.get(child, ""):
-                found[child] = commands[child]
-    return found
 
 
 def _stream(platform: Platform, name: str, events: list[tuple[float, dict[str, object]]]) -> None:
@@ -59,15 +35,15 @@ def _stream(platform: Platform, name: str, events: list[tuple[float, dict[str, o
 
 def test_a_killed_replica_ends_its_streams_in_band_and_comes_back(platform: Platform) -> None:
     platform.create_ready_endpoint("crash", workers=2)
-    assert platform.serve.process is not None
-    replicas = set(replica_pids(platform.serve.process.pid))
+    replicas = platform.servers("crash")
+    assert len(replicas) == 2
     streams: list[list[tuple[float, dict[str, object]]]] = [[] for _ in range(4)]
     threads = [threading.Thread(target=_stream, args=(platform, "crash", events)) for events in streams]
     for thread in threads:
         thread.start()
     poll_until(lambda: all(len(events) >= 5 for events in streams), 10, "every stream under way")
     # Which replica a stream is on is not visible from outside; the busiest-first split puts two on each.
-    victim = sorted(set(replica_pids(platform.serve.process.pid)) & replicas)[0]
+    victim = sorted(replicas)[0]
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
 
@@ -87,7 +63,7 @@ def test_a_killed_replica_ends_its_streams_in_band_and_comes_back(platform: Plat
     assert served_meanwhile == [200] * 20  # the live replica took them; none was sent to the dead one
 
     def replaced() -> bool:
-        current = set(replica_pids(platform.serve.process.pid))  # type: ignore[union-attr]
+        current = platform.servers("crash")
         with platform.client() as client:
             endpoint = client.get("/v1/llm/model-endpoints/crash").json()
         return (
