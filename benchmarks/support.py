@@ -38,3 +38,6 @@ def stop_process(process: subprocess.Popen[Any], grace_seconds: float = 20) -> N
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()

@@ -60,14 +60,24 @@ def test_a_killed_platform_restarts_serving_and_converges_without_duplicates(pla
 
         poll_until(converged, 60, "the endpoint being applied READY with 3 replicas")
         names = [e["name"] for e in client.get("/v1/llm/model-endpoints").json()["model_endpoints"]]
-    # 1 (steady) + 3 (applying) servers, plus those of the earlier tests' endpoints: none started twice.
-    expected = sum(int(n) for n in platform.postgres.psql("SELECT min_workers FROM model_endpoints").split())
-    poll_until(lambda: len(platform.servers()) == expected, 20, f"exactly {expected} inference servers")
+    # Every endpoint (this test's and the earlier tests') runs exactly its replicas: none started twice.
+    wanted = dict(
+        row.split("|") for row in platform.postgres.psql("SELECT name, min_workers FROM model_endpoints").splitlines()
+    )
+    expected = {name: int(count) for name, count in wanted.items()}
+
+    def running() -> dict[str, int]:
+        return {name: len(platform.servers(name)) for name in expected}
+
+    try:
+        poll_until(lambda: running() == expected, 20, "exactly the wanted inference servers")
+    finally:
+        assert running() == expected, platform.serve.log_tail(60)
     assert sorted(names) == sorted(set(names))
     assert platform.postgres.psql("SELECT count(*) FROM model_endpoints WHERE name = 'applying'") == "1"
     assert set(outcomes) <= {200, 0}  # requests during the crash failed to connect; none got a wrong answer
     report(
         f"platform SIGKILL under load: restarted and answering /healthz {restarted:.1f}s after the kill, first "
         f"completion {serving:.1f}s; {outcomes.count(200)} completions OK, {outcomes.count(0)} refused connections "
-        f"while down; endpoint being applied converged to 3 replicas, {expected} servers in all"
+        f"while down; endpoint being applied converged to 3 replicas, {sum(expected.values())} servers in all"
     )
