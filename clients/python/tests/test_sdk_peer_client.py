@@ -159,20 +159,24 @@ invalid_completions = {
     "frequency_penalty=-3": dict(prompt="Hi", max_new_tokens=2, frequency_penalty=-3),
     "max_new_tokens over the context": dict(prompt="Hi", max_new_tokens=10**6),
 }
+def outcome(call):
+    try:
+        result = call()
+        if hasattr(result, "__next__"):
+            list(result)
+        return "accepted"
+    except BadRequestError as exc:
+        return "BadRequestError: " + str(exc)
+    except (pydantic.ValidationError, ValueError):
+        return "refused by the client before sending"
+    except Exception as exc:
+        return type(exc).__name__ + ": " + str(exc)
+
 out = {}
 for label, fields in invalid_completions.items():
     for stream in (False, True):
-        try:
-            result = Completion.create(model=name, stream=stream, **fields)
-            if stream:
-                list(result)
-            out[f"{label} stream={stream}"] = "accepted"
-        except BadRequestError as exc:
-            out[f"{label} stream={stream}"] = "BadRequestError: " + str(exc)
-        except (pydantic.ValidationError, ValueError):
-            out[f"{label} stream={stream}"] = "refused by the client before sending"
-        except Exception as exc:
-            out[f"{label} stream={stream}"] = type(exc).__name__ + ": " + str(exc)
+        call = lambda: Completion.create(model=name, stream=stream, **fields)
+        out[f"{label} stream={stream}"] = outcome(call)
 invalid_creates = {
     "empty name": dict(name=""),
     "upper-case name": dict(name="Bad_Name"),
@@ -189,15 +193,7 @@ for label, fields in invalid_creates.items():
                      min_workers=0, max_workers=1, per_worker=1, gpus=0, memory="1Gi", cpus=1, storage="1Gi",
                      gpu_type=None, endpoint_type="streaming")
     arguments.update(fields)
-    try:
-        Model.create(**arguments)
-        out[f"create {label}"] = "accepted"
-    except BadRequestError as exc:
-        out[f"create {label}"] = "BadRequestError: " + str(exc)
-    except (pydantic.ValidationError, ValueError):
-        out[f"create {label}"] = "refused by the client before sending"
-    except Exception as exc:
-        out[f"create {label}"] = type(exc).__name__ + ": " + str(exc)
+    out[f"create {label}"] = outcome(lambda: Model.create(**arguments))
 print(json.dumps(out))
 """
 
