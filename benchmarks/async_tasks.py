@@ -59,7 +59,7 @@ def _serve_gateway() -> None:
 
     import uvicorn
 
-    from benchmarks.gateway_overhead import StaticOrchestrator
+    from benchmarks.gateway_overhead import StaticResolver
     from model_engine_server.api.app import create_app
     from model_engine_server.config import load_settings
 
@@ -67,7 +67,7 @@ def _serve_gateway() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)  # before "listening on": the load generator may connect at once
-    app = create_app(settings, orchestrator=StaticOrchestrator(os.environ["BENCH_UPSTREAM"]))
+    app = create_app(settings, resolver=StaticResolver(os.environ["BENCH_UPSTREAM"]))
     config = uvicorn.Config(app, loop="uvloop", http="httptools", access_log=False, log_level="warning", backlog=4096)
     print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])

@@ -2,7 +2,8 @@
 
 It stands in for a model server wherever the model itself is beside the point: the gateway-overhead benchmark (so
 the gateway's own cost is visible), the async-task benchmark, and the gateway's tests. It speaks TGI's HTTP protocol
-(``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``), validates parameters the way TGI
+(``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``, and TGI's OpenAI routes from
+``instant_tgi_messages.py``), validates parameters the way TGI
 does (so a wrong mapping shows up as a 422), and generates deterministic text:
 
 - tokens are words of ``VOCABULARY`` in order, each preceded by a space; token i has log-prob ``-(i % 4 + 1) / 4``;
@@ -30,6 +31,9 @@ from typing import Any, cast
 
 import httptools
 import orjson
+
+from benchmarks.instant_tgi_messages import OPENAI_PATHS as _OPENAI_PATHS
+from benchmarks.instant_tgi_messages import messages_api_answer, messages_api_problem
 
 VOCABULARY = tuple("the quick brown fox jumps over a lazy dog while seven wizards quietly hex bright zebras".split())
 EOS_TEXT = "</s>"
@@ -74,6 +78,8 @@ class InstantTgiServer:
 
     def validate(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """TGI's checks on the request; returns (status, error body) when it would refuse it."""
+        if path in _OPENAI_PATHS:
+            return messages_api_problem(path, body, self.max_total_tokens) or self._overloaded()
         inputs = body.get("inputs")
         parameters = body.get("parameters") or {}
         if not isinstance(inputs, str) or not isinstance(parameters, dict):
@@ -89,6 +95,9 @@ class InstantTgiServer:
                 )
         if problem is not None:
             return 422, {"error": problem, "error_type": "validation"}
+        return self._overloaded()
+
+    def _overloaded(self) -> tuple[int, dict[str, Any]] | None:
         if self.max_concurrent is not None and self.in_flight > self.max_concurrent:
             return 429, {"error": "Model is overloaded", "error_type": "overloaded"}
         return None
@@ -307,7 +316,7 @@ class _Connection(asyncio.Protocol):
         if method == "GET" and path == "/info":
             self._write(_response(200, orjson.dumps(server.info())))
             return
-        if method != "POST" or path not in ("/generate", "/generate_stream"):
+        if method != "POST" or path not in ("/generate", "/generate_stream", *_OPENAI_PATHS):
             self._write(_response(404, b'{"error":"not found"}'))
             return
         try:
@@ -323,12 +332,20 @@ class _Connection(asyncio.Protocol):
             server.in_flight -= 1
             self._write(_response(refusal[0], orjson.dumps(refusal[1])))
             return
-        if path == "/generate":
+        if path in _OPENAI_PATHS:
+            whole, events = messages_api_answer(server, path, body)
+            if whole is not None:
+                server.in_flight -= 1
+                server.served += 1
+                self._write(_response(200, whole))
+                return
+        elif path == "/generate":
             server.in_flight -= 1
             server.served += 1
             self._write(_response(200, orjson.dumps(server.generate_response(body))))
             return
-        events = server.stream_events(body)
+        else:
+            events = server.stream_events(body)
         if server.token_delay <= 0:
             server.in_flight -= 1
             server.served += 1

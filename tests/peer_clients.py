@@ -1,7 +1,8 @@
 """A separate virtual environment with the third-party clients we must stay compatible with.
 
-HF's ``text-generation`` client and the published ``scale-llm-engine`` SDK pin dependencies that conflict with
-transformers 5, so they live in their own venv (``.venv-peers``), built once per machine and reused.
+HF's ``text-generation`` client, the published ``scale-llm-engine`` SDK and the ``openai`` SDK pin dependencies that
+conflict with transformers 5, so they live in their own venv (``.venv-peers``), built once per machine and reused.
+``openai`` is the newest release the published client allows (it requires ``openai>=1.30,<2``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PEER_PACKAGES = ("text-generation==0.7.0", "scale-llm-engine==0.0.0b45")
+PEER_PACKAGES = ("text-generation==0.7.0", "scale-llm-engine==0.0.0b45", "openai==1.109.1")
 PEER_VENV = Path(__file__).resolve().parent.parent / ".venv-peers"
 
 

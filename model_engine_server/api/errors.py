@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
@@ -32,21 +32,6 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], int], ...] = (
     (errors.PermissionDeniedError, 503),
     (errors.OrchestrationError, 503),
 )
-
-
-# The OpenAI-compatible routes answer every error in OpenAI's ``{"error": {...}}`` envelope with their own handler;
-# this is the one place that says which paths those are.
-OPENAI_ENVELOPE_PATHS = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/models",
-    "/v2/chat/completions",
-    "/v2/completions",
-)
-
-
-def uses_openai_envelope(path: str) -> bool:
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in OPENAI_ENVELOPE_PATHS)
 
 
 def status_for(error: errors.DomainError) -> int:
@@ -76,10 +61,8 @@ def validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(problems) or "The request is not valid."
 
 
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    if uses_openai_envelope(request.url.path):
-        return await request_validation_exception_handler(request, exc)
     return JSONResponse({"detail": validation_detail(exc)}, status_code=400)
 
 

@@ -1,7 +1,6 @@
 """The OpenAPI document, completed once for every route: the error answers each kind of route can give (with the
-``{"detail"}`` schema), and how callers authenticate. Applied at app creation, so routes added later are covered
-without edits of their own; routes that answer in OpenAI's envelope (``errors.uses_openai_envelope``) keep the
-responses they declare themselves."""
+``{"detail"}`` schema, or OpenAI's ``{"error"}`` envelope on the routes of ``OpenAiRoute``), and how callers
+authenticate. Applied at app creation, so routes added later are covered without edits of their own."""
 
 from __future__ import annotations
 
@@ -13,9 +12,29 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from model_engine_server.api.deps import get_caller
-from model_engine_server.api.errors import uses_openai_envelope
+from model_engine_server.api.openai_errors import OpenAiRoute
 
 ERROR_SCHEMA = "ErrorDetail"
+OPENAI_ERROR_SCHEMA = "OpenAiError"
+SCHEMAS: dict[str, Any] = {
+    ERROR_SCHEMA: {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]},
+    OPENAI_ERROR_SCHEMA: {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": ["string", "null"]},
+                },
+                "required": ["message", "type"],
+            }
+        },
+        "required": ["error"],
+    },
+}
 SECURITY_SCHEMES = {
     "apiKeyBasic": {
         "type": "http",
@@ -60,15 +79,14 @@ def _calls(dependant: Dependant, function: object) -> bool:
     return dependant.call is function or any(_calls(d, function) for d in dependant.dependencies)
 
 
-def _complete_operation(operation: dict[str, Any], route: APIRoute, path: str, methods: set[str]) -> None:
+def _complete_operation(operation: dict[str, Any], route: APIRoute, methods: set[str]) -> None:
     authenticated = _calls(route.dependant, get_caller)
     if authenticated:
         operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
-    if uses_openai_envelope(path):
-        return
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    responses.pop("422", None)  # invalid input is a 400 here (errors.py)
-    error = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}}
+    responses.pop("422", None)  # invalid input is a 400 (errors.py, openai_errors.py)
+    schema = OPENAI_ERROR_SCHEMA if isinstance(route, OpenAiRoute) else ERROR_SCHEMA
+    error = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     # Health and metrics (no inputs, no key) answer only as they declare themselves.
     for status in sorted(_statuses(route, methods, authenticated)):
         responses.setdefault(str(status), {"description": REASONS[status], "content": error})
@@ -81,11 +99,7 @@ def install_openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = document.setdefault("components", {})
-            components.setdefault("schemas", {})[ERROR_SCHEMA] = {
-                "type": "object",
-                "properties": {"detail": {"type": "string"}},
-                "required": ["detail"],
-            }
+            components.setdefault("schemas", {}).update(SCHEMAS)
             components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
             for context in iter_route_contexts(app.routes):
                 route, path, methods = context.original_route, context.path_format, context.methods or set()
@@ -93,7 +107,7 @@ def install_openapi(app: FastAPI) -> None:
                     for method in methods:
                         operation = document["paths"].get(path, {}).get(method.lower())
                         if operation is not None:
-                            _complete_operation(operation, route, path, methods)
+                            _complete_operation(operation, route, methods)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -3,7 +3,8 @@
 DomainError
 ├── InvalidRequestError          the request is well-formed but not acceptable (400)
 ├── NotFoundError                no such object visible to the caller (404)
-│   └── EndpointNotFoundError
+│   ├── EndpointNotFoundError
+│   └── EndpointDeletingError    being deleted: it will not serve again
 ├── ConflictError                it exists already / conflicting state (409)
 ├── AuthenticationError          no or unknown credentials (401)
 ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
@@ -27,7 +28,9 @@ class DomainError(Exception):
 
 
 class InvalidRequestError(DomainError):
-    pass
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param  # the request field at fault, when one is (OpenAI's error envelope names it)
 
 
 class NotFoundError(DomainError):
@@ -37,6 +40,12 @@ class NotFoundError(DomainError):
 class EndpointNotFoundError(NotFoundError):
     def __init__(self, name: str) -> None:
         super().__init__(f"Model endpoint {name!r} was not found.")
+        self.name = name
+
+
+class EndpointDeletingError(NotFoundError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Model endpoint {name!r} is being deleted.")
         self.name = name
 
 

@@ -21,10 +21,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from model_engine_server.db.repositories import EndpointRegistry
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.domain.exceptions import DomainError
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import ObservedEndpoints, Orchestrator
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class _Applied:
 
 class Reconciler:
     def __init__(
-        self, registry: EndpointRegistry, orchestrator: Orchestrator, policy: ReconcilePolicy | None = None
+        self, registry: ObservedEndpoints, orchestrator: Orchestrator, policy: ReconcilePolicy | None = None
     ) -> None:
         self._registry = registry
         self._orchestrator = orchestrator

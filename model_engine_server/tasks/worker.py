@@ -23,6 +23,7 @@ from celery.backends.database import DatabaseBackend
 from pydantic import SecretStr
 
 from model_engine_server.config import Settings
+from model_engine_server.domain.ports import UpstreamResolver
 from model_engine_server.tasks.celery_app import create_celery_app
 from model_engine_server.tasks.completion_task import register_completion_task
 from model_engine_server.tasks.policy import (
@@ -31,7 +32,7 @@ from model_engine_server.tasks.policy import (
     QUEUE_DISCOVERY_SECONDS,
     TASK_NAME,
 )
-from model_engine_server.tasks.runtime import UpstreamResolver, WorkerRuntime
+from model_engine_server.tasks.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +127,20 @@ def _on_task_done(task_id: str | None = None, request: Any = None, **_: Any) -> 
 
 def run_worker(
     settings: Settings,
+    resolver: UpstreamResolver,
     *,
     concurrency: int | None = None,
     endpoint_names: frozenset[str] | None = None,
-    resolver: UpstreamResolver | None = None,
 ) -> None:
     """Run a worker in this process until it is stopped (SIGTERM or Ctrl-C: warm shutdown, running tasks finish).
-    ``resolver`` finds an endpoint's replicas (default: the local orchestrator's state file)."""
+    ``resolver`` finds an endpoint's replicas (the CLI builds it: the orchestrator runs in another process)."""
     global _runtime
     # One line per request and per task is too much at hundreds of tasks a second; failures still log (ERROR).
     for noisy in ("httpx", "celery.app.trace", "celery.worker.strategy", "celery.worker.consumer.consumer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app = create_celery_app(settings)
     threads = concurrency or settings.async_worker_concurrency
-    _runtime = WorkerRuntime(settings, resolver=resolver, endpoint_names=endpoint_names, concurrency=threads)
+    _runtime = WorkerRuntime(settings, resolver, endpoint_names=endpoint_names, concurrency=threads)
     register_completion_task(app, _runtime)
     app.steps["consumer"].add(QueueDiscovery)
     signals.task_received.connect(_on_task_received, weak=False)

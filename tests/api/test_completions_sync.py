@@ -329,7 +329,7 @@ async def test_a_deleted_endpoint_is_404_at_once_even_while_its_lookup_is_cached
     assert (await post(gateway, body)).status_code == 200  # the endpoint's lookup is cached now
     registry = gateway.app.state.services.endpoints
     endpoint = await registry.get_owned("llm", ALICE[0])
-    gateway.orchestrator.routes.pop("llm")  # the reconciler stopped its servers ...
+    gateway.resolver.routes.pop("llm")  # the reconciler stopped its servers ...
     await registry.remove(endpoint.id)  # ... and removed the record
 
     response = await post(gateway, body)

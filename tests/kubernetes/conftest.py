@@ -14,11 +14,11 @@ from kubernetes import client as k8s
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointConfig, InferenceFramework, ModelEndpoint, ObservedState
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator, naming
-from model_engine_server.orchestration.kubernetes.client import KubeApi, RetryPolicy
+from model_engine_server.orchestration.kubernetes.client import KubeApi, KubeRetryPolicy
 from tests.kubernetes.emulator import KubeEmulator
 
 NAMESPACE = "llm-engine-endpoints"
-FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
+FAST_RETRY = KubeRetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(data_dir=tmp_path, kubernetes_namespace=NAMESPACE, **overrides)
 
 
-def make_api(emulator: KubeEmulator, retry: RetryPolicy = FAST_RETRY) -> KubeApi:
+def make_api(emulator: KubeEmulator, retry: KubeRetryPolicy = FAST_RETRY) -> KubeApi:
     configuration = k8s.Configuration(host=emulator.url)
     configuration.retries = False
     return KubeApi(k8s.ApiClient(configuration), NAMESPACE, "llm-engine", retry)
@@ -72,7 +72,7 @@ OrchestratorFactory = Callable[..., Awaitable[KubernetesOrchestrator]]
 async def make_orchestrator(emulator: KubeEmulator, tmp_path: Path) -> AsyncIterator[OrchestratorFactory]:
     started: list[KubernetesOrchestrator] = []
 
-    async def factory(retry: RetryPolicy = FAST_RETRY, **overrides: Any) -> KubernetesOrchestrator:
+    async def factory(retry: KubeRetryPolicy = FAST_RETRY, **overrides: Any) -> KubernetesOrchestrator:
         orchestrator = KubernetesOrchestrator(
             make_settings(tmp_path, **overrides), api=make_api(emulator, retry), retry=retry
         )

@@ -26,6 +26,7 @@ import pytest
 
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, OrchestratorKind, Settings
+from model_engine_server.orchestration.factory import build_upstream_resolver
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
 from tests.api.completion_support import serve_on_loopback
@@ -195,7 +196,11 @@ async def kubernetes_mode_gateway(
     orchestrator = KubernetesOrchestrator(settings, api=make_api(emulator), retry=FAST_RETRY)
     await orchestrator.start()
     reconcilers: list[Reconciler] = []
-    app = create_app(settings, orchestrator=orchestrator, on_registry_change=lambda: [r.poke() for r in reconcilers])
+    app = create_app(
+        settings,
+        resolver=build_upstream_resolver(settings),
+        on_registry_change=lambda: [r.poke() for r in reconcilers],
+    )
     async with serve_on_loopback(app) as url:
         reconciler = Reconciler(app.state.services.endpoints, orchestrator, ReconcilePolicy(interval_seconds=0.5))
         reconcilers.append(reconciler)

@@ -29,7 +29,7 @@ from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_start_time
 from model_engine_server.orchestration.local.state import DeploymentRecord, ReplicaRecord, StateFile
 from model_engine_server.tasks.worker import start_worker_process
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 REDIS_URL = os.environ.get("LLM_ENGINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -121,7 +121,7 @@ def workers(task_settings: Settings, tmp_path: Path) -> Iterator[Workers]:
 @contextlib.asynccontextmanager
 async def gateway_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The real gateway app (lifespan included) behind an httpx client."""
-    app = create_app(settings, orchestrator=FakeOrchestrator())
+    app = create_app(settings, resolver=FakeResolver())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
@@ -156,7 +156,8 @@ def announce_replicas(settings: Settings, endpoints: list[tuple[ModelEndpoint, l
             launch_key="test",
             desired_replicas=len(ports),
             replicas=[
-                ReplicaRecord(slot, pid, port, start_time, "test", os.devnull, 0) for slot, port in enumerate(ports)
+                ReplicaRecord(slot, pid, port, start_time, "test", os.devnull, 0, ready=True)
+                for slot, port in enumerate(ports)
             ],
         )
         for endpoint, ports in endpoints

@@ -33,9 +33,9 @@ from model_engine_server.orchestration.kubernetes.client import (
     SCALED_OBJECTS,
     SERVICES,
     KubeApi,
+    KubeRetryPolicy,
     Obj,
     Resource,
-    RetryPolicy,
     load_api_client,
 )
 
@@ -55,11 +55,11 @@ class KubernetesOrchestrator:
         settings: Settings,
         zoo: ModelZoo | None = None,
         api: KubeApi | None = None,
-        retry: RetryPolicy | None = None,
+        retry: KubeRetryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.zoo = zoo or settings.model_zoo()
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or KubeRetryPolicy()
         self._api = api
         self._owns_client = False
         self._cache: ObjectCache | None = None
@@ -194,14 +194,6 @@ class KubernetesOrchestrator:
         if _fingerprint(desired.deployment) != _fingerprint(deployment):
             return f"Deployment {name} was changed outside LLM Engine"
         return None
-
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        service = naming.resource_name(endpoint)
-        return [
-            self.settings.kubernetes_service_url_template.format(
-                service=service, namespace=self.settings.kubernetes_namespace
-            )
-        ]
 
     async def wait_for_change(self, timeout: float) -> None:
         try:
