@@ -23,7 +23,7 @@ from tests.processes import EngineProcess, gateway_process
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "st")
 MIN_CASES = 2000
-EXAMPLES_PER_OPERATION = 55  # with the coverage phase, ~2,300 cases over the 18 routes of the document
+EXAMPLES_PER_OPERATION = 40  # with the coverage phase, ~2,300 cases over the 18 routes of the document
 
 # Rules across fields that JSON Schema cannot state (min_workers <= max_workers, num_shards <= gpus, a model from the
 # zoo unless checkpoint_path is given, label keys): a schema-valid endpoint body may still break one of them, and the
