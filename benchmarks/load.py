@@ -1,7 +1,7 @@
 """Load held: many completion requests through the gateway against the instant inference server, checking that none
 fails and that the gateway's memory returns to where it was (no leak).
 
-The gateway and the instant server are the processes of ``benchmarks/gateway_overhead.py`` (the real gateway app,
+The gateway and the instant server (``model_engine_server.testing.tgi``) are the processes of ``benchmarks/gateway_overhead.py`` (the real gateway app,
 one READY endpoint); the load generator is its keep-alive client in a process of its own. Baseline, in the same run:
 the same requests sent straight to the instant server (throughput ratio). Memory: the gateway's resident set after a
 warm-up, and again after the run (and after every round of a soak); the growth must stay under 50 MB.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gateway_overhead import Run, _run_load
-from benchmarks.support import spawn_listening, stop_process
+from benchmarks.support import spawn_listening
+from model_engine_server.testing.platform import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "load.json"
@@ -37,14 +39,22 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def _close_pipes(process: subprocess.Popen[str]) -> None:
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def run(requests: int = 10_000, concurrency: int = 64, soak_minutes: float = 0.0) -> dict[str, Any]:
     """The measurement; returns the figures (``errors``, ``rss_growth_mb`` …) without judging them."""
     with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp, contextlib.ExitStack() as processes:
-        engine, engine_url = spawn_listening([sys.executable, "-m", "benchmarks.instant_tgi", "--port", "0"])
+        engine, engine_url = spawn_listening([sys.executable, "-m", "model_engine_server.testing.tgi", "--port", "0"])
+        processes.callback(_close_pipes, engine)
         processes.callback(stop_process, engine)
         gateway, gateway_url = spawn_listening(
             [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp, "open"]
         )
+        processes.callback(_close_pipes, gateway)
         processes.callback(stop_process, gateway)
         _run_load("gateway", gateway_url, "sync", concurrency, WARMUP_REQUESTS, "open")
         rss_before = rss_mb(gateway.pid)

@@ -32,7 +32,7 @@ def inference_servers(data_dir: str, endpoint: str | None = None) -> set[int]:
         if not entry.name.isdigit():
             continue
         try:
-            if b"benchmarks.instant_tgi" not in (entry / "cmdline").read_bytes():
+            if b"model_engine_server.testing.tgi" not in (entry / "cmdline").read_bytes():
                 continue
             if marker not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
@@ -117,7 +117,7 @@ def platform(
         data_dir,
         database_url=postgres.url,
         broker_url=redis.url,
-        inference_server_command=f"{sys.executable} -m benchmarks.instant_tgi --token-delay {TOKEN_DELAY}",
+        inference_server_command=f"{sys.executable} -m model_engine_server.testing.tgi --token-delay {TOKEN_DELAY}",
         demo_model="",
         reconcile_interval_seconds="0.5",
     )
