@@ -1,10 +1,11 @@
 """Load held: many completion requests through the gateway against the instant inference server, checking that none
 fails and that the gateway's memory returns to where it was (no leak).
 
-The gateway and the instant server (``model_engine_server.testing.tgi``) are the processes of ``benchmarks/gateway_overhead.py`` (the real gateway app,
-one READY endpoint); the load generator is its keep-alive client in a process of its own. Baseline, in the same run:
-the same requests sent straight to the instant server (throughput ratio). Memory: the gateway's resident set after a
-warm-up, and again after the run (and after every round of a soak); the growth must stay under 50 MB.
+The gateway and the instant server (``model_engine_server.testing.tgi``) are the processes of
+``benchmarks/gateway_overhead.py`` (the real gateway app, one READY endpoint); the load generator is its keep-alive
+client in a process of its own. Baseline, in the same run: the same requests sent straight to the instant server
+(throughput ratio). Memory: the gateway's resident set after a warm-up, and again after the run (and after every
+round of a soak); the growth must stay under 50 MB.
 
     .venv/bin/python -m benchmarks.load                     # 10,000 requests at concurrency 64
     .venv/bin/python -m benchmarks.load --soak-minutes 30   # rounds of 10,000 for 30 minutes, RSS after each
