@@ -121,13 +121,19 @@ print(json.dumps(out))
 """
 
 
-def test_the_published_client_gets_completions_sync_streamed_and_async(completions: BackgroundGateway) -> None:
+def run_on_a_new_endpoint(completions: BackgroundGateway, script: str) -> tuple[str, dict[str, Any]]:
+    """A READY endpoint of the current tenant, and what ``script`` (run by the published client) printed for it."""
     name = f"llm-{uuid.uuid4().hex[:8]}"
     completions.add_endpoint(name, api_engine.get_api_key(), completions.tgi)
     env = peer_env(completions.url) | {"ENDPOINT": name}
-    result = run_peer_script(PEER_COMPLETIONS_SCRIPT, env=env, timeout=300)
+    result = run_peer_script(script, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    output: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return name, output
+
+
+def test_the_published_client_gets_completions_sync_streamed_and_async(completions: BackgroundGateway) -> None:
+    _, out = run_on_a_new_endpoint(completions, PEER_COMPLETIONS_SCRIPT)
 
     assert out["sync"]["output"]["text"] == " the quick brown fox"
     assert out["sync"]["output"]["num_completion_tokens"] == 4
@@ -211,12 +217,7 @@ CHECKED_BY_THE_PUBLISHED_CLIENT = {
 
 
 def test_the_published_client_raises_bad_request_for_every_invalid_parameter(completions: BackgroundGateway) -> None:
-    name = f"llm-{uuid.uuid4().hex[:8]}"
-    completions.add_endpoint(name, api_engine.get_api_key(), completions.tgi)
-    env = peer_env(completions.url) | {"ENDPOINT": name}
-    result = run_peer_script(PEER_BAD_REQUEST_SCRIPT, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+    name, out = run_on_a_new_endpoint(completions, PEER_BAD_REQUEST_SCRIPT)
 
     # The published client checks a few fields itself (penalties >= 0, gpu_type); everything it sends is a 400.
     refused_locally = {label for label, outcome in out.items() if outcome == "refused by the client before sending"}
