@@ -8,7 +8,7 @@ keep-alive HTTP/1.1 client on asyncio + httptools, so the load generator costs a
 
 Reported: added latency p50/p99 (sync, at concurrency 1), added time to first token (stream, concurrency 1), the
 same two for the OpenAI-compatible chat route (``/v1/chat/completions``, sync and streamed, against the engine's own
-chat route) with its ratio to the native route's added latency,
+chat route) with its ratio to the native route's added latency — each the median over three interleaved rounds —,
 gateway requests/s at concurrency 1, 8, 32 and 128 (with the direct and nginx figures from the same run), errors,
 and the gateway/nginx ratio of added latency. Results go to ``benchmarks/results/gateway_overhead.json``.
 
@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from typing import Any, cast
 
 import httptools
 
+from benchmarks.gateway_process import serve_gateway
 from benchmarks.support import percentile, spawn_listening
 from model_engine_server.testing.platform import stop_process
 
@@ -49,6 +51,7 @@ TIMING_RESOLUTION_MS = 0.01
 TARGETS = {"p50_added_ms": 2.0, "sync_rps_at_32": 800.0, "openai_to_native_added_ratio": 1.2}
 CHAT_MESSAGES = [{"role": "user", "content": PROMPT}]
 KINDS = ("sync", "stream", "chat", "chat_stream")  # native sync and stream; OpenAI chat, whole and streamed
+LATENCY_ROUNDS = 3  # c=1 latency runs interleave every kind, once per round
 
 
 # --- the load generator (runs in its own process) --------------------------------------------------------------
@@ -176,53 +179,10 @@ def _load_main(spec_json: str) -> None:
 # --- processes under test ---------------------------------------------------------------------------------------
 
 
-class StaticResolver:
-    """The benchmark's upstream resolver: every endpoint is routed to the given inference server."""
-
-    def __init__(self, upstream: str) -> None:
-        self._upstream = upstream
-
-    async def upstreams(self, _endpoint: Any) -> list[str]:
-        return [self._upstream]
-
-
 def _gateway_main(upstream: str, data_dir: str, auth_mode: str) -> None:
-    """Run the real gateway app (as ``model-engine serve`` would) with one READY endpoint routed to ``upstream``."""
-    import socket
-
-    import uvicorn
-
-    from model_engine_server.api.app import create_app
-    from model_engine_server.config import AuthMode, Settings
-    from model_engine_server.db.migrate import upgrade
-    from model_engine_server.db.repositories import EndpointRegistry
-    from model_engine_server.db.session import create_engine, create_session_factory
-    from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ObservedState
-
-    settings = Settings(
-        data_dir=Path(data_dir), auth_mode=AuthMode(auth_mode), bootstrap_api_key=STORED_KEY, bootstrap_owner=OWNER_KEY
+    serve_gateway(
+        upstream, Path(data_dir), ENDPOINT, auth_mode, bootstrap_api_key=STORED_KEY, bootstrap_owner=OWNER_KEY
     )
-    upgrade(settings.database_url)
-
-    async def register() -> None:
-        engine = create_engine(settings.database_url)
-        registry = EndpointRegistry(create_session_factory(engine))
-        endpoint = await registry.create(
-            owner=OWNER_KEY, name=ENDPOINT, config=EndpointConfig(model_name="smollm2-135m")
-        )
-        await registry.record_observed(endpoint.id, endpoint.revision, ObservedState(EndpointStatus.READY, 1))
-        await engine.dispose()
-
-    asyncio.run(register())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(settings, resolver=StaticResolver(upstream))
-    config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="on", backlog=4096
-    )
-    server = uvicorn.Server(config)
-    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    server.run(sockets=[sock])
 
 
 NGINX_CONF = """
@@ -309,7 +269,7 @@ def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str,
     if kind.startswith("chat"):
         chat: dict[str, Any] = {"model": ENDPOINT, "messages": CHAT_MESSAGES, "max_tokens": MAX_NEW_TOKENS}
         chat |= {"temperature": 0.0, "stream": kind == "chat_stream"}
-        if target == "gateway":
+        if target.startswith("gateway"):
             return OpenAiKind.CHAT.path, chat, {"authorization": f"Bearer {key}"}
         engine = openai_engine_for(InferenceFramework.TEXT_GENERATION_INFERENCE)
         return (
@@ -317,7 +277,7 @@ def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str,
             engine.request_bodies(OpenAiKind.CHAT, chat, EndpointConfig(model_name="smollm2-135m"))[0],
             {},
         )
-    if target == "gateway":
+    if target.startswith("gateway"):
         path = f"/v1/llm/completions-{kind}?model_endpoint_name={ENDPOINT}"
         return path, {"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0}, {"x-api-key": key}
     request = CompletionRequest(prompt=PROMPT, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
@@ -378,25 +338,38 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
             [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp, auth_mode]
         )
         processes.callback(stop_process, gateway)
-        nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         targets = {"direct": engine_url, "gateway": gateway_url}
+        if auth_mode == "keys":  # the baseline: the same gateway in open mode, measured in this run
+            baseline, targets["gateway_open"] = spawn_listening(
+                [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp + "/o", "open"]
+            )
+            processes.callback(stop_process, baseline)
+        nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         if nginx_url is not None:
             targets["nginx"] = nginx_url
-        for kind in KINDS:
-            for target, url in targets.items():
-                print(f"  latency    {kind:6} {target:8} c=1 ...", flush=True)
-                runs.append(_run_load(target, url, kind, 1, latency_requests, auth_mode))
+        # Rounds interleave every kind, so a burst of load from elsewhere on the machine hits one round of each
+        # rather than all of one kind; each figure is the median of its rounds.
+        for round_number in range(LATENCY_ROUNDS):
+            for kind in KINDS:
+                for target, url in targets.items():
+                    print(f"  latency    {kind:11} {target:8} c=1 round {round_number + 1} ...", flush=True)
+                    mode = "open" if target == "gateway_open" else auth_mode
+                    runs.append(_run_load(target, url, kind, 1, latency_requests // LATENCY_ROUNDS, mode))
         for concurrency in CONCURRENCIES[1:]:
             for target, url in targets.items():
                 print(f"  throughput sync   {target:8} c={concurrency} ...", flush=True)
-                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, auth_mode))
+                mode = "open" if target == "gateway_open" else auth_mode
+                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, mode))
     return _summarise(runs, quick) | {"auth_mode": auth_mode}
 
 
 def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
     def added(target: str, kind: str, field: str) -> float | None:
-        run, base = _find(runs, target, kind, 1), _find(runs, "direct", kind, 1)
-        return getattr(run, field) - getattr(base, field) if run and base else None
+        """The median over rounds of what ``target`` added to the direct run of the same round."""
+        measured = [r for r in runs if (r.target, r.kind, r.concurrency) == (target, kind, 1)]
+        bases = [r for r in runs if (r.target, r.kind, r.concurrency) == ("direct", kind, 1)]
+        differences = [getattr(run, field) - getattr(base, field) for run, base in zip(measured, bases, strict=False)]
+        return statistics.median(differences) if differences else None
 
     summary: dict[str, Any] = {
         "gateway_added_sync_p50_ms": added("gateway", "sync", "p50_ms"),
@@ -413,6 +386,12 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         "gateway_sync_rps": {c: run.rps for c in CONCURRENCIES if (run := _find(runs, "gateway", "sync", c))},
         "errors": sum(run.errors for run in runs),
     }
+    if any(run.target == "gateway_open" for run in runs):  # --auth-mode keys: keys mode's req/s over open mode's
+        summary["keys_to_open_rps_ratio"] = {
+            c: keyed.rps / run.rps
+            for c in CONCURRENCIES
+            if (run := _find(runs, "gateway_open", "sync", c)) and (keyed := _find(runs, "gateway", "sync", c))
+        }
     nginx_p50 = summary["nginx_added_sync_p50_ms"]
     if nginx_p50 is not None:
         # nginx often adds less than the two runs' noise (even "negative" time); divide by the resolution instead,
@@ -432,6 +411,8 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         "openai_added_within_1_2x_native": summary["openai_to_native_added_p50_ratio"]
         <= TARGETS["openai_to_native_added_ratio"],
     }
+    if "keys_to_open_rps_ratio" in summary:
+        summary["targets_met"]["keys_within_10pct_of_open_at_32"] = summary["keys_to_open_rps_ratio"][32] >= 0.9
     return {
         "benchmark": "gateway_overhead",
         "quick": quick,

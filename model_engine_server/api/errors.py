@@ -5,6 +5,7 @@ status. Invalid values and shapes are a 400 naming the field and the reason (the
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], int], ...] = (
     (errors.InvalidRequestError, 400),
     (errors.AuthenticationError, 401),
+    (errors.ForbiddenError, 403),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
     (errors.OverloadedError, 429),
@@ -44,6 +46,8 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.DomainError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": 'Basic realm="llm-engine"'} if status == 401 else None
+    if isinstance(exc, errors.RateLimitExceededError):
+        headers = {"Retry-After": str(math.ceil(exc.retry_after))}
     return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 
 
