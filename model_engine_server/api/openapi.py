@@ -11,7 +11,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from model_engine_server.api.deps import get_caller
+from model_engine_server.api.deps import get_caller, get_principal
 from model_engine_server.api.openai_errors import OpenAiRoute
 
 ERROR_SCHEMA = "ErrorDetail"
@@ -80,7 +80,7 @@ def _calls(dependant: Dependant, function: object) -> bool:
 
 
 def _complete_operation(operation: dict[str, Any], route: APIRoute, methods: set[str]) -> None:
-    authenticated = _calls(route.dependant, get_caller)
+    authenticated = any(_calls(route.dependant, dependency) for dependency in (get_caller, get_principal))
     if authenticated:
         operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
     responses: dict[str, Any] = operation.setdefault("responses", {})
