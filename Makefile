@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast docs peers engines lint typecheck check benchmarks clean
+.PHONY: run test test-fast docs peers engines lint typecheck check benchmarks soak clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ benchmarks: $(STAMP)
 	$(BIN)/python -m benchmarks.gateway_overhead
 	$(BIN)/python -m benchmarks.async_tasks
 	$(BIN)/python -m benchmarks.engines
+	$(BIN)/python -m benchmarks.load
+
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.load --soak-minutes 30
 
 clean:
 	rm -rf $(VENV) $(PEERS) site .mypy_cache .ruff_cache .pytest_cache

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     upstream_read_timeout_seconds: float = 600.0
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)  # ": ping" comments on quiet completion streams
     async_task_result_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    # Request limits (api/limits.py): larger bodies get 413, slower bodies 408, larger headers 431, queries 414.
+    max_request_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_request_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_query_string_bytes: int = Field(default=8 * 1024, ge=256)
     # Async workers (`model-engine worker`): a task held by a worker that stopped renewing its lease (killed, lost
     # its network) goes back to the queue after this long. Running tasks renew every third of it, so it does not
     # bound how long a generation may take.

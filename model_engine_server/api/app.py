@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from model_engine_server import __version__
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
+from model_engine_server.api.limits import Limits, RequestLimits
+from model_engine_server.api.openapi import install_openapi
 from model_engine_server.api.routes import api_keys, async_tasks, completions, endpoints, health, openai, tenants
 from model_engine_server.config import Settings
 from model_engine_server.db.registry import Registry
@@ -86,6 +88,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, limits=Limits.of(settings))
     app.include_router(health.router)
     app.include_router(endpoints.router)
     app.include_router(completions.router)
@@ -93,4 +96,5 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(api_keys.router)
     app.include_router(tenants.router)
+    install_openapi(app)  # built on first request, so it covers every router included here
     return app

@@ -14,9 +14,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import orjson
-from fastapi import HTTPException, Request, Response
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException  # FastAPI raises Starlette's own (e.g. a body it cannot parse)
 
 from model_engine_server.api.errors import status_for
 from model_engine_server.domain.exceptions import (

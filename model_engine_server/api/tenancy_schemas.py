@@ -11,6 +11,7 @@ from model_engine_server.db.tenancy import UsageSummary
 from model_engine_server.domain.entities import ApiKey
 from model_engine_server.domain.tenancy import TenantLimitOverrides, TenantLimits
 
+MAX_LIMIT = 2**31 - 1
 TenantName = Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")
 
 
@@ -70,12 +71,13 @@ class TenantLimitsBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: int | None = Field(default=None, ge=0)
-    tokens_per_minute: int | None = Field(default=None, ge=0)
-    max_concurrent_requests: int | None = Field(default=None, ge=0)
-    max_endpoints: int | None = Field(default=None, ge=0)
-    max_jobs: int | None = Field(default=None, ge=0)
-    priority: int | None = Field(default=None, ge=1, le=1000)
+    # Strict: true/false are not counts. The upper bound is what the registry's integer columns hold.
+    requests_per_minute: int | None = Field(default=None, ge=0, le=MAX_LIMIT, strict=True)
+    tokens_per_minute: int | None = Field(default=None, ge=0, le=MAX_LIMIT, strict=True)
+    max_concurrent_requests: int | None = Field(default=None, ge=0, le=MAX_LIMIT, strict=True)
+    max_endpoints: int | None = Field(default=None, ge=0, le=MAX_LIMIT, strict=True)
+    max_jobs: int | None = Field(default=None, ge=0, le=MAX_LIMIT, strict=True)
+    priority: int | None = Field(default=None, ge=1, le=1000, strict=True)
 
     def to_domain(self) -> TenantLimitOverrides:
         return TenantLimitOverrides(**self.model_dump())

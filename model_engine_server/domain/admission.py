@@ -3,7 +3,7 @@
 
 - the endpoint exists and the caller may use it (its owner, or anyone when ``public_inference``), else 404;
 - it is not being deleted, else 404 (it will not come back);
-- ``max_new_tokens`` fits the model's context length (from the zoo), else 400;
+- ``max_new_tokens``, and the prompt's words, fit the model's context length (from the zoo), else 400;
 - it can serve: READY with at least one ready replica, else 503 with the reason. A request that waits in a queue
   (async submit) only needs an endpoint that can become ready: one whose servers failed is turned away at once;
 - the caller's tenant has generated-token budget left (``check_tenant``, from ``tenancy``), else 429.
@@ -19,14 +19,13 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from model_engine_server.domain.completions import CompletionRequest
+from model_engine_server.domain.completions import CompletionRequest, check_fits_context
 from model_engine_server.domain.endpoint_cache import ENDPOINT_CACHE_SECONDS, EndpointCache
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 from model_engine_server.domain.exceptions import (
     EndpointDeletingError,
     EndpointNotFoundError,
     EndpointNotReadyError,
-    InvalidRequestError,
 )
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import InferenceEndpoints, UpstreamResolver
@@ -52,11 +51,8 @@ def check_not_deleting(endpoint: ModelEndpoint) -> None:
 
 def check_fits(endpoint: ModelEndpoint, request: CompletionRequest, zoo: ModelZoo) -> None:
     entry = zoo.get(endpoint.config.model_name)
-    if entry is not None and request.max_new_tokens > entry.context_length:
-        raise InvalidRequestError(
-            f"max_new_tokens ({request.max_new_tokens}) exceeds the context length of "
-            f"{entry.name} ({entry.context_length} tokens)."
-        )
+    if entry is not None:
+        check_fits_context(request, entry.context_length, entry.name)
 
 
 def not_ready_reason(endpoint: ModelEndpoint) -> str:

@@ -65,7 +65,8 @@ async def test_only_the_owner_reads_a_task_and_unknown_ids_are_404(
     bobs = await post_async_completion(gateway_client, "private", "hi", max_new_tokens=3, caller="bob")
     assert bobs.status_code == 404
     bad = await post_async_completion(gateway_client, "private", "hi", max_new_tokens=0, caller="alice")
-    assert bad.status_code == 422
+    assert bad.status_code == 400
+    assert bad.json()["detail"] == "max_new_tokens: Input should be greater than 0"
 
 
 async def test_results_expire(

@@ -178,6 +178,14 @@ never from plain values.
   value: {{ .Values.gateway.upstreamReadTimeoutSeconds | quote }}
 - name: LLM_ENGINE_STREAM_KEEPALIVE_SECONDS
   value: {{ .Values.gateway.streamKeepaliveSeconds | quote }}
+- name: LLM_ENGINE_MAX_REQUEST_BODY_BYTES
+  value: {{ .Values.gateway.maxRequestBodyBytes | int64 | quote }}
+- name: LLM_ENGINE_REQUEST_BODY_TIMEOUT_SECONDS
+  value: {{ .Values.gateway.requestBodyTimeoutSeconds | quote }}
+- name: LLM_ENGINE_MAX_REQUEST_HEADER_BYTES
+  value: {{ .Values.gateway.maxRequestHeaderBytes | int64 | quote }}
+- name: LLM_ENGINE_MAX_QUERY_STRING_BYTES
+  value: {{ .Values.gateway.maxQueryStringBytes | int64 | quote }}
 - name: LLM_ENGINE_ASYNC_TASK_RESULT_TTL_SECONDS
   value: {{ .Values.asyncTasks.resultTtlSeconds | int64 | quote }}
 - name: LLM_ENGINE_ASYNC_TASK_VISIBILITY_TIMEOUT_SECONDS

@@ -50,28 +50,23 @@ async def _limits_response(tenancy: TenancyDep, tenant: str) -> TenantLimitsResp
     )
 
 
-def _moment(value: str | None, name: str, default: datetime) -> datetime:
-    if value is None:
-        return default
-    try:
-        return as_utc(datetime.fromisoformat(value))
-    except ValueError:
-        raise InvalidRequestError(f"{name} must be an ISO 8601 date or time, e.g. 2026-11-01, got {value!r}.") from None
+def _moment(value: datetime | None, default: datetime) -> datetime:
+    return default if value is None else as_utc(value)
 
 
 @router.get("/v1/usage", response_model=UsageResponse)
 async def get_usage(
     principal: PrincipalDep,
     tenancy: TenancyDep,
-    start: str | None = Query(None, description=f"ISO date/time (UTC); default {DEFAULT_USAGE_DAYS} days ago."),
-    end: str | None = Query(None, description="ISO date/time (UTC), exclusive; default now."),
+    start: datetime | None = Query(None, description=f"ISO date/time (UTC); default {DEFAULT_USAGE_DAYS} days ago."),
+    end: datetime | None = Query(None, description="ISO date/time (UTC), exclusive; default now."),
     tenant: str | None = Query(None, description="Another tenant's usage (admin keys only)."),
 ) -> UsageResponse:
     """Requests and tokens per endpoint and UTC day. Recent usage appears after the next flush (a few seconds)."""
     who = tenant or principal.tenant
     principal.require_self_or_admin(who, "read the usage")
-    until = _moment(end, "end", datetime.now(UTC))
-    since = _moment(start, "start", until - timedelta(days=DEFAULT_USAGE_DAYS))
+    until = _moment(end, datetime.now(UTC))
+    since = _moment(start, until - timedelta(days=DEFAULT_USAGE_DAYS))
     if since >= until:
         raise InvalidRequestError("start must be before end.")
     summary = await tenancy.usage.summary(who, since, until)
