@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +26,14 @@ class _Refused(Exception):
 
 class _ClientGone(Exception):
     pass
+
+
+def _check_no_repeated_parameter(query: bytes) -> None:
+    """Every query parameter of this API is a single value: a repeated one would silently keep only the last."""
+    names = [name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise _Refused(400, f"Query parameter {repeated[0]!r} is given more than once; give it once.")
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class Limits:
         query = len(scope.get("query_string", b""))
         if query > self.max_query_bytes:
             raise _Refused(414, f"The query string is {query} bytes; at most {self.max_query_bytes} are accepted.")
+        _check_no_repeated_parameter(scope.get("query_string", b""))
         headers = sum(len(name) + len(value) for name, value in scope["headers"])
         if headers > self.max_header_bytes:
             raise _Refused(

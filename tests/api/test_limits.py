@@ -83,3 +83,11 @@ def test_oversized_headers_and_queries_are_refused(limited_gateway: EngineProces
     assert query.status_code == 414
     # Within the limits, the same requests are served.
     assert httpx.get(limited_gateway.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_a_repeated_query_parameter_is_refused_not_silently_dropped(limited_gateway: EngineProcess) -> None:
+    url = limited_gateway.url + "/v1/llm/model-endpoints?name=a&name=b"
+    response = httpx.get(url, auth=("team-a", ""), timeout=10)
+    assert response.status_code == 400
+    assert response.json()["detail"] == "Query parameter 'name' is given more than once; give it once."
+    assert httpx.get(limited_gateway.url + "/v1/llm/model-endpoints?name=a", auth=("team-a", ""), timeout=10).is_success
