@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter, Path, Query
 
@@ -50,24 +51,33 @@ async def _limits_response(tenancy: TenancyDep, tenant: str) -> TenantLimitsResp
     )
 
 
-def _moment(value: datetime | None, default: datetime) -> datetime:
-    return default if value is None else as_utc(value)
+_MOMENT: dict[str, Any] = {"json_schema_extra": {"format": "date-time"}}  # a date alone (2026-11-01) is read too
+
+
+def _moment(value: str | None, name: str, default: datetime) -> datetime:
+    if value is None:
+        return default
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise InvalidRequestError(f"{name} must be an ISO 8601 date or time, e.g. 2026-11-01, got {value!r}.") from None
 
 
 @router.get("/v1/usage", response_model=UsageResponse)
 async def get_usage(
     principal: PrincipalDep,
     tenancy: TenancyDep,
-    start: datetime | None = Query(None, description=f"ISO date/time (UTC); default {DEFAULT_USAGE_DAYS} days ago."),
-    end: datetime | None = Query(None, description="ISO date/time (UTC), exclusive; default now."),
+    start: str | None = Query(
+        None, min_length=1, description=f"ISO date/time (UTC); default {DEFAULT_USAGE_DAYS} days ago.", **_MOMENT
+    ),
+    end: str | None = Query(None, min_length=1, description="ISO date/time (UTC), exclusive; default now.", **_MOMENT),
     tenant: str | None = Query(None, description="Another tenant's usage (admin keys only)."),
 ) -> UsageResponse:
     """Requests and tokens per endpoint and UTC day. Recent usage appears after the next flush (a few seconds)."""
     who = tenant or principal.tenant
     principal.require_self_or_admin(who, "read the usage")
-    until = _moment(end, datetime.now(UTC))
-    since = _moment(start, until - timedelta(days=DEFAULT_USAGE_DAYS))
-    if since >= until:
-        raise InvalidRequestError("start must be before end.")
-    summary = await tenancy.usage.summary(who, since, until)
+    until = _moment(end, "end", datetime.now(UTC))
+    since = _moment(start, "start", until - timedelta(days=DEFAULT_USAGE_DAYS))
+    # A window that ends before it starts holds no usage: an empty answer, as for any quiet window.
+    summary = await tenancy.usage.summary(who, since, until) if since < until else []
     return UsageResponse(tenant=who, start=since, end=until, usage=[UsageEntry.of(s) for s in summary])
