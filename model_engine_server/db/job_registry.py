@@ -57,6 +57,7 @@ class JobRegistry:
         values["kind"], values["status"] = job.kind.value, job.status.value
         async with self._sessions.begin() as session:
             session.add(JobRow(**values))
+            await session.flush()  # the event row references the job row
             session.add(JobEventRow(job_id=job.id, timestamp=job.created_at, level="info", message="Job queued."))
         return job
 
