@@ -57,7 +57,7 @@ def test_a_failed_local_write_leaves_nothing(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "objects")
 
     class Broken(io.RawIOBase):
-        def readinto(self, buffer: object) -> int:
+        def readinto(self, buffer: object) -> int:  # noqa: ARG002 (io signature)
             raise OSError("connection reset while uploading")
 
     with pytest.raises(OSError):
