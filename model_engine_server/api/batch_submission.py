@@ -36,6 +36,7 @@ async def submit_batch(services: FilesAndJobs, caller: str, body: Any, *, versio
     _check_output(services, request.output_data_path)
     content = request.content if request.content is not None else await _read_input(services, caller, request)
     items, output_format = _items(content, request, version)
+    _check_fits(services, request, items)
     job_id = new_job_id()
     spec = BatchWorkerSpec(
         model=request.model_config_.model,
@@ -87,6 +88,19 @@ def _check_model(services: FilesAndJobs, request: BatchRequest) -> None:
         known = ", ".join(services.zoo.names()) or "none"
         raise InvalidRequestError(
             f"Unknown model {config.model!r}: use a model-zoo name ({known}) or give model_config.checkpoint_path."
+        )
+
+
+def _check_fits(services: FilesAndJobs, request: BatchRequest, items: list[BatchItem]) -> None:
+    """The admission rule of the completion routes: ``max_new_tokens`` within the model's context (from the zoo).
+    Prompt lengths need the tokenizer; the job checks them and fails naming the row."""
+    entry = services.zoo.get(request.model_config_.model)
+    context = request.model_config_.max_context_length or (entry.context_length if entry else None)
+    longest = max(item.max_new_tokens for item in items)
+    if context is not None and longest > context:
+        raise InvalidRequestError(
+            f"max_new_tokens ({longest}) exceeds the context length of {request.model_config_.model} "
+            f"({context} tokens)."
         )
 
 
