@@ -83,7 +83,12 @@ class JobReconciler:
         observed = await self.runner.observe_job(job)
         if observed.state is RunState.SUCCEEDED:
             hook = self._on_success.get(job.kind)
-            result = {**job.result, **(await hook(job) if hook else {})}
+            try:
+                result = {**job.result, **(await hook(job) if hook else {})}
+            except Exception as error:  # e.g. the output is not where the workers said they wrote it
+                log.exception("Job %s: recording its result failed", job.id)
+                await self._finish(job, JobStatus.FAILED, f"the workers finished but the result is unusable: {error}")
+                return
             await self.registry.update(job.id, result=result, progress_done=job.progress_total)
             await self._finish(job, JobStatus.COMPLETED, None)
         elif observed.state is RunState.FAILED:
