@@ -112,7 +112,8 @@ def serve(
     is served by inference-server processes on this machine. The demo endpoint (LLM_ENGINE_DEMO_MODEL) is created
     when absent. Ctrl-C stops everything.
     """
-    from model_engine_server.runtime import StartupError, serve_platform, worker_command
+    from model_engine_server.runtime.errors import StartupError
+    from model_engine_server.runtime.serve import serve_platform, worker_command
 
     settings = settings_or_exit(host=host, port=port)
     check_bind_address(settings)
@@ -127,7 +128,7 @@ def serve(
 @app.command("orchestrator")
 def orchestrator_command() -> None:
     """Run the reconciler and orchestrator alone (on Kubernetes; with replicas, the Lease holder reconciles)."""
-    from model_engine_server.runtime import run_orchestrator
+    from model_engine_server.runtime.leadership import run_orchestrator
 
     settings = settings_or_exit()
     _platform_logging()
@@ -140,12 +141,12 @@ def gateway(host: HostOption = None, port: PortOption = None) -> None:
     import uvicorn
 
     from model_engine_server.api.app import create_app
-    from model_engine_server.orchestration.factory import build_orchestrator
+    from model_engine_server.orchestration.factory import build_upstream_resolver
 
     settings = settings_or_exit(host=host, port=port)
     check_bind_address(settings)
     logging.basicConfig(level=logging.INFO)
-    application = create_app(settings, orchestrator=build_orchestrator(settings))
+    application = create_app(settings, resolver=build_upstream_resolver(settings))
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info", proxy_headers=True)
 
 
@@ -159,19 +160,13 @@ def worker(
     ] = None,
 ) -> None:
     """Run an async completion worker (Celery) that consumes the endpoints' task queues."""
-    from model_engine_server.config import OrchestratorKind
-    from model_engine_server.domain.ports import UpstreamResolver
-    from model_engine_server.tasks.runtime import OrchestratorResolver
+    from model_engine_server.orchestration.factory import build_upstream_resolver
     from model_engine_server.tasks.worker import parse_endpoint_names, run_worker
 
     settings = settings_or_exit()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    resolver: UpstreamResolver | None = None  # default: the local orchestrator's replicas, from its state file
-    if settings.orchestrator is OrchestratorKind.KUBERNETES:
-        from model_engine_server.orchestration.factory import build_orchestrator
-
-        resolver = OrchestratorResolver(build_orchestrator(settings))
-    run_worker(settings, concurrency=concurrency, endpoint_names=parse_endpoint_names(queues), resolver=resolver)
+    resolver = build_upstream_resolver(settings)  # the orchestrator runs in another process
+    run_worker(settings, resolver, concurrency=concurrency, endpoint_names=parse_endpoint_names(queues))
 
 
 @keys_app.command("create")

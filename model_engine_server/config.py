@@ -6,6 +6,7 @@ open auth on loopback). Every Helm value that configures the control plane maps 
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model_engine_server import __version__
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
 from model_engine_server.storage.locations import StorageConfig
@@ -46,6 +48,11 @@ class ModelZooOverride(BaseModel):
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "llm-engine"
+
+
+def _default_engines_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "llm-engine" / "engines"
 
 
 class Settings(BaseSettings):
@@ -97,6 +104,10 @@ class Settings(BaseSettings):
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
     reconcile_interval_seconds: float = Field(default=2.0, gt=0)
     inference_server_command: str = ""  # default: text-generation-launcher if on PATH, else the built-in server
+    # Virtual environments of third-party engines (`make engines`), one per pinned version; outside the checkout so
+    # every clone on this machine shares them.
+    engines_dir: Path = Field(default_factory=_default_engines_dir)
+    vllm_cpu_kv_cache_gib: int = Field(default=2, ge=1)  # VLLM_CPU_KVCACHE_SPACE of local vLLM replicas
 
     # --- Kubernetes ----------------------------------------------------------------------------------------------
     kubernetes_namespace: str = "llm-engine-endpoints"
@@ -112,7 +123,7 @@ class Settings(BaseSettings):
     tgi_image_repository: str = "ghcr.io/huggingface/text-generation-inference"
     vllm_image_repository: str = "vllm/vllm-openai"
     builtin_image_repository: str = "ghcr.io/llm-engine/model-engine"
-    builtin_image_tag: str = "0.1.0"
+    builtin_image_tag: str = __version__  # the built-in server image is released with the platform
     # Endpoints with gpus == 0 run the built-in server (a TGI and OpenAI peer) instead of the CUDA-only engine images.
     kubernetes_builtin_engine_without_gpus: bool = True
     kubernetes_termination_grace_seconds: int = Field(default=600, ge=30)  # lets in-flight streams finish

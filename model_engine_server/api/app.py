@@ -1,4 +1,4 @@
-"""The gateway application: ``create_app`` wires settings, the registry and an orchestrator into FastAPI."""
+"""The gateway application: ``create_app`` wires settings, the registry and an upstream resolver into FastAPI."""
 
 from __future__ import annotations
 
@@ -8,22 +8,28 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from model_engine_server import __version__
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
 from model_engine_server.api.job_services import FilesAndJobs
-from model_engine_server.api.routes import async_tasks, batch_completions, completions, endpoints, files, health
+from model_engine_server.api.routes import (
+    async_tasks,
+    batch_completions,
+    completions,
+    endpoints,
+    files,
+    health,
+    openai,
+)
 from model_engine_server.config import Settings
-from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.admission import Admission
 from model_engine_server.domain.model_zoo import ModelZoo
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import UpstreamResolver
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import create_celery_app
 from model_engine_server.tasks.client import AsyncTaskQueue
-
-VERSION = "0.1.0"
 
 
 def _no_op() -> None:
@@ -33,43 +39,41 @@ def _no_op() -> None:
 def create_app(
     settings: Settings,
     *,
-    orchestrator: Orchestrator,
+    resolver: UpstreamResolver,
     on_registry_change: Callable[[], None] = _no_op,
     zoo: ModelZoo | None = None,
 ) -> FastAPI:
-    """The gateway. ``on_registry_change`` wakes an in-process reconciler after every write (``model-engine serve``);
-    the orchestrator is only used for routing here — the reconciler owns apply and delete."""
+    """The gateway. ``resolver`` says where an endpoint's requests go; ``on_registry_change`` wakes an in-process
+    reconciler after every write (``model-engine serve``). The gateway never runs an orchestrator: the reconciler
+    owns apply and delete."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = create_engine(settings.database_url)
-        sessions = create_session_factory(database)
-        keys = ApiKeyStore(sessions)
+        registry = Registry(settings.database_url)
         if settings.bootstrap_api_key is not None:
-            await keys.store(settings.bootstrap_api_key.get_secret_value(), settings.bootstrap_owner, "bootstrap")
-        # Async completions: a Celery app (no connection until the first submit) over the task records.
-        endpoint_registry = EndpointRegistry(sessions)
+            key = settings.bootstrap_api_key.get_secret_value()
+            await registry.keys.store(key, settings.bootstrap_owner, "bootstrap")
         model_zoo = zoo or settings.model_zoo()
         # One admission path (one endpoint cache) for sync, stream and async submit.
-        admission = Admission(endpoint_registry, orchestrator, model_zoo)
+        admission = Admission(registry.endpoints, resolver, model_zoo)
+        # Async completions: a Celery app (no connection until the first submit) over the task records.
         task_queue = AsyncTaskQueue(
             create_celery_app(settings),
-            AsyncTaskStore(sessions),
+            registry.tasks,
             timedelta(seconds=settings.async_task_result_ttl_seconds),
             admission,
         )
         app.state.services = Services(
             settings=settings,
-            endpoints=endpoint_registry,
-            keys=keys,
-            tasks=AsyncTaskStore(sessions),
-            orchestrator=orchestrator,
+            endpoints=registry.endpoints,
+            keys=registry.keys,
+            tasks=registry.tasks,
             zoo=model_zoo,
             on_registry_change=on_registry_change,
-            database=database,
             async_tasks=task_queue,
+            health={"database": registry, "broker": task_queue},
         )
-        app.state.files_and_jobs = FilesAndJobs.build(settings, sessions, model_zoo, on_registry_change)
+        app.state.files_and_jobs = FilesAndJobs.build(settings, registry, model_zoo, on_registry_change)
         # One pooled client for every inference server this process talks to.
         upstream = UpstreamClient.from_settings(settings)
         app.state.completions = CompletionDispatcher(admission, upstream)
@@ -78,11 +82,11 @@ def create_app(
         finally:
             await upstream.aclose()
             task_queue.close()
-            await database.dispose()
+            await registry.close()
 
     app = FastAPI(
         title="LLM Engine",
-        version=VERSION,
+        version=__version__,
         description="Deploy large language models and serve completions.",
         lifespan=lifespan,
     )
@@ -91,6 +95,7 @@ def create_app(
     app.include_router(endpoints.router)
     app.include_router(completions.router)
     app.include_router(async_tasks.router)
+    app.include_router(openai.router)
     app.include_router(files.router)
     app.include_router(batch_completions.router)
     return app

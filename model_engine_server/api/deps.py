@@ -8,14 +8,12 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from model_engine_server.api.auth import authenticate
 from model_engine_server.config import Settings
-from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.domain.endpoints import EndpointOperations
 from model_engine_server.domain.model_zoo import ModelZoo
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import ApiKeys, AsyncTaskRecords, EndpointStore, HealthCheck
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.tasks.client import AsyncTaskQueue
 
@@ -25,14 +23,13 @@ class Services:
     """What the lifespan builds once per process."""
 
     settings: Settings
-    endpoints: EndpointRegistry
-    keys: ApiKeyStore
-    tasks: AsyncTaskStore
-    orchestrator: Orchestrator
+    endpoints: EndpointStore
+    keys: ApiKeys
+    tasks: AsyncTaskRecords
     zoo: ModelZoo
     on_registry_change: Callable[[], None]
-    database: AsyncEngine
-    async_tasks: AsyncTaskQueue | None = None  # the Celery side of async completions
+    async_tasks: AsyncTaskQueue  # the Celery side of async completions
+    health: dict[str, HealthCheck]  # what /readyz checks, by name
 
 
 async def get_services(request: Request) -> Services:
@@ -51,7 +48,7 @@ async def get_caller(request: Request, services: ServicesDep) -> str:
     return await authenticate(request, services.settings.auth_mode, services.keys)
 
 
-def get_endpoint_registry(services: ServicesDep) -> EndpointRegistry:
+def get_endpoint_registry(services: ServicesDep) -> EndpointStore:
     return services.endpoints
 
 
@@ -69,13 +66,12 @@ async def get_completion_dispatcher(request: Request) -> CompletionDispatcher:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CallerDep = Annotated[str, Depends(get_caller)]
-EndpointRegistryDep = Annotated[EndpointRegistry, Depends(get_endpoint_registry)]
+EndpointRegistryDep = Annotated[EndpointStore, Depends(get_endpoint_registry)]
 EndpointOperationsDep = Annotated[EndpointOperations, Depends(get_endpoint_operations)]
 CompletionDispatcherDep = Annotated[CompletionDispatcher, Depends(get_completion_dispatcher)]
 
 
 def get_async_task_queue(services: ServicesDep) -> AsyncTaskQueue:
-    assert services.async_tasks is not None, "create_app's lifespan builds the async task queue"
     return services.async_tasks
 
 

@@ -21,6 +21,9 @@ def _quantity_to_str(value: Quantity | None) -> str | None:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+CHAT_TEMPLATE_MAX_CHARS = 65_536
+
+
 class _Request(BaseModel):
     # Unknown fields are ignored so newer clients keep working against this server.
     model_config = ConfigDict(extra="ignore")
@@ -58,6 +61,7 @@ class CreateEndpointRequest(_Request):
     high_priority: bool = False
     post_inference_hooks: list[str] | None = None
     default_callback_url: str | None = None
+    chat_template_override: str | None = Field(default=None, max_length=CHAT_TEMPLATE_MAX_CHARS)
 
     def config_fields(self) -> dict[str, Any]:
         values = self.model_dump(exclude={"name"})
@@ -92,6 +96,7 @@ class UpdateEndpointRequest(_Request):
     high_priority: bool | None = None
     post_inference_hooks: list[str] | None = None
     default_callback_url: str | None = None
+    chat_template_override: str | None = Field(default=None, max_length=CHAT_TEMPLATE_MAX_CHARS)
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude={"endpoint_type"})
@@ -157,6 +162,7 @@ class EndpointResponse(BaseModel):
     num_shards: int
     quantize: str | None
     checkpoint_path: str | None
+    chat_template_override: str | None = None
     spec: EndpointSpec
 
     @classmethod
@@ -174,6 +180,7 @@ class EndpointResponse(BaseModel):
             num_shards=config.num_shards,
             quantize=config.quantize,
             checkpoint_path=config.checkpoint_path,
+            chat_template_override=config.chat_template_override,
             spec=EndpointSpec(
                 id=endpoint.id,
                 name=endpoint.name,

@@ -87,6 +87,7 @@ class EndpointRow(Base):
     high_priority: Mapped[bool] = mapped_column(Boolean, nullable=False)
     post_inference_hooks: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     default_callback_url: Mapped[str | None] = mapped_column(Text)
+    chat_template_override: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKeyRow(Base):

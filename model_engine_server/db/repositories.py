@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
-from enum import StrEnum
+from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, delete, or_, select, update
@@ -16,7 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from model_engine_server.db.models import ApiKeyRow, AsyncTaskRow, EndpointRow, utcnow
 from model_engine_server.domain.entities import (
+    ApiKey,
+    AsyncTaskRecord,
     EndpointConfig,
+    EndpointOrder,
     EndpointStatus,
     EndpointType,
     InferenceFramework,
@@ -27,12 +29,6 @@ from model_engine_server.domain.entities import (
 from model_engine_server.domain.exceptions import ConflictError, EndpointNotFoundError, NotFoundError
 
 API_KEY_PREFIX = "llme_"
-
-
-class EndpointOrder(StrEnum):
-    NEWEST = "newest"
-    OLDEST = "oldest"
-    ALPHABETICAL = "alphabetical"
 
 
 _CONFIG_FIELDS = tuple(EndpointConfig.__dataclass_fields__)
@@ -103,6 +99,11 @@ class EndpointRegistry:
             EndpointRow.name == name, or_(EndpointRow.owner == caller, EndpointRow.public_inference.is_(True))
         )
         return await self._one(query, name)
+
+    async def list_for_inference(self, caller: str) -> list[ModelEndpoint]:
+        """Every endpoint ``caller`` may send requests to (its own and the public ones), by name."""
+        query = select(EndpointRow).where(or_(EndpointRow.owner == caller, EndpointRow.public_inference.is_(True)))
+        return await self._all(query.order_by(EndpointRow.name))
 
     async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None:
         async with self._sessions() as session:
@@ -199,16 +200,6 @@ class EndpointRegistry:
             return [_to_entity(row) for row in (await session.execute(query)).scalars()]
 
 
-@dataclass(frozen=True)
-class ApiKey:
-    id: str
-    owner: str
-    prefix: str
-    description: str
-    created_at: datetime
-    revoked_at: datetime | None
-
-
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -266,16 +257,6 @@ class ApiKeyStore:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
             return _key_entity(row)
-
-
-@dataclass(frozen=True)
-class AsyncTaskRecord:
-    id: str
-    owner: str
-    endpoint_id: str | None
-    endpoint_name: str
-    created_at: datetime
-    expires_at: datetime
 
 
 def _task_entity(row: AsyncTaskRow) -> AsyncTaskRecord:

@@ -67,7 +67,9 @@ class EndpointOperations:
         return values
 
 
-_NULLABLE = frozenset({"quantize", "checkpoint_path", "gpu_type", "storage", "default_callback_url"})
+_NULLABLE = frozenset(
+    {"quantize", "checkpoint_path", "gpu_type", "storage", "default_callback_url", "chat_template_override"}
+)
 
 
 def _known(values: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,9 @@ class DomainError(Exception):
 
 
 class InvalidRequestError(DomainError):
-    pass
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param  # the request field at fault, when one is (OpenAI's error envelope names it)
 
 
 class NotFoundError(DomainError):

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from model_engine_server.config import Settings
 from model_engine_server.db.file_registry import FileRegistry, new_file_id
-from model_engine_server.db.job_registry import JobRegistry
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.jobs import Job, JobKind
 from model_engine_server.domain.ports import JobRunner, Orchestrator
 from model_engine_server.orchestration.jobs import CompletionHook, JobReconciler
@@ -43,14 +41,12 @@ def build_job_runner(settings: Settings, orchestrator: Orchestrator) -> JobRunne
     return LocalJobRunner(settings)
 
 
-def build_job_reconciler(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], orchestrator: Orchestrator
-) -> JobReconciler:
+def build_job_reconciler(settings: Settings, registry: Registry, orchestrator: Orchestrator) -> JobReconciler:
     storage = settings.storage_config()
     return JobReconciler(
-        JobRegistry(sessions),
+        registry.jobs,
         build_job_runner(settings, orchestrator),
         build_object_store(storage),
         max_restarts=settings.job_max_restarts,
-        on_success={JobKind.BATCH_COMPLETION: register_batch_output(FileRegistry(sessions), storage)},
+        on_success={JobKind.BATCH_COMPLETION: register_batch_output(registry.files, storage)},
     )

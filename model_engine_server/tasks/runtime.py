@@ -15,8 +15,7 @@ import httpx
 import redis
 
 from model_engine_server.config import Settings
-from model_engine_server.db.repositories import AsyncTaskStore, EndpointRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.admission import Admission, Admitted
 from model_engine_server.domain.completions import CompletionOutput, CompletionRequest
 from model_engine_server.domain.entities import ModelEndpoint
@@ -26,36 +25,14 @@ from model_engine_server.domain.exceptions import (
     OverloadedError,
     UpstreamError,
 )
-from model_engine_server.domain.ports import Orchestrator, UpstreamResolver
+from model_engine_server.domain.ports import UpstreamResolver
 from model_engine_server.inference.adapters import adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
-from model_engine_server.orchestration.local.directory import LocalReplicaDirectory
 from model_engine_server.tasks.celery_app import uses_redis
 from model_engine_server.tasks.policy import lease_renew_interval, queue_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class LocalResolver:
-    """One machine: the local orchestrator runs in another process; read its state file."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._directory = LocalReplicaDirectory(settings.data_dir)
-
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        return self._directory.upstreams(endpoint.id)
-
-
-class OrchestratorResolver:
-    """Kubernetes: the endpoint's Service URL, computed without API calls (the CLI builds the orchestrator: only it
-    may import the Kubernetes orchestrator)."""
-
-    def __init__(self, orchestrator: Orchestrator) -> None:
-        self._orchestrator = orchestrator
-
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        return await self._orchestrator.upstreams(endpoint)
 
 
 def is_retryable(error: DomainError) -> bool:
@@ -173,8 +150,8 @@ class WorkerRuntime:
     def __init__(
         self,
         settings: Settings,
+        resolver: UpstreamResolver,
         *,
-        resolver: UpstreamResolver | None = None,
         endpoint_names: frozenset[str] | None = None,
         concurrency: int | None = None,
     ) -> None:
@@ -186,18 +163,16 @@ class WorkerRuntime:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="worker-io", daemon=True)
         self._thread.start()
-        self._resolver = resolver or LocalResolver(settings)
+        self._resolver = resolver
         self.run(self._open())
 
     async def _open(self) -> None:
         # Created on the I/O loop: their connections belong to it.
-        self._database = create_engine(self.settings.database_url)
-        sessions = create_session_factory(self._database)
-        self.registry = EndpointRegistry(sessions)
-        self.store = AsyncTaskStore(sessions)
+        self._registry = Registry(self.settings.database_url)
+        self.store = self._registry.tasks
         # The rules every way in applies, by the endpoint id each task names (the task's own endpoint, not a newer
         # one that reuses its name).
-        self.admission = Admission(self.registry, self._resolver, self.settings.model_zoo())
+        self.admission = Admission(self._registry.endpoints, self._resolver, self.settings.model_zoo())
         self.upstream = UpstreamClient.from_settings(self.settings)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -215,12 +190,12 @@ class WorkerRuntime:
         return await self.upstream.complete(admitted.upstreams, adapter, request)
 
     async def wanted_queues(self) -> set[str]:
-        endpoints = await self.registry.list_all()
+        endpoints = await self._registry.endpoints.list_all()
         return {queue_for(e.id) for e in endpoints if self.endpoint_names is None or e.name in self.endpoint_names}
 
     async def _close(self) -> None:
         await self.upstream.aclose()
-        await self._database.dispose()
+        await self._registry.close()
 
     def close(self) -> None:
         if self.leases is not None:

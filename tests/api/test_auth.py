@@ -11,7 +11,7 @@ from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.db.repositories import ApiKeyStore
 from model_engine_server.db.session import create_engine, create_session_factory
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 LIST = "/v1/llm/model-endpoints"
 
@@ -37,7 +37,7 @@ async def test_malformed_basic_credentials_are_401(gateway: httpx.AsyncClient) -
 @pytest.fixture
 async def keyed(database_url: str, tmp_path: object) -> AsyncIterator[tuple[httpx.AsyncClient, ApiKeyStore]]:
     settings = Settings(database_url=database_url, auth_mode=AuthMode.KEYS, bootstrap_api_key="llme_bootstrap-secret")
-    app = create_app(settings, orchestrator=FakeOrchestrator())
+    app = create_app(settings, resolver=FakeResolver())
     engine = create_engine(database_url)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -76,3 +76,18 @@ async def test_keys_of_different_owners_are_isolated(keyed: tuple[httpx.AsyncCli
     await client.post(LIST, json={"name": "a-model", "model_name": "smollm2-135m"}, auth=(key_a, ""))
     assert (await client.get(f"{LIST}/a-model", auth=(key_b, ""))).status_code == 404
     assert (await client.get(f"{LIST}/a-model", auth=(key_a, ""))).status_code == 200
+
+
+async def test_bearer_token_names_the_same_tenant_in_open_mode(gateway: httpx.AsyncClient) -> None:
+    await gateway.post(LIST, json={"name": "e1", "model_name": "smollm2-135m"}, auth=("team-a", ""))
+    by_bearer = await gateway.get(LIST, headers={"Authorization": "Bearer team-a"})
+    assert [e["name"] for e in by_bearer.json()["model_endpoints"]] == ["e1"]
+
+
+async def test_keys_mode_accepts_issued_keys_as_bearer_tokens(keyed: tuple[httpx.AsyncClient, ApiKeyStore]) -> None:
+    client, keys = keyed
+    key, record = await keys.create("team-a")
+    assert (await client.get(LIST, headers={"Authorization": f"Bearer {key}"})).status_code == 200
+    assert (await client.get(LIST, headers={"Authorization": "Bearer llme_made-up"})).status_code == 401
+    await keys.revoke(record.id)
+    assert (await client.get(LIST, headers={"Authorization": f"Bearer {key}"})).status_code == 401
