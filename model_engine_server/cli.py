@@ -26,6 +26,7 @@ from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.domain.rules import is_loopback_host
 from model_engine_server.domain.tenancy import TenantLimitOverrides
 from model_engine_server.inference.server.cli import inference_server
+from model_engine_server.job_cli import batch_run, jobs_app
 
 app = typer.Typer(
     name="model-engine",
@@ -40,6 +41,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(endpoints_app, name="endpoints")
 app.command("inference-server")(inference_server)
+app.command("batch-run")(batch_run)
+app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 T = TypeVar("T")

@@ -18,6 +18,7 @@ from model_engine_server import __version__
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
 from model_engine_server.domain.tenancy import TenantLimits
+from model_engine_server.storage.locations import StorageConfig
 
 ENV_PREFIX = "LLM_ENGINE_"
 
@@ -92,6 +93,18 @@ class Settings(BaseSettings):
     broker_key_prefix: str = ""  # Redis only: prefix of every broker and result key (several installs, one Redis)
     embedded_broker_polling_seconds: float = Field(default=0.05, gt=0, le=5)  # SQLite broker: idle poll interval
     demo_model: str = "smollm2-135m"  # created by `model-engine serve` when absent; "" disables it
+
+    # --- files, object storage and jobs (batch completions, fine-tunes) --------------------------------------------
+    object_store_url: str = ""  # default: file://<data_dir>/objects; production: s3://bucket/prefix
+    s3_endpoint_url: str = ""  # S3-compatible stores other than AWS (MinIO, Ceph); credentials: boto3's own chain
+    s3_region: str = ""
+    file_max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)  # uploads larger than this answer 413
+    batch_chunk_size: int = Field(default=16, ge=1, le=4096)  # prompts per result part: the unit of resumption
+    # Prompts a batch worker keeps in the engine at once: enough to keep continuous batching full, few enough that
+    # parts finish (and are written) one after another, so a restarted job loses little work.
+    batch_max_in_flight_prompts: int = Field(default=128, ge=1)
+    job_max_restarts: int = Field(default=3, ge=0)  # a job whose process dies is restarted (resuming) this often
+    job_ttl_seconds_after_finished: int = Field(default=3600, ge=0)  # Kubernetes removes finished Jobs after this
 
     # --- tenants (docs/tenancy.md) -------------------------------------------------------------------------------
     # Defaults for every tenant; 0 = unlimited. `model-engine tenants set-limits` / PUT /v1/tenants/{t}/limits
@@ -173,6 +186,8 @@ class Settings(BaseSettings):
             self.rate_limit_redis_url = self.broker_url
         if self.model_cache_dir is None:
             self.model_cache_dir = self.data_dir / "models"
+        if not self.object_store_url:
+            self.object_store_url = (self.data_dir / "objects").resolve().as_uri()
         return self
 
     @model_validator(mode="before")
@@ -188,6 +203,14 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         assert self.model_cache_dir is not None  # filled in by the validator
         return self.model_cache_dir
+
+    def storage_config(self) -> StorageConfig:
+        return StorageConfig(
+            url=self.object_store_url.rstrip("/"),
+            s3_endpoint_url=self.s3_endpoint_url,
+            s3_region=self.s3_region,
+            allow_local_paths=self.orchestrator is OrchestratorKind.LOCAL,
+        )
 
     def tenant_limits(self) -> TenantLimits:
         """Every tenant's default limits (a tenant's own overrides replace them one by one)."""

@@ -11,9 +11,20 @@ from fastapi import FastAPI
 from model_engine_server import __version__
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
+from model_engine_server.api.job_services import FilesAndJobs
 from model_engine_server.api.limits import Limits, RequestLimits
 from model_engine_server.api.openapi import install_openapi
-from model_engine_server.api.routes import api_keys, async_tasks, completions, endpoints, health, openai, tenants
+from model_engine_server.api.routes import (
+    api_keys,
+    async_tasks,
+    batch_completions,
+    completions,
+    endpoints,
+    files,
+    health,
+    openai,
+    tenants,
+)
 from model_engine_server.config import Settings
 from model_engine_server.db.registry import Registry
 from model_engine_server.domain.admission import Admission
@@ -70,6 +81,7 @@ def create_app(
             health={"database": registry, "broker": task_queue},
             tenancy=tenancy,
         )
+        app.state.files_and_jobs = FilesAndJobs.build(settings, registry, model_zoo, on_registry_change)
         # One pooled client for every inference server this process talks to.
         upstream = UpstreamClient.from_settings(settings)
         app.state.completions = CompletionDispatcher(admission, upstream, tenancy.gate)
@@ -94,6 +106,8 @@ def create_app(
     app.include_router(completions.router)
     app.include_router(async_tasks.router)
     app.include_router(openai.router)
+    app.include_router(files.router)
+    app.include_router(batch_completions.router)
     app.include_router(api_keys.router)
     app.include_router(tenants.router)
     install_openapi(app)  # built on first request, so it covers every router included here

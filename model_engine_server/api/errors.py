@@ -28,6 +28,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], int], ...] = (
     (errors.ForbiddenError, 403),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
+    (errors.PayloadTooLargeError, 413),
     (errors.OverloadedError, 429),
     (errors.EndpointNotReadyError, 503),
     (errors.BrokerUnavailableError, 503),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from model_engine_server.db.file_registry import FileRegistry
+from model_engine_server.db.job_registry import JobRegistry
 from model_engine_server.db.notifications import ChangeFeed, OnChange
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
@@ -27,6 +29,8 @@ class Registry:
         self.tasks: AsyncTaskRecords = AsyncTaskStore(self._sessions)
         self.tenant_limits = TenantLimitStore(self._sessions)
         self.usage = UsageStore(self._sessions)
+        self.files = FileRegistry(self._sessions)  # users' files (metadata; the bytes are in object storage)
+        self.jobs = JobRegistry(self._sessions)  # batch completions and fine-tunes
 
     def change_feed(self, on_change: OnChange) -> ChangeFeed:
         """Revoked keys and changed tenant limits, from every process (see ``db/notifications.py``)."""

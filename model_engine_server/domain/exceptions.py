@@ -6,6 +6,7 @@ DomainError
 │   ├── EndpointNotFoundError
 │   └── EndpointDeletingError    being deleted: it will not serve again
 ├── ConflictError                it exists already / conflicting state (409)
+├── PayloadTooLargeError         an upload past the size limit (413)
 ├── AuthenticationError          no or unknown credentials (401)
 ├── ForbiddenError               known caller, not allowed (403)
 ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
@@ -88,6 +89,10 @@ class OrchestrationError(DomainError):
 
 class PermissionDeniedError(OrchestrationError):
     pass
+
+
+class PayloadTooLargeError(DomainError):
+    """The upload is larger than the configured limit (413)."""
 
 
 class RateLimitExceededError(OverloadedError):

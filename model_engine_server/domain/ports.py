@@ -15,6 +15,7 @@ from model_engine_server.domain.entities import (
     ModelEndpoint,
     ObservedState,
 )
+from model_engine_server.domain.jobs import Job, RunObservation
 
 
 class Orchestrator(Protocol):
@@ -143,3 +144,25 @@ class AsyncTaskRecords(Protocol):
 class HealthCheck(Protocol):
     async def check(self) -> None:
         """Return when the dependency answers a real round trip; raise (any exception) when it does not."""
+
+
+class JobRunner(Protocol):
+    """Runs a job's workers (``domain.jobs``): ``job.parallelism`` of them, worker ``i`` with
+    ``JOB_COMPLETION_INDEX=i`` running ``model-engine <JOB_ENTRYPOINTS[job.kind]> --job-id <id>``.
+
+    Implementations: ``orchestration.local.jobs.LocalJobRunner`` (supervised processes) and
+    ``orchestration.kubernetes.jobs.KubernetesJobRunner`` (an indexed ``batch/v1`` Job). Only the reconciler calls the
+    write side; every call is idempotent.
+    """
+
+    async def start_job(self, job: Job) -> None:
+        """Start the workers (replacing any left from an earlier attempt; they resume from the workspace)."""
+
+    async def stop_job(self, job: Job) -> None:
+        """Stop every worker and remove what runs for the job (absent is fine)."""
+
+    async def observe_job(self, job: Job) -> RunObservation:
+        """What runs for the job right now. Cheap: in-process state or a watch-fed cache."""
+
+    async def close(self) -> None:
+        """Release connections; on one machine, stop the workers (a later start resumes them)."""

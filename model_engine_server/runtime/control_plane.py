@@ -7,6 +7,7 @@ from model_engine_server.config import Settings
 from model_engine_server.db.registry import Registry
 from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.orchestration.factory import build_orchestrator, build_upstream_resolver
+from model_engine_server.orchestration.job_hooks import build_job_reconciler
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
 
 
@@ -20,11 +21,13 @@ class ControlPlane:
         self.registry = self._database.endpoints
         self.orchestrator = orchestrator or build_orchestrator(settings)
         self.resolver = build_upstream_resolver(settings, self.orchestrator)
+        self.jobs = build_job_reconciler(settings, self._database, self.orchestrator)
         self.reconciler = self.new_reconciler()
         self._started = False
 
     def new_reconciler(self) -> Reconciler:
-        return Reconciler(self.registry, self.orchestrator, ReconcilePolicy(self.settings.reconcile_interval_seconds))
+        policy = ReconcilePolicy(self.settings.reconcile_interval_seconds)
+        return Reconciler(self.registry, self.orchestrator, policy, jobs=self.jobs)
 
     async def start(self) -> None:
         await self.orchestrator.start()
@@ -33,6 +36,7 @@ class ControlPlane:
     async def close(self) -> None:
         """Stop the orchestrator (on one machine: every inference server) and release the database."""
         if self._started:
+            await self.jobs.runner.close()
             await self.orchestrator.close()
             self._started = False
         await self._database.close()

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable
 
 from llmengine import _transport
+from llmengine import batch_completion as _batch
 from llmengine._constants import DEFAULT_TIMEOUT
 from llmengine._core.request_specs import task_status_request
 from llmengine._core.responses import completion_from_task, parse_body
@@ -75,6 +76,11 @@ class Completion:
     )
     submit: SubmitCall[CompletionTask] = public_method(SubmitCall, _read, _submit)
     asubmit: SubmitCall[Awaitable[AsyncCompletionTask]] = public_method(SubmitCall, _read, _asubmit)
+
+    # Batch jobs (llmengine/batch_completion.py), same signatures as the published client.
+    batch_create = classmethod(_batch.batch_create)
+    get_batch_completion = classmethod(_batch.get_batch_completion)
+    cancel_batch_completion = classmethod(_batch.cancel_batch_completion)
 
 
 class _TaskHandle:
