@@ -1,7 +1,7 @@
 """tenancy: key expiry and admin scope, tenant limits, usage records
 
 Revision ID: 0003
-Revises: 0004 (chained after main's 0004 at the merge)
+Revises: 0002
 Create Date: 2026-11-29 21:55:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: str | None = "0004"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
