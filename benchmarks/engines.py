@@ -30,8 +30,9 @@ from pathlib import Path
 import httpx
 
 from benchmarks.inference_server import PROMPTS, free_port
-from benchmarks.support import ROOT, percentile, stop_process
+from benchmarks.support import ROOT, percentile
 from benchmarks.svg_chart import bar_chart_svg
+from model_engine_server.testing.platform import stop_process, wait_healthy
 
 RESULTS = ROOT / "benchmarks" / "results" / "engines.json"
 CHART = ROOT / "docs" / "img" / "engines.svg"
@@ -82,18 +83,14 @@ def start(command: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], 
     with log_path.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{command[2]} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    stop_process(process)
-    raise SystemExit(f"{command[2]} was not healthy within {START_TIMEOUT_SECONDS} s; see {log_path}")
+    try:
+        wait_healthy(
+            f"{url}/health", process, timeout=START_TIMEOUT_SECONDS, output=lambda: log_path.read_text()[-3000:]
+        )
+    except (AssertionError, RuntimeError) as failure:
+        stop_process(process)
+        raise SystemExit(f"{command[2]} did not become healthy: {failure}") from None
+    return process, url
 
 
 async def stream_one(client: httpx.AsyncClient, prompt: str) -> tuple[float, int]:
@@ -159,7 +156,7 @@ def measure(engine: str, command: list[str], levels: list[tuple[int, int]], work
             results.append(level)
         return results
     finally:
-        stop_process(process, grace_seconds=30)
+        stop_process(process, timeout=30)
 
 
 def ratios(levels: list[Level]) -> dict[str, float]:

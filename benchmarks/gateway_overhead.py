@@ -1,7 +1,7 @@
 """What the gateway adds to a completion: the same requests sent straight to an inference server, through the
 gateway, and through nginx as a reverse proxy, in one run.
 
-The inference server is ``benchmarks/instant_tgi.py``, which answers instantly, so everything measured beyond the
+The inference server is ``model_engine_server.testing.tgi``, which answers instantly, so everything measured beyond the
 direct baseline is the proxy's own cost. Each process runs on its own: the instant server, the gateway (uvicorn with
 uvloop and httptools, embedded SQLite registry, open auth), nginx (if installed), and a load generator (a minimal
 keep-alive HTTP/1.1 client on asyncio + httptools, so the load generator costs as little CPU as possible).
@@ -34,7 +34,8 @@ from typing import Any, cast
 
 import httptools
 
-from benchmarks.support import percentile, spawn_listening, stop_process
+from benchmarks.support import percentile, spawn_listening
+from model_engine_server.testing.platform import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gateway_overhead.json"
@@ -371,7 +372,7 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
     throughput_requests = 1000 if quick else 6000
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, contextlib.ExitStack() as processes:
-        engine, engine_url = spawn_listening([sys.executable, "-m", "benchmarks.instant_tgi", "--port", "0"])
+        engine, engine_url = spawn_listening([sys.executable, "-m", "model_engine_server.testing.tgi", "--port", "0"])
         processes.callback(stop_process, engine)
         gateway, gateway_url = spawn_listening(
             [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp, auth_mode]

@@ -66,7 +66,8 @@ def sdk(platform: Platform) -> Iterator[Platform]:
 def endpoint(sdk: Platform) -> Iterator[str]:
     """A fresh endpoint serving the bundled model, created with the SDK and READY."""
     name = f"it-{uuid.uuid4().hex[:8]}"
-    create_ready_endpoint(sdk, name, LLMInferenceFramework.TEXT_GENERATION_INFERENCE, per_worker=4)
+    framework = LLMInferenceFramework.TEXT_GENERATION_INFERENCE
+    create_ready_endpoint(name, framework, sdk, per_worker=4, public_inference=False)
     yield name
     with contextlib.suppress(NotFoundError):  # the deletion test may have deleted it already
         Model.delete(name)

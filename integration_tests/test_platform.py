@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import httpx
 import pytest
@@ -17,20 +16,11 @@ from llmengine.data_types import (
 )
 from llmengine.errors import BadRequestError, NotFoundError
 
-from integration_tests.support import MODEL, Platform, wait_for_status
+from integration_tests.support import MODEL, PROMPT, Platform, greedy, wait_for_status
 from model_engine_server.orchestration.local.processes import process_alive
+from model_engine_server.testing import eventually
 
 pytestmark = pytest.mark.timeout(600)
-
-PROMPT = "Once upon a time"
-
-
-def greedy(name: str, max_new_tokens: int = 12, **options: object) -> CompletionSyncV1Response:
-    response = Completion.create(
-        model=name, prompt=PROMPT, max_new_tokens=max_new_tokens, temperature=0, timeout=120, **options
-    )
-    assert isinstance(response, CompletionSyncV1Response)
-    return response
 
 
 def test_the_demo_endpoint_is_created_public_and_ready(sdk: Platform) -> None:
@@ -39,18 +29,18 @@ def test_the_demo_endpoint_is_created_public_and_ready(sdk: Platform) -> None:
     # Any key may call it: it belongs to the platform's owner and is public.
     ready = httpx.get(f"{sdk.base_url}/healthz", timeout=5)
     assert ready.status_code == 200
-    deadline = time.monotonic() + 240
-    while True:
-        answer = httpx.post(
+
+    def complete() -> httpx.Response:
+        return httpx.post(
             f"{sdk.base_url}/v1/llm/completions-sync",
             params={"model_endpoint_name": MODEL},
             json={"prompt": PROMPT, "max_new_tokens": 5, "temperature": 0},
             auth=("someone-else", ""),
             timeout=120,
         )
-        if answer.status_code != 503 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+
+    # 503 while the demo endpoint's server is still starting.
+    answer = eventually(complete, lambda a: a.status_code != 503, timeout=240, interval=1, what="the demo endpoint")
     assert answer.status_code == 200, answer.text
     assert answer.json()["output"]["num_completion_tokens"] > 0
 
@@ -164,13 +154,12 @@ def test_a_killed_inference_server_is_restarted_and_serves_again(endpoint: str, 
 
     os.kill(replica.pid, signal.SIGKILL)
 
-    deadline = time.monotonic() + 60
-    while True:  # the platform notices the exit and starts a new process
-        current = sdk.replicas(endpoint_id)
-        if current and current[0].pid != replica.pid:
-            break
-        assert time.monotonic() < deadline, f"no new replica process{sdk.describe()}"
-        time.sleep(0.2)
+    eventually(  # the platform notices the exit and starts a new process
+        lambda: sdk.replicas(endpoint_id),
+        lambda current: bool(current) and current[0].pid != replica.pid,
+        timeout=60,
+        what=lambda: f"a new replica process{sdk.describe()}",
+    )
     recovered = wait_for_status(endpoint, {ModelEndpointStatus.READY}, sdk)
     assert recovered.spec is not None and recovered.spec.deployment_state is not None
     assert recovered.spec.deployment_state.available_workers == 1
@@ -185,14 +174,14 @@ def test_delete_removes_the_endpoint_and_its_processes(endpoint: str, sdk: Platf
 
     assert Model.delete(endpoint).deleted is True
 
-    deadline = time.monotonic() + 60
-    while True:
+    def gone() -> bool:
         try:
             Model.get(endpoint)
         except NotFoundError:
-            break
-        assert time.monotonic() < deadline, f"{endpoint} still exists{sdk.describe()}"
-        time.sleep(0.2)
+            return True
+        return False
+
+    eventually(gone, timeout=60, what=lambda: f"{endpoint} to be deleted{sdk.describe()}")
     with pytest.raises(NotFoundError):
         Completion.create(model=endpoint, prompt=PROMPT, max_new_tokens=5)
     for replica in replicas:

@@ -11,24 +11,15 @@ from typing import Any
 import httpx
 import pytest
 from llmengine import Completion
-from llmengine.data_types import CompletionSyncV1Response
 from llmengine.errors import BadRequestError
-
-from integration_tests.support import MODEL, REPO_ROOT, Platform, VllmEndpoint
-from model_engine_server.inference.model_loading import resolve_model
 from tests.peer_clients import run_peer_script
+
+from integration_tests.support import MODEL, REPO_ROOT, Platform, VllmEndpoint, greedy
+from model_engine_server.inference.model_loading import resolve_model
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):"]
-
-
-def _sync(name: str, prompt: str, max_new_tokens: int = 16, **options: Any) -> CompletionSyncV1Response:
-    response = Completion.create(
-        model=name, prompt=prompt, max_new_tokens=max_new_tokens, temperature=0, timeout=120, **options
-    )
-    assert isinstance(response, CompletionSyncV1Response)
-    return response
 
 
 def test_converted_checkpoint_answers_in_vllm_as_in_transformers(vllm_endpoint: VllmEndpoint) -> None:
@@ -56,7 +47,7 @@ def test_converted_checkpoint_answers_in_vllm_as_in_transformers(vllm_endpoint: 
 
 
 def test_sync_and_stream_through_the_gateway_agree(vllm_endpoint: VllmEndpoint) -> None:
-    sync = _sync(vllm_endpoint.name, PROMPTS[0])
+    sync = greedy(vllm_endpoint.name, PROMPTS[0], max_new_tokens=16)
     assert sync.output is not None and sync.output.text.strip()
     assert sync.output.num_completion_tokens == 16  # max_new_tokens, not a guess
     assert sync.output.num_prompt_tokens == 4
@@ -73,9 +64,9 @@ def test_sync_and_stream_through_the_gateway_agree(vllm_endpoint: VllmEndpoint) 
 
 
 def test_stop_sequence_ends_the_completion_and_stays_in_the_text(vllm_endpoint: VllmEndpoint) -> None:
-    full = _sync(vllm_endpoint.name, PROMPTS[1], max_new_tokens=24)
+    full = greedy(vllm_endpoint.name, PROMPTS[1], max_new_tokens=24)
     assert full.output is not None and "." in full.output.text
-    stopped = _sync(vllm_endpoint.name, PROMPTS[1], max_new_tokens=24, stop_sequences=["."])
+    stopped = greedy(vllm_endpoint.name, PROMPTS[1], max_new_tokens=24, stop_sequences=["."])
 
     assert stopped.output is not None
     assert stopped.output.text == full.output.text[: full.output.text.index(".") + 1]  # TGI's convention
@@ -83,7 +74,7 @@ def test_stop_sequence_ends_the_completion_and_stays_in_the_text(vllm_endpoint: 
 
 
 def test_token_log_probs_come_back_for_every_token(vllm_endpoint: VllmEndpoint) -> None:
-    response = _sync(vllm_endpoint.name, PROMPTS[1], max_new_tokens=8, return_token_log_probs=True)
+    response = greedy(vllm_endpoint.name, PROMPTS[1], max_new_tokens=8, return_token_log_probs=True)
 
     assert response.output is not None and response.output.tokens is not None
     tokens = response.output.tokens
@@ -96,7 +87,7 @@ def test_over_long_prompt_is_a_400_with_vllms_reason(vllm_endpoint: VllmEndpoint
     prompt = "hello " * 2100  # more tokens than the 2048 the endpoint's vLLM was started with
 
     with pytest.raises(BadRequestError):
-        _sync(vllm_endpoint.name, prompt, max_new_tokens=8)
+        greedy(vllm_endpoint.name, prompt, max_new_tokens=8)
     answer = httpx.post(
         f"{sdk.base_url}/v1/llm/completions-sync",
         params={"model_endpoint_name": vllm_endpoint.name},
@@ -136,7 +127,7 @@ def test_openai_sdk_through_the_gateway_gets_vllms_answers(vllm_endpoint: VllmEn
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)
 
-    native = _sync(vllm_endpoint.name, PROMPTS[0])  # the same request through the llm-engine route
+    native = greedy(vllm_endpoint.name, PROMPTS[0], max_new_tokens=16)  # the same request through the llm-engine route
     assert native.output is not None
     assert out["text"] == out["streamed"] == native.output.text
     assert out["usage"]["completion_tokens"] == 16 and out["model"] == vllm_endpoint.name

@@ -70,6 +70,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite registry of this test's own: a copy of the session's template, as a database URL."""
+    database = tmp_path / "registry.db"
+    shutil.copy(sqlite_template, database)
+    return f"sqlite+aiosqlite:///{database}"
+
+
 @pytest.fixture(params=["postgres", "sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs twice: on PostgreSQL and on SQLite, starting from empty tables."""

@@ -61,6 +61,9 @@ class InferenceEndpoints(Protocol):
     async def get_for_inference(self, name: str, caller: str) -> ModelEndpoint:
         """The endpoint if ``caller`` may send it requests; else ``EndpointNotFoundError``."""
 
+    async def list_for_inference(self, caller: str) -> list[ModelEndpoint]:
+        """Every endpoint ``caller`` may send requests to (its own and the public ones), by name."""
+
     async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None: ...
 
 

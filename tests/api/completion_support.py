@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from benchmarks.instant_tgi import VOCABULARY
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus, ObservedState
+from model_engine_server.testing import eventually_async
+from model_engine_server.testing.tgi import VOCABULARY
 from tests.fakes import FakeResolver
 
 ALICE = ("alice-key", "")
@@ -32,12 +31,8 @@ BOB = ("bob-key", "")
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
+    """Wait (without blocking the loop) until ``condition`` holds; fail after ``timeout`` seconds."""
+    await eventually_async(condition, timeout=timeout)
 
 
 @contextlib.asynccontextmanager
@@ -57,12 +52,10 @@ async def serve_on_loopback(app: Any) -> AsyncIterator[str]:
         await task
 
 
-def loopback_settings(sqlite_template: Path, tmp_path: Path) -> Settings:
-    """Open auth on a copy of the migrated SQLite template, with fast keep-alive pings (tests see them)."""
-    database = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, database)
+def loopback_settings(database_url: str, tmp_path: Path) -> Settings:
+    """Open auth on ``database_url`` (the ``sqlite_url`` fixture), with fast keep-alive pings (tests see them)."""
     return Settings(
-        database_url=f"sqlite+aiosqlite:///{database}",
+        database_url=database_url,
         data_dir=tmp_path / "data",
         auth_mode=AuthMode.OPEN,
         stream_keepalive_seconds=0.05,

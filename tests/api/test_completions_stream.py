@@ -11,9 +11,9 @@ import httpx
 import orjson
 import pytest
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
     FakeOpenAiServer,
@@ -31,8 +31,8 @@ PARAMS = {"model_endpoint_name": "llm"}
 
 
 @pytest.fixture
-def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
-    return loopback_settings(sqlite_template, tmp_path)
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
+    return loopback_settings(sqlite_url, tmp_path)
 
 
 @pytest.fixture

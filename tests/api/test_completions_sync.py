@@ -3,7 +3,6 @@ servers on loopback."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus
+from model_engine_server.testing import free_port
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
     BOB,
@@ -28,11 +28,9 @@ STREAM = "/v1/llm/completions-stream"
 
 
 @pytest.fixture
-def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
     # SQLite only: here the registry is just where the endpoint lives; its queries are tested on both databases.
-    database = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, database)
-    return Settings(database_url=f"sqlite+aiosqlite:///{database}", data_dir=tmp_path / "data", auth_mode=AuthMode.OPEN)
+    return Settings(database_url=sqlite_url, data_dir=tmp_path / "data", auth_mode=AuthMode.OPEN)
 
 
 @pytest.fixture
@@ -312,12 +310,7 @@ async def test_requests_go_to_the_replica_with_fewest_in_flight(gateway: Running
 
 @pytest.fixture
 def unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 async def test_a_deleted_endpoint_is_404_at_once_even_while_its_lookup_is_cached(

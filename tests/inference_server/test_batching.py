@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import httpx
 import pytest
 
+from model_engine_server.testing import eventually
 from tests.inference_server.conftest import MAX_CONCURRENT_REQUESTS, RunningServer
 
 pytestmark = pytest.mark.model
@@ -31,13 +32,8 @@ def metric(client: httpx.Client, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def wait_for(condition: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met before the deadline")
+def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    eventually(condition, timeout=timeout, interval=0.1)
 
 
 async def test_concurrent_requests_get_the_same_greedy_text_as_alone(server: RunningServer) -> None:

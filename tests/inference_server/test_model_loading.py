@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from model_engine_server.inference.model_loading import (
     is_complete_checkpoint,
     resolve_model,
 )
+from model_engine_server.testing.platform import builtin_server_command
 
 
 def test_unknown_model_id_names_the_choices(tmp_path: Path) -> None:
@@ -65,19 +65,7 @@ def test_server_exits_non_zero_before_listening_on_a_bad_model(tmp_path: Path, m
     if model_id.endswith(".gguf"):
         (tmp_path / model_id).write_bytes(b"not a gguf file")
         model_id = str(tmp_path / model_id)
-    command = [
-        sys.executable,
-        "-m",
-        "model_engine_server.inference.server",
-        "--model-id",
-        model_id,
-        "--hostname",
-        "127.0.0.1",
-        "--port",
-        "1",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
+    command = builtin_server_command(model_id, 1, "--cache-dir", str(tmp_path / "cache"))
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
 

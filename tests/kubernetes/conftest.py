@@ -132,51 +132,46 @@ def deployment_of(emulator: KubeEmulator, endpoint: ModelEndpoint) -> dict[str, 
     return obj
 
 
+def deployment_status(deployment: dict[str, Any], replicas: int, ready: int) -> dict[str, Any]:
+    """The status patch a Deployment controller writes: the current generation, ``ready`` of ``replicas`` up."""
+    return {
+        "status": {
+            "observedGeneration": deployment["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": replicas - ready or None,
+        }
+    }
+
+
+def pod_of(deployment: dict[str, Any], suffix: str, status: dict[str, Any]) -> dict[str, Any]:
+    """A pod of ``deployment`` (owned by it, with its labels and spec) in ``status``."""
+    name = deployment["metadata"]["name"]
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-{suffix}",
+            "labels": deployment["spec"]["template"]["metadata"]["labels"],
+            "ownerReferences": [owner],
+        },
+        "spec": deployment["spec"]["template"]["spec"],
+        "status": status,
+    }
+
+
 def roll_out(emulator: KubeEmulator, endpoint: ModelEndpoint, available: int | None = None) -> None:
     """The Deployment controller reports the current generation rolled out with ``available`` ready replicas."""
     deployment = deployment_of(emulator, endpoint)
     replicas = deployment["spec"]["replicas"]
     ready = replicas if available is None else available
     emulator.patch(
-        "apps",
-        "deployments",
-        NAMESPACE,
-        deployment["metadata"]["name"],
-        {
-            "status": {
-                "observedGeneration": deployment["metadata"]["generation"],
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": ready,
-                "availableReplicas": ready,
-                "unavailableReplicas": replicas - ready or None,
-            }
-        },
+        "apps", "deployments", NAMESPACE, deployment["metadata"]["name"], deployment_status(deployment, replicas, ready)
     )
 
 
 def add_pod(emulator: KubeEmulator, endpoint: ModelEndpoint, suffix: str, status: dict[str, Any]) -> None:
-    deployment = deployment_of(emulator, endpoint)
-    emulator.put(
-        "",
-        "pods",
-        NAMESPACE,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{deployment['metadata']['name']}-{suffix}",
-                "labels": deployment["spec"]["template"]["metadata"]["labels"],
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "name": deployment["metadata"]["name"],
-                        "uid": deployment["metadata"]["uid"],
-                    }
-                ],
-            },
-            "spec": deployment["spec"]["template"]["spec"],
-            "status": status,
-        },
-    )
+    emulator.put("", "pods", NAMESPACE, pod_of(deployment_of(emulator, endpoint), suffix, status))

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
 from model_engine_server.config import Settings
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import RunningGateway, loopback_settings, running_gateway
 
 
 @pytest.fixture
-def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
-    return loopback_settings(sqlite_template, tmp_path)
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
+    return loopback_settings(sqlite_url, tmp_path)
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
 from model_engine_server.domain.entities import EndpointStatus
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import BOB, RunningGateway
 from tests.openai_api.support import BEARER, CHAT, COMPLETIONS, post
 

@@ -7,19 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from benchmarks.instant_tgi import running_instant_tgi
-from model_engine_server.orchestration.local.processes import free_port
+from model_engine_server.testing.peers import run_peer_script
+from model_engine_server.testing.platform import running_builtin_server
+from model_engine_server.testing.tgi import running_instant_tgi
 from tests.api.completion_support import ALICE, BOB, RunningGateway
-from tests.peer_clients import run_peer_script
 
 pytestmark = pytest.mark.model
 
@@ -81,30 +78,10 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The built-in inference server with the bundled model, healthy."""
-    port = free_port()
-    command = [sys.executable, "-m", "model_engine_server.inference.server", "--model-id", "smollm2-135m"]
-    command += ["--port", str(port), "--hostname", "127.0.0.1", "--num-threads", "1"]
     log = tmp_path_factory.mktemp("model-server") / "server.log"
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while not _healthy(port):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+    with running_builtin_server(log, threads=1) as running:
+        running.wait_healthy()
+        yield running.url
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import RunningGateway, running_fake_openai, wait_until
 from tests.openai_api.support import BEARER, CHAT, COMPLETIONS, chat_text, decoded, post, stream_chunks
 

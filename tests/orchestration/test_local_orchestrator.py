@@ -1,4 +1,4 @@
-"""The local orchestrator with real processes: the controllable fake TGI server (see fake_tgi_server.py)."""
+"""The local orchestrator with real processes: the test kit's TGI server, controlled per start."""
 
 from __future__ import annotations
 

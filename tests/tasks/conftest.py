@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +28,7 @@ from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_start_time
 from model_engine_server.orchestration.local.state import DeploymentRecord, ReplicaRecord, StateFile
 from model_engine_server.tasks.worker import start_worker_process
+from model_engine_server.testing.platform import stop_process
 from tests.fakes import FakeResolver
 
 REDIS_URL = os.environ.get("LLM_ENGINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -68,11 +68,9 @@ def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def task_settings(broker: dict[str, str], sqlite_template: Path, tmp_path: Path) -> Settings:
-    registry = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, registry)
+def task_settings(broker: dict[str, str], sqlite_url: str, tmp_path: Path) -> Settings:
     return Settings(
-        database_url=f"sqlite+aiosqlite:///{registry}",
+        database_url=sqlite_url,
         data_dir=tmp_path / "data",
         auth_mode=AuthMode.OPEN,
         async_task_visibility_timeout_seconds=6,
@@ -100,13 +98,9 @@ class Workers:
     def stop_all(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                process.terminate()
+                process.terminate()  # all at once: they stop in parallel
         for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ Configure with ``LLM_ENGINE_BASE_PATH`` and ``SCALE_API_KEY`` (or ``llmengine.ap
 """
 
 from llmengine._core.retry import RetryPolicy
-from llmengine._transport import close_connections
+from llmengine._transport import aclose_connections, close_connections
 from llmengine._version import __version__
 from llmengine.chat_completion import AsyncChatCompletionStream, ChatCompletion, ChatCompletionStream
 from llmengine.chat_types import ChatCompletionChunk, ChatCompletionResponse
@@ -97,5 +97,6 @@ __all__ = [
     "UpdateLLMEndpointRequest",
     "UpdateLLMEndpointResponse",
     "__version__",
+    "aclose_connections",
     "close_connections",
 ]

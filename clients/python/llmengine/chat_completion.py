@@ -11,9 +11,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
-from types import TracebackType
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Generator, Mapping
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import pydantic
 
@@ -21,14 +20,17 @@ from llmengine import _transport
 from llmengine._constants import COMPLETION_TIMEOUT
 from llmengine._core.request_specs import RequestSpec, resolve_model
 from llmengine._core.responses import parse_body
+from llmengine._faces import public_method
 from llmengine.chat_types import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 from llmengine.errors import MalformedResponseError, ServerError, ValidationError
+from llmengine.streaming import AsyncEventStream, EventStream
 
 CHAT_COMPLETIONS_PATH = "v2/chat/completions"
+R_co = TypeVar("R_co", covariant=True)
 
 
 def _request(arguments: dict[str, Any]) -> RequestSpec:
-    """The request from a public method's arguments (its ``locals()`` on entry), validated before sending."""
+    """The request from a call's arguments (every parameter by name), validated before sending."""
     fields = {name: arguments[name] for name in ChatCompletionRequest.model_fields if name in arguments}
     fields.update(arguments["kwargs"])
     fields["model"] = resolve_model(arguments["model"], arguments["model_name"])
@@ -37,8 +39,47 @@ def _request(arguments: dict[str, Any]) -> RequestSpec:
     except pydantic.ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ValidationError(f"invalid chat completion request: {problems}") from None
+    if arguments["stream"]:
+        body.update(stream=True, stream_options={"include_usage": True})
     headers: Mapping[str, str] = arguments["request_headers"] or {}
     return RequestSpec("POST", CHAT_COMPLETIONS_PATH, arguments["timeout"], json=body, headers=dict(headers))
+
+
+class ChatCall(Protocol[R_co]):
+    """The parameters of ``ChatCompletion.create`` (``R_co``: response or stream) and ``acreate`` (awaitables)."""
+
+    def __call__(
+        self,
+        model: str | None = None,
+        messages: list[dict[str, Any]] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        timeout: float = COMPLETION_TIMEOUT,
+        stream: bool = False,
+        request_headers: dict[str, str] | None = None,
+        *,
+        model_name: str | None = None,
+        **kwargs: Any,
+    ) -> R_co: ...
+
+
+def _create(spec: RequestSpec) -> ChatCompletionResponse | ChatCompletionStream:
+    """A ``ChatCompletionResponse``; with ``stream=True`` a ``ChatCompletionStream`` of ``ChatCompletionChunk``."""
+    if spec.json.get("stream"):
+        return ChatCompletionStream(_transport.stream_events(spec))
+    return parse_body(_transport.request(spec), ChatCompletionResponse)
+
+
+async def _acreate(spec: RequestSpec) -> ChatCompletionResponse | AsyncChatCompletionStream:
+    """The async twin of ``create``; with ``stream=True`` it returns an ``AsyncChatCompletionStream``."""
+    if spec.json.get("stream"):
+        return AsyncChatCompletionStream(_transport.astream_events(spec))
+    return parse_body(await _transport.arequest(spec), ChatCompletionResponse)
 
 
 def parse_chunk(data: str) -> ChatCompletionChunk | None:
@@ -54,130 +95,27 @@ def parse_chunk(data: str) -> ChatCompletionChunk | None:
     return chunk
 
 
+_AsyncReply: TypeAlias = "Awaitable[ChatCompletionResponse | AsyncChatCompletionStream]"  # streams are below
+
+
 class ChatCompletion:
     """Chat completions from a model endpoint. ``model`` names the endpoint (``model_name`` is an alias);
     ``messages`` are ``{"role", "content"}`` dicts (system, user, assistant, tool). Sampling arguments follow
     OpenAI's API (``max_tokens``, ``temperature`` 0–2, ``top_p``, ``stop``, ``seed``, penalties); others, such as
     vLLM's ``top_k``, go as keyword arguments. ``timeout`` bounds the wait (for streams, for each chunk)."""
 
-    @classmethod
-    def create(
-        cls,
-        model: str | None = None,
-        messages: list[dict[str, Any]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: str | list[str] | None = None,
-        seed: int | None = None,
-        presence_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        timeout: float = COMPLETION_TIMEOUT,
-        stream: bool = False,
-        request_headers: dict[str, str] | None = None,
-        *,
-        model_name: str | None = None,
-        **kwargs: Any,
-    ) -> ChatCompletionResponse | ChatCompletionStream:
-        """A ``ChatCompletionResponse``; with ``stream=True`` a ``ChatCompletionStream`` of ``ChatCompletionChunk``."""
-        spec = _request(locals())
-        if stream:
-            return ChatCompletionStream(_transport.stream_events(_streamed(spec)))
-        return parse_body(_transport.request(spec), ChatCompletionResponse)
-
-    @classmethod
-    async def acreate(
-        cls,
-        model: str | None = None,
-        messages: list[dict[str, Any]] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: str | list[str] | None = None,
-        seed: int | None = None,
-        presence_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        timeout: float = COMPLETION_TIMEOUT,
-        stream: bool = False,
-        request_headers: dict[str, str] | None = None,
-        *,
-        model_name: str | None = None,
-        **kwargs: Any,
-    ) -> ChatCompletionResponse | AsyncChatCompletionStream:
-        """The async twin of ``create``; with ``stream=True`` it returns an ``AsyncChatCompletionStream``."""
-        spec = _request(locals())
-        if stream:
-            return AsyncChatCompletionStream(_transport.astream_events(_streamed(spec)))
-        return parse_body(await _transport.arequest(spec), ChatCompletionResponse)
+    create: ChatCall[ChatCompletionResponse | ChatCompletionStream] = public_method(ChatCall, _request, _create)
+    acreate: ChatCall[_AsyncReply] = public_method(ChatCall, _request, _acreate)
 
 
-def _streamed(spec: RequestSpec) -> RequestSpec:
-    body = {**spec.json, "stream": True, "stream_options": {"include_usage": True}}
-    return RequestSpec(spec.method, spec.path, spec.timeout, json=body, headers=spec.headers)
-
-
-def _chunks(events: Generator[str, None, None]) -> Generator[ChatCompletionChunk, None, None]:
-    try:
-        for data in events:
-            chunk = parse_chunk(data)
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        events.close()
-
-
-async def _achunks(events: AsyncGenerator[str, None]) -> AsyncGenerator[ChatCompletionChunk, None]:
-    try:
-        async for data in events:
-            chunk = parse_chunk(data)
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        await events.aclose()
-
-
-class ChatCompletionStream(Iterator[ChatCompletionChunk]):
+class ChatCompletionStream(EventStream[ChatCompletionChunk]):
     """Chunks as they are generated; the last carries ``usage``. Closing it (or leaving a ``with`` block) closes the
     connection, which stops the generation."""
 
     def __init__(self, events: Generator[str, None, None]) -> None:
-        self._chunks = _chunks(events)
-
-    def __iter__(self) -> ChatCompletionStream:
-        return self
-
-    def __next__(self) -> ChatCompletionChunk:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        self._chunks.close()
-
-    def __enter__(self) -> ChatCompletionStream:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        super().__init__(events, parse_chunk)
 
 
-class AsyncChatCompletionStream(AsyncIterator[ChatCompletionChunk]):
+class AsyncChatCompletionStream(AsyncEventStream[ChatCompletionChunk]):
     def __init__(self, events: AsyncGenerator[str, None]) -> None:
-        self._chunks = _achunks(events)
-
-    def __aiter__(self) -> AsyncChatCompletionStream:
-        return self
-
-    async def __anext__(self) -> ChatCompletionChunk:
-        return await self._chunks.__anext__()
-
-    async def aclose(self) -> None:
-        await self._chunks.aclose()
-
-    async def __aenter__(self) -> AsyncChatCompletionStream:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+        super().__init__(events, parse_chunk)

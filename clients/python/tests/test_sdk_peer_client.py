@@ -15,9 +15,9 @@ import pytest
 from llmengine import LLMInferenceFramework, Model, ModelEndpointStatus, api_engine
 from llmengine.errors import NotFoundError
 from sdk_inprocess_gateway import BackgroundGateway
-from sdk_platform import Platform
 
-from tests.peer_clients import run_peer_script
+from model_engine_server.testing.peers import run_peer_script
+from model_engine_server.testing.platform import Platform
 
 PEER_SCRIPT = """
 import json, os

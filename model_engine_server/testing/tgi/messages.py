@@ -1,4 +1,4 @@
-"""TGI's OpenAI routes for the instant server (``benchmarks/instant_tgi.py``): ``POST /v1/chat/completions`` (the
+"""TGI's OpenAI routes for the instant server (``testing/tgi/server.py``): ``POST /v1/chat/completions`` (the
 Messages API) and ``POST /v1/completions``, in TGI's shapes — an empty ``id``, ``role`` in every delta, ``"usage":
 null`` until a usage-only chunk (when ``stream_options.include_usage``), then ``[DONE]``; errors as TGI writes them."""
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from benchmarks.instant_tgi import InstantTgiServer
+    from model_engine_server.testing.tgi.server import InstantTgiServer
 
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
 

@@ -1,10 +1,10 @@
 """A tiny text-generation-inference (TGI) protocol server that answers instantly.
 
 It stands in for a model server wherever the model itself is beside the point: the gateway-overhead benchmark (so
-the gateway's own cost is visible), the async-task benchmark, and the gateway's tests. It speaks TGI's HTTP protocol
-(``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``, and TGI's OpenAI routes from
-``instant_tgi_messages.py``), validates parameters the way TGI
-does (so a wrong mapping shows up as a 422), and generates deterministic text:
+the gateway's own cost is visible), the async-task benchmark, the gateway's and the SDK's tests. It speaks TGI's
+HTTP protocol (``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``, and TGI's OpenAI routes
+from ``messages.py``), validates parameters the way TGI does (so a wrong mapping shows up as a 422), and generates
+deterministic text:
 
 - tokens are words of ``VOCABULARY`` in order, each preceded by a space; token i has log-prob ``-(i % 4 + 1) / 4``;
 - a prompt counts one token per whitespace-separated word;
@@ -17,23 +17,24 @@ stream sends that many tokens and then TGI's in-band error event), ``max_concurr
 
 It is written on asyncio and httptools directly, because a framework would cost more than the gateway it measures.
 
-    python -m benchmarks.instant_tgi --port 0    # prints "listening on http://127.0.0.1:<port>"
+Run it in-process with ``running_instant_tgi(...)``, or as a process with
+``python -m model_engine_server.testing.tgi`` (see there).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httptools
 import orjson
 
-from benchmarks.instant_tgi_messages import OPENAI_PATHS as _OPENAI_PATHS
-from benchmarks.instant_tgi_messages import messages_api_answer, messages_api_problem
+from model_engine_server.testing.serving import serving
+from model_engine_server.testing.tgi.messages import OPENAI_PATHS as _OPENAI_PATHS
+from model_engine_server.testing.tgi.messages import messages_api_answer, messages_api_problem
 
 VOCABULARY = tuple("the quick brown fox jumps over a lazy dog while seven wizards quietly hex bright zebras".split())
 EOS_TEXT = "</s>"
@@ -49,6 +50,8 @@ class InstantTgiServer:
     eos_after: int | None = None
     max_concurrent: int | None = None
     max_total_tokens: int = 4096
+    model_id: str = "instant-tgi"
+    ready_at: float = 0.0  # time.monotonic() before which /health answers 503, like TGI loading a model
     record: bool = False
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     cancelled: int = 0
@@ -174,7 +177,7 @@ class InstantTgiServer:
 
     def info(self) -> dict[str, Any]:
         return {
-            "model_id": "instant-tgi",
+            "model_id": self.model_id,
             "model_dtype": "none",
             "model_device_type": "cpu",
             "max_concurrent_requests": self.max_concurrent or 128,
@@ -311,7 +314,8 @@ class _Connection(asyncio.Protocol):
     def _handle(self, method: str, path: str, raw: bytes) -> None:
         server = self._server
         if method == "GET" and path == "/health":
-            self._write(_response(200, b""))
+            loading = time.monotonic() < server.ready_at
+            self._write(_response(503, b'{"error":"loading"}') if loading else _response(200, b""))
             return
         if method == "GET" and path == "/info":
             self._write(_response(200, orjson.dumps(server.info())))
@@ -392,45 +396,6 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
-@contextlib.asynccontextmanager
-async def running_instant_tgi(**options: Any) -> AsyncIterator[InstantTgiServer]:
+def running_instant_tgi(**options: Any) -> contextlib.AbstractAsyncContextManager[InstantTgiServer]:
     """``async with running_instant_tgi(token_delay=0.01) as server: ... server.url ...``"""
-    server = InstantTgiServer(**options)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
-    parser.add_argument("--fail-after", type=int, default=None, help="streams fail after this many tokens")
-    parser.add_argument("--eos-after", type=int, default=None, help="end with </s> after this many tokens")
-    args = parser.parse_args(argv)
-
-    async def serve() -> None:
-        server = InstantTgiServer(
-            host=args.host,
-            port=args.port,
-            token_delay=args.token_delay,
-            fail_after=args.fail_after,
-            eos_after=args.eos_after,
-        )
-        await server.start()
-        print(f"listening on {server.url}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        import uvloop
-
-        uvloop.run(serve())
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()
+    return serving(InstantTgiServer(**options))
