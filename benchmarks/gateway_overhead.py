@@ -8,7 +8,7 @@ keep-alive HTTP/1.1 client on asyncio + httptools, so the load generator costs a
 
 Reported: added latency p50/p99 (sync, at concurrency 1), added time to first token (stream, concurrency 1), the
 same two for the OpenAI-compatible chat route (``/v1/chat/completions``, sync and streamed, against the engine's own
-chat route) with its ratio to the native route's added latency,
+chat route) with its ratio to the native route's added latency — each the median over three interleaved rounds —,
 gateway requests/s at concurrency 1, 8, 32 and 128 (with the direct and nginx figures from the same run), errors,
 and the gateway/nginx ratio of added latency. Results go to ``benchmarks/results/gateway_overhead.json``.
 
@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ TIMING_RESOLUTION_MS = 0.01
 TARGETS = {"p50_added_ms": 2.0, "sync_rps_at_32": 800.0, "openai_to_native_added_ratio": 1.2}
 CHAT_MESSAGES = [{"role": "user", "content": PROMPT}]
 KINDS = ("sync", "stream", "chat", "chat_stream")  # native sync and stream; OpenAI chat, whole and streamed
+LATENCY_ROUNDS = 3  # c=1 latency runs interleave every kind, once per round
 
 
 # --- the load generator (runs in its own process) --------------------------------------------------------------
@@ -382,10 +384,13 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
         targets = {"direct": engine_url, "gateway": gateway_url}
         if nginx_url is not None:
             targets["nginx"] = nginx_url
-        for kind in KINDS:
-            for target, url in targets.items():
-                print(f"  latency    {kind:6} {target:8} c=1 ...", flush=True)
-                runs.append(_run_load(target, url, kind, 1, latency_requests, auth_mode))
+        # Rounds interleave every kind, so a burst of load from elsewhere on the machine hits one round of each
+        # rather than all of one kind; each figure is the median of its rounds.
+        for round_number in range(LATENCY_ROUNDS):
+            for kind in KINDS:
+                for target, url in targets.items():
+                    print(f"  latency    {kind:11} {target:8} c=1 round {round_number + 1} ...", flush=True)
+                    runs.append(_run_load(target, url, kind, 1, latency_requests // LATENCY_ROUNDS, auth_mode))
         for concurrency in CONCURRENCIES[1:]:
             for target, url in targets.items():
                 print(f"  throughput sync   {target:8} c={concurrency} ...", flush=True)
@@ -395,8 +400,11 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
 
 def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
     def added(target: str, kind: str, field: str) -> float | None:
-        run, base = _find(runs, target, kind, 1), _find(runs, "direct", kind, 1)
-        return getattr(run, field) - getattr(base, field) if run and base else None
+        """The median over rounds of what ``target`` added to the direct run of the same round."""
+        measured = [r for r in runs if (r.target, r.kind, r.concurrency) == (target, kind, 1)]
+        bases = [r for r in runs if (r.target, r.kind, r.concurrency) == ("direct", kind, 1)]
+        differences = [getattr(run, field) - getattr(base, field) for run, base in zip(measured, bases, strict=False)]
+        return statistics.median(differences) if differences else None
 
     summary: dict[str, Any] = {
         "gateway_added_sync_p50_ms": added("gateway", "sync", "p50_ms"),

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from llmengine import Completion
 from llmengine.errors import BadRequestError
-from tests.peer_clients import run_peer_script
 
 from integration_tests.support import MODEL, REPO_ROOT, Platform, VllmEndpoint, greedy
 from model_engine_server.inference.model_loading import resolve_model
+from model_engine_server.testing.peers import run_peer_script
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
+from model_engine_server.orchestration import events
 
 
 class FakeOrchestrator:
@@ -32,11 +33,7 @@ class FakeOrchestrator:
         return self.observed.get(endpoint.name, ObservedState(status=EndpointStatus.UPDATE_IN_PROGRESS))
 
     async def wait_for_change(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return
-        self._changed.clear()
+        await events.wait_for_change(self._changed, timeout)
 
     def notify(self) -> None:
         self._changed.set()

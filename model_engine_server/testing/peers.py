@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REQUIREMENTS = Path(__file__).with_name("peer-requirements.txt")
-PEER_VENV = Path(__file__).resolve().parent.parent / ".venv-peers"
+PEER_VENV = Path(__file__).resolve().parents[2] / ".venv-peers"  # at the repository root, where `make peers` builds it
 STAMP = PEER_VENV / "requirements.txt"  # the requirements it was built from
 
 

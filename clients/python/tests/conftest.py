@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
     from model_engine_server.testing.platform import Platform
 
+# The parent first: find_spec of a submodule raises when its package is missing.
 _PLATFORM_AVAILABLE = all(
-    importlib.util.find_spec(name) for name in ("model_engine_server.testing", "model_engine_server")
+    importlib.util.find_spec(name) for name in ("model_engine_server", "model_engine_server.testing")
 )
 _PLATFORM_TESTS = [
     "sdk_async_worker.py",

@@ -22,6 +22,7 @@ from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.domain.exceptions import OrchestrationError
 from model_engine_server.domain.model_zoo import ModelZoo
+from model_engine_server.orchestration import events
 from model_engine_server.orchestration.kubernetes import manifests, naming, status
 from model_engine_server.orchestration.kubernetes.cache import ObjectCache
 from model_engine_server.orchestration.kubernetes.client import (
@@ -196,11 +197,7 @@ class KubernetesOrchestrator:
         return None
 
     async def wait_for_change(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return
-        self._changed.clear()
+        await events.wait_for_change(self._changed, timeout)
 
     def _notify_from_thread(self) -> None:
         loop = self._loop

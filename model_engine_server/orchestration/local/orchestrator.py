@@ -26,6 +26,8 @@ import httpx
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.domain.model_zoo import ModelZoo
+from model_engine_server.orchestration import events
+from model_engine_server.orchestration.events import wait_event
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.launch import LaunchSpec, build_launch_spec
 from model_engine_server.orchestration.local.policy import SupervisionPolicy
@@ -40,12 +42,7 @@ from model_engine_server.orchestration.local.replicas import (
     deployment_record,
 )
 from model_engine_server.orchestration.local.state import StateFile
-from model_engine_server.orchestration.local.supervisor import (
-    ProcessStartError,
-    start_process,
-    stop_process_group,
-    wait_event,
-)
+from model_engine_server.orchestration.local.supervisor import ProcessStartError, start_process, stop_process_group
 from model_engine_server.orchestration.local.watcher import ReplicaWatcher
 
 log = logging.getLogger(__name__)
@@ -161,8 +158,7 @@ class LocalOrchestrator:
         return [r.base_url for r in [*d.current.values(), *d.previous] if r.phase is ReplicaPhase.READY]
 
     async def wait_for_change(self, timeout: float) -> None:
-        await wait_event(self._changed, timeout)
-        self._changed.clear()
+        await events.wait_for_change(self._changed, timeout)
 
     # --- read-only views -------------------------------------------------------------------------------------------
 

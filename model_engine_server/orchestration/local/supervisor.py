@@ -7,7 +7,6 @@ Shared by the local orchestrator (inference-server replicas) and ``model-engine 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -19,18 +18,6 @@ from model_engine_server.orchestration.local.processes import group_alive, signa
 log = logging.getLogger(__name__)
 
 _GROUP_EXIT_SECONDS = 5.0  # SIGKILLed processes vanish within milliseconds; this bounds a stuck kernel
-
-
-async def wait_event(event: asyncio.Event, timeout: float) -> bool:
-    """Wait for ``event`` at most ``timeout`` seconds; whether it was set.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that races with the event, which would
-    leave a cancelled supervisor running forever.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await event.wait()
-    return event.is_set()
 
 
 class ProcessStartError(Exception):

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import httpx
 
+from model_engine_server.orchestration.events import wait_event
 from model_engine_server.orchestration.local.policy import SupervisionPolicy
 from model_engine_server.orchestration.local.processes import process_alive
 from model_engine_server.orchestration.local.replicas import Replica, ReplicaPhase
-from model_engine_server.orchestration.local.supervisor import wait_event
 
 log = logging.getLogger(__name__)
 
