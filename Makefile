@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast docs peers engines lint typecheck check benchmarks clean
+.PHONY: run test test-fast docs peers engines lint typecheck check benchmarks soak clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,29 @@ benchmarks: $(STAMP)
 	$(BIN)/python -m benchmarks.gateway_overhead
 	$(BIN)/python -m benchmarks.async_tasks
 	$(BIN)/python -m benchmarks.engines
+	$(BIN)/python -m benchmarks.load
+
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.load --soak-minutes 30
 
 clean:
 	rm -rf $(VENV) $(PEERS) site .mypy_cache .ruff_cache .pytest_cache
+
+# --- container images (podman; docs/kubernetes.md) ----------------------------------------------------------------------
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTROL_PLANE_IMAGE ?= ghcr.io/llm-engine/model-engine:$(VERSION)
+ENGINE_IMAGE ?= ghcr.io/llm-engine/model-engine-inference:$(VERSION)
+IMAGE_ENV = CONTROL_PLANE_IMAGE=$(CONTROL_PLANE_IMAGE) ENGINE_IMAGE=$(ENGINE_IMAGE) VERSION=$(VERSION)
+
+.PHONY: images image-archives image-refs
+
+## Build the control-plane and the CPU engine image (installs podman if missing; layers are cached between runs).
+images:
+	$(IMAGE_ENV) images/build.sh build
+
+## The same, then save both as OCI archives in build/images/ (for `kind load image-archive`, `skopeo copy`).
+image-archives:
+	$(IMAGE_ENV) images/build.sh archives
+
+image-refs:
+	@echo $(CONTROL_PLANE_IMAGE) $(ENGINE_IMAGE)

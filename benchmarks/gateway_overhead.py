@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import httptools
 
+from benchmarks.gateway_process import serve_gateway
 from benchmarks.support import percentile, spawn_listening
 from model_engine_server.testing.platform import stop_process
 
@@ -178,53 +179,10 @@ def _load_main(spec_json: str) -> None:
 # --- processes under test ---------------------------------------------------------------------------------------
 
 
-class StaticResolver:
-    """The benchmark's upstream resolver: every endpoint is routed to the given inference server."""
-
-    def __init__(self, upstream: str) -> None:
-        self._upstream = upstream
-
-    async def upstreams(self, _endpoint: Any) -> list[str]:
-        return [self._upstream]
-
-
 def _gateway_main(upstream: str, data_dir: str, auth_mode: str) -> None:
-    """Run the real gateway app (as ``model-engine serve`` would) with one READY endpoint routed to ``upstream``."""
-    import socket
-
-    import uvicorn
-
-    from model_engine_server.api.app import create_app
-    from model_engine_server.config import AuthMode, Settings
-    from model_engine_server.db.migrate import upgrade
-    from model_engine_server.db.repositories import EndpointRegistry
-    from model_engine_server.db.session import create_engine, create_session_factory
-    from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ObservedState
-
-    settings = Settings(
-        data_dir=Path(data_dir), auth_mode=AuthMode(auth_mode), bootstrap_api_key=STORED_KEY, bootstrap_owner=OWNER_KEY
+    serve_gateway(
+        upstream, Path(data_dir), ENDPOINT, auth_mode, bootstrap_api_key=STORED_KEY, bootstrap_owner=OWNER_KEY
     )
-    upgrade(settings.database_url)
-
-    async def register() -> None:
-        engine = create_engine(settings.database_url)
-        registry = EndpointRegistry(create_session_factory(engine))
-        endpoint = await registry.create(
-            owner=OWNER_KEY, name=ENDPOINT, config=EndpointConfig(model_name="smollm2-135m")
-        )
-        await registry.record_observed(endpoint.id, endpoint.revision, ObservedState(EndpointStatus.READY, 1))
-        await engine.dispose()
-
-    asyncio.run(register())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(settings, resolver=StaticResolver(upstream))
-    config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="on", backlog=4096
-    )
-    server = uvicorn.Server(config)
-    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    server.run(sockets=[sock])
 
 
 NGINX_CONF = """
@@ -311,7 +269,7 @@ def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str,
     if kind.startswith("chat"):
         chat: dict[str, Any] = {"model": ENDPOINT, "messages": CHAT_MESSAGES, "max_tokens": MAX_NEW_TOKENS}
         chat |= {"temperature": 0.0, "stream": kind == "chat_stream"}
-        if target == "gateway":
+        if target.startswith("gateway"):
             return OpenAiKind.CHAT.path, chat, {"authorization": f"Bearer {key}"}
         engine = openai_engine_for(InferenceFramework.TEXT_GENERATION_INFERENCE)
         return (
@@ -319,7 +277,7 @@ def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str,
             engine.request_bodies(OpenAiKind.CHAT, chat, EndpointConfig(model_name="smollm2-135m"))[0],
             {},
         )
-    if target == "gateway":
+    if target.startswith("gateway"):
         path = f"/v1/llm/completions-{kind}?model_endpoint_name={ENDPOINT}"
         return path, {"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0}, {"x-api-key": key}
     request = CompletionRequest(prompt=PROMPT, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
@@ -380,8 +338,13 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
             [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp, auth_mode]
         )
         processes.callback(stop_process, gateway)
-        nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         targets = {"direct": engine_url, "gateway": gateway_url}
+        if auth_mode == "keys":  # the baseline: the same gateway in open mode, measured in this run
+            baseline, targets["gateway_open"] = spawn_listening(
+                [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp + "/o", "open"]
+            )
+            processes.callback(stop_process, baseline)
+        nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         if nginx_url is not None:
             targets["nginx"] = nginx_url
         # Rounds interleave every kind, so a burst of load from elsewhere on the machine hits one round of each
@@ -390,11 +353,13 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
             for kind in KINDS:
                 for target, url in targets.items():
                     print(f"  latency    {kind:11} {target:8} c=1 round {round_number + 1} ...", flush=True)
-                    runs.append(_run_load(target, url, kind, 1, latency_requests // LATENCY_ROUNDS, auth_mode))
+                    mode = "open" if target == "gateway_open" else auth_mode
+                    runs.append(_run_load(target, url, kind, 1, latency_requests // LATENCY_ROUNDS, mode))
         for concurrency in CONCURRENCIES[1:]:
             for target, url in targets.items():
                 print(f"  throughput sync   {target:8} c={concurrency} ...", flush=True)
-                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, auth_mode))
+                mode = "open" if target == "gateway_open" else auth_mode
+                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, mode))
     return _summarise(runs, quick) | {"auth_mode": auth_mode}
 
 
@@ -421,6 +386,12 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         "gateway_sync_rps": {c: run.rps for c in CONCURRENCIES if (run := _find(runs, "gateway", "sync", c))},
         "errors": sum(run.errors for run in runs),
     }
+    if any(run.target == "gateway_open" for run in runs):  # --auth-mode keys: keys mode's req/s over open mode's
+        summary["keys_to_open_rps_ratio"] = {
+            c: keyed.rps / run.rps
+            for c in CONCURRENCIES
+            if (run := _find(runs, "gateway_open", "sync", c)) and (keyed := _find(runs, "gateway", "sync", c))
+        }
     nginx_p50 = summary["nginx_added_sync_p50_ms"]
     if nginx_p50 is not None:
         # nginx often adds less than the two runs' noise (even "negative" time); divide by the resolution instead,
@@ -440,6 +411,8 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         "openai_added_within_1_2x_native": summary["openai_to_native_added_p50_ratio"]
         <= TARGETS["openai_to_native_added_ratio"],
     }
+    if "keys_to_open_rps_ratio" in summary:
+        summary["targets_met"]["keys_within_10pct_of_open_at_32"] = summary["keys_to_open_rps_ratio"][32] >= 0.9
     return {
         "benchmark": "gateway_overhead",
         "quick": quick,

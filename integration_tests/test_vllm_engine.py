@@ -127,7 +127,7 @@ def test_openai_sdk_through_the_gateway_gets_vllms_answers(vllm_endpoint: VllmEn
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)
 
-    native = greedy(vllm_endpoint.name, PROMPTS[0], max_new_tokens=16)  # the same request through the llm-engine route
+    native = greedy(vllm_endpoint.name, PROMPTS[0], max_new_tokens=16)  # the same request, llm-engine route
     assert native.output is not None
     assert out["text"] == out["streamed"] == native.output.text
     assert out["usage"]["completion_tokens"] == 16 and out["model"] == vllm_endpoint.name

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from model_engine_server import __version__
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
+from model_engine_server.domain.tenancy import TenantLimits
 
 ENV_PREFIX = "LLM_ENGINE_"
 
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
     upstream_read_timeout_seconds: float = 600.0
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)  # ": ping" comments on quiet completion streams
     async_task_result_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    # Request limits (api/limits.py): larger bodies get 413, slower bodies 408, larger headers 431, queries 414.
+    max_request_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_request_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_query_string_bytes: int = Field(default=8 * 1024, ge=256)
     # Async workers (`model-engine worker`): a task held by a worker that stopped renewing its lease (killed, lost
     # its network) goes back to the queue after this long. Running tasks renew every third of it, so it does not
     # bound how long a generation may take.
@@ -86,6 +92,23 @@ class Settings(BaseSettings):
     broker_key_prefix: str = ""  # Redis only: prefix of every broker and result key (several installs, one Redis)
     embedded_broker_polling_seconds: float = Field(default=0.05, gt=0, le=5)  # SQLite broker: idle poll interval
     demo_model: str = "smollm2-135m"  # created by `model-engine serve` when absent; "" disables it
+
+    # --- tenants (docs/tenancy.md) -------------------------------------------------------------------------------
+    # Defaults for every tenant; 0 = unlimited. `model-engine tenants set-limits` / PUT /v1/tenants/{t}/limits
+    # override them per tenant.
+    tenant_requests_per_minute: int = Field(default=0, ge=0)
+    tenant_tokens_per_minute: int = Field(default=0, ge=0)  # generated tokens
+    tenant_max_concurrent_requests: int = Field(default=0, ge=0)
+    tenant_max_endpoints: int = Field(default=0, ge=0)
+    tenant_max_jobs: int = Field(default=0, ge=0)  # concurrent batch and fine-tune jobs
+    # Rate-limit counters shared by gateway replicas; "" = follow broker_url when it is Redis, else process memory.
+    rate_limit_redis_url: str = ""
+    api_key_cache_seconds: float = Field(default=30.0, ge=0)  # safety net; revocations are pushed within a second
+    # Requests an endpoint takes at once from this gateway: ready replicas x per_worker x this; more wait in a
+    # queue served fairly across tenants. 0 = no gateway queue (the engines queue first come, first served).
+    fair_queue_overcommit: float = Field(default=2.0, ge=0)
+    fair_queueing: bool = True  # false: the gateway queue is first come, first served
+    usage_flush_seconds: float = Field(default=5.0, gt=0)
 
     # --- the orchestrator ----------------------------------------------------------------------------------------
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
@@ -109,7 +132,7 @@ class Settings(BaseSettings):
     kubernetes_service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:80"
     tgi_image_repository: str = "ghcr.io/huggingface/text-generation-inference"
     vllm_image_repository: str = "vllm/vllm-openai"
-    builtin_image_repository: str = "ghcr.io/llm-engine/model-engine"
+    builtin_image_repository: str = "ghcr.io/llm-engine/model-engine-inference"
     builtin_image_tag: str = __version__  # the built-in server image is released with the platform
     # Endpoints with gpus == 0 run the built-in server (a TGI and OpenAI peer) instead of the CUDA-only engine images.
     kubernetes_builtin_engine_without_gpus: bool = True
@@ -146,6 +169,8 @@ class Settings(BaseSettings):
                 self.result_backend_url = self.broker_url
             else:
                 self.result_backend_url = f"db+sqlite:///{self.data_dir / 'results.db'}"
+        if not self.rate_limit_redis_url and self.broker_url.startswith(("redis://", "rediss://")):
+            self.rate_limit_redis_url = self.broker_url
         if self.model_cache_dir is None:
             self.model_cache_dir = self.data_dir / "models"
         return self
@@ -163,6 +188,16 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         assert self.model_cache_dir is not None  # filled in by the validator
         return self.model_cache_dir
+
+    def tenant_limits(self) -> TenantLimits:
+        """Every tenant's default limits (a tenant's own overrides replace them one by one)."""
+        return TenantLimits(
+            requests_per_minute=self.tenant_requests_per_minute,
+            tokens_per_minute=self.tenant_tokens_per_minute,
+            max_concurrent_requests=self.tenant_max_concurrent_requests,
+            max_endpoints=self.tenant_max_endpoints,
+            max_jobs=self.tenant_max_jobs,
+        )
 
     def model_zoo(self) -> ModelZoo:
         """The default zoo with ``model_zoo_overrides`` applied: an override replaces the entry of the same name."""

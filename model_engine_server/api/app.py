@@ -11,7 +11,9 @@ from fastapi import FastAPI
 from model_engine_server import __version__
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
-from model_engine_server.api.routes import async_tasks, completions, endpoints, health, openai
+from model_engine_server.api.limits import Limits, RequestLimits
+from model_engine_server.api.openapi import install_openapi
+from model_engine_server.api.routes import api_keys, async_tasks, completions, endpoints, health, openai, tenants
 from model_engine_server.config import Settings
 from model_engine_server.db.registry import Registry
 from model_engine_server.domain.admission import Admission
@@ -21,6 +23,7 @@ from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import create_celery_app
 from model_engine_server.tasks.client import AsyncTaskQueue
+from model_engine_server.tenancy.services import Tenancy
 
 
 def _no_op() -> None:
@@ -43,10 +46,12 @@ def create_app(
         registry = Registry(settings.database_url)
         if settings.bootstrap_api_key is not None:
             key = settings.bootstrap_api_key.get_secret_value()
-            await registry.keys.store(key, settings.bootstrap_owner, "bootstrap")
+            await registry.keys.store(key, settings.bootstrap_owner, "bootstrap", admin=True)
+        tenancy = Tenancy.build(settings, registry)
+        await tenancy.start()
         model_zoo = zoo or settings.model_zoo()
-        # One admission path (one endpoint cache) for sync, stream and async submit.
-        admission = Admission(registry.endpoints, resolver, model_zoo)
+        # One admission path (one endpoint cache, the tenants' token budgets) for sync, stream and async submit.
+        admission = Admission(registry.endpoints, resolver, model_zoo, check_tenant=tenancy.limiter.check_tokens)
         # Async completions: a Celery app (no connection until the first submit) over the task records.
         task_queue = AsyncTaskQueue(
             create_celery_app(settings),
@@ -57,20 +62,22 @@ def create_app(
         app.state.services = Services(
             settings=settings,
             endpoints=registry.endpoints,
-            keys=registry.keys,
+            keys=tenancy.keys,  # key checks at cache speed
             tasks=registry.tasks,
             zoo=model_zoo,
             on_registry_change=on_registry_change,
             async_tasks=task_queue,
             health={"database": registry, "broker": task_queue},
+            tenancy=tenancy,
         )
         # One pooled client for every inference server this process talks to.
         upstream = UpstreamClient.from_settings(settings)
-        app.state.completions = CompletionDispatcher(admission, upstream)
+        app.state.completions = CompletionDispatcher(admission, upstream, tenancy.gate)
         try:
             yield
         finally:
             await upstream.aclose()
+            await tenancy.close()
             task_queue.close()
             await registry.close()
 
@@ -81,9 +88,13 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, limits=Limits.of(settings))
     app.include_router(health.router)
     app.include_router(endpoints.router)
     app.include_router(completions.router)
     app.include_router(async_tasks.router)
     app.include_router(openai.router)
+    app.include_router(api_keys.router)
+    app.include_router(tenants.router)
+    install_openapi(app)  # built on first request, so it covers every router included here
     return app

@@ -9,13 +9,15 @@ never meet, because this class only wraps the OpenAI routes.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import orjson
-from fastapi import HTTPException, Request, Response
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException  # FastAPI raises Starlette's own (e.g. a body it cannot parse)
 
 from model_engine_server.api.errors import status_for
 from model_engine_server.domain.exceptions import (
@@ -23,6 +25,7 @@ from model_engine_server.domain.exceptions import (
     EndpointDeletingError,
     EndpointNotFoundError,
     InvalidRequestError,
+    RateLimitExceededError,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,10 @@ def domain_error_response(exc: DomainError) -> Response:
         return openai_error(404, message, param="model", code="model_not_found")
     if isinstance(exc, EndpointDeletingError):
         return openai_error(404, exc.message, param="model", code="model_not_found")
+    if isinstance(exc, RateLimitExceededError):  # OpenAI clients back off for Retry-After
+        response = openai_error(status, exc.message)
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        return response
     return openai_error(status, exc.message, param=exc.param if isinstance(exc, InvalidRequestError) else None)
 
 

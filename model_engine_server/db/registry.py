@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from model_engine_server.db.notifications import ChangeFeed, OnChange
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.tenancy import TenantLimitStore, UsageStore
 from model_engine_server.domain.ports import ApiKeys, AsyncTaskRecords, EndpointStore
 
 
@@ -17,11 +19,18 @@ class Registry:
     """Open it inside the event loop that will use it (its connections belong to that loop); ``close`` at the end."""
 
     def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
         self._engine = create_engine(database_url)
-        sessions = create_session_factory(self._engine)
-        self.endpoints: EndpointStore = EndpointRegistry(sessions)
-        self.keys: ApiKeys = ApiKeyStore(sessions)
-        self.tasks: AsyncTaskRecords = AsyncTaskStore(sessions)
+        self._sessions = create_session_factory(self._engine)
+        self.endpoints: EndpointStore = EndpointRegistry(self._sessions)
+        self.keys: ApiKeys = ApiKeyStore(self._sessions)
+        self.tasks: AsyncTaskRecords = AsyncTaskStore(self._sessions)
+        self.tenant_limits = TenantLimitStore(self._sessions)
+        self.usage = UsageStore(self._sessions)
+
+    def change_feed(self, on_change: OnChange) -> ChangeFeed:
+        """Revoked keys and changed tenant limits, from every process (see ``db/notifications.py``)."""
+        return ChangeFeed(self._database_url, self._sessions, on_change)
 
     async def check(self) -> None:
         """A real round trip to the database (``/readyz``); raises when it is unreachable."""

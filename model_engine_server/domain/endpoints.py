@@ -5,7 +5,7 @@ The gateway only records what is wanted; the reconciler makes the servers match 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -28,11 +28,22 @@ def parse_framework(value: str) -> InferenceFramework:
         raise InvalidRequestError(f"inference_framework {value!r} is not supported; use one of: {supported}.") from None
 
 
+async def _no_quota(_owner: str) -> None:
+    return None
+
+
 class EndpointOperations:
-    def __init__(self, registry: EndpointRepository, zoo: ModelZoo, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        registry: EndpointRepository,
+        zoo: ModelZoo,
+        on_change: Callable[[], None],
+        check_quota: Callable[[str], Awaitable[None]] = _no_quota,
+    ) -> None:
         self._registry = registry
         self._zoo = zoo
         self._on_change = on_change
+        self._check_quota = check_quota  # raises RateLimitExceededError when the owner has max_endpoints already
 
     async def create(self, owner: str, name: str, requested: dict[str, Any]) -> ModelEndpoint:
         """Create from the fields the caller gave; hardware the caller left out comes from the model zoo."""
@@ -40,6 +51,7 @@ class EndpointOperations:
         values = self._with_zoo_defaults(requested)
         config = EndpointConfig(**values)
         validate_endpoint_config(config, self._zoo)
+        await self._check_quota(owner)
         endpoint = await self._registry.create(owner=owner, name=name, config=config)
         self._on_change()
         return endpoint

@@ -116,6 +116,18 @@ class ApiKey:
     description: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    admin: bool = False  # may manage every tenant's keys and limits
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """Who a valid (not revoked) key acts as; ``expires_at`` is checked by the caller at each use."""
+
+    key_id: str
+    owner: str
+    admin: bool
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True)

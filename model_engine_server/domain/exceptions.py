@@ -7,8 +7,10 @@ DomainError
 │   └── EndpointDeletingError    being deleted: it will not serve again
 ├── ConflictError                it exists already / conflicting state (409)
 ├── AuthenticationError          no or unknown credentials (401)
+├── ForbiddenError               known caller, not allowed (403)
 ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
 ├── OverloadedError              upstream or queue is full (429)
+│   └── RateLimitExceededError   a tenant's limit or quota (429 with Retry-After)
 ├── UpstreamError                an inference server failed or answered badly (502/504)
 │   └── UpstreamTimeoutError
 ├── BrokerUnavailableError       the task broker cannot be reached (503)
@@ -86,3 +88,16 @@ class OrchestrationError(DomainError):
 
 class PermissionDeniedError(OrchestrationError):
     pass
+
+
+class RateLimitExceededError(OverloadedError):
+    """A tenant went past one of its limits (429 with ``Retry-After``); ``limit`` names it."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class ForbiddenError(DomainError):
+    """The caller is known but may not do this (403), e.g. a tenant managing another tenant's keys."""

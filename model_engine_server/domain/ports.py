@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from model_engine_server.domain.entities import (
@@ -11,6 +11,7 @@ from model_engine_server.domain.entities import (
     EndpointConfig,
     EndpointOrder,
     EndpointStatus,
+    KeyIdentity,
     ModelEndpoint,
     ObservedState,
 )
@@ -104,9 +105,24 @@ class ApiKeys(Protocol):
     """API keys, stored hashed (``db.repositories.ApiKeyStore``)."""
 
     async def authenticate(self, key: str) -> str | None:
-        """The owner of ``key``, or None when it is unknown or revoked."""
+        """The owner of ``key``, or None when it is unknown, revoked or expired."""
 
-    async def store(self, key: str, owner: str, description: str = "") -> ApiKey: ...
+    async def store(
+        self, key: str, owner: str, description: str = "", *, admin: bool = False, expires_at: datetime | None = None
+    ) -> ApiKey: ...
+
+    async def create(
+        self, owner: str, description: str = "", *, admin: bool = False, expires_at: datetime | None = None
+    ) -> tuple[str, ApiKey]:
+        """A new random key (returned once) and its record."""
+
+    async def identify(self, key_hash: str) -> KeyIdentity | None:
+        """Who the key with this SHA-256 acts as, or None when it is unknown or revoked."""
+
+    async def list(self, owner: str | None = None) -> list[ApiKey]: ...
+
+    async def revoke(self, key_id: str, owner: str | None = None) -> ApiKey:
+        """Revoke (only ``owner``'s key when given, else ``NotFoundError``); every gateway is notified."""
 
 
 class AsyncTaskRecords(Protocol):
@@ -118,6 +134,8 @@ class AsyncTaskRecords(Protocol):
         """The task if ``owner`` submitted it and it has not expired; else ``NotFoundError``."""
 
     async def delete(self, task_id: str) -> None: ...
+
+    async def owner_of(self, task_id: str) -> str | None: ...
 
     async def delete_expired(self) -> int: ...
 

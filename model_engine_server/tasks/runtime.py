@@ -30,6 +30,9 @@ from model_engine_server.inference.adapters import adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import uses_redis
 from model_engine_server.tasks.policy import lease_renew_interval, queue_for
+from model_engine_server.tenancy.counters import RedisCounters, limit_key_prefix
+from model_engine_server.tenancy.limiter import TenantLimiter
+from model_engine_server.tenancy.usage import UsageRecorder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -174,6 +177,17 @@ class WorkerRuntime:
         # one that reuses its name).
         self.admission = Admission(self._registry.endpoints, self._resolver, self.settings.model_zoo())
         self.upstream = UpstreamClient.from_settings(self.settings)
+        self.usage = UsageRecorder(self._registry.usage, self.settings.usage_flush_seconds)
+        await self.usage.start()
+        # Async tasks' generated tokens count against their owner's budget too, where the gateways keep it: in Redis
+        # (process-memory counters here would be invisible to the gateways).
+        redis_url = self.settings.rate_limit_redis_url
+        self._counters = RedisCounters(redis_url, prefix=limit_key_prefix(self.settings)) if redis_url else None
+        self.limiter = (
+            TenantLimiter(self.settings.tenant_limits(), self._registry.tenant_limits.get, self._counters)
+            if self._counters is not None
+            else None
+        )
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the I/O loop and wait for it (called from task threads and the consumer)."""
@@ -189,11 +203,22 @@ class WorkerRuntime:
         adapter = adapter_for(admitted.endpoint.config.inference_framework)
         return await self.upstream.complete(admitted.upstreams, adapter, request)
 
+    async def account(self, task_id: str, endpoint_name: str, output: CompletionOutput) -> None:
+        """Count a finished task's tokens in its owner's usage (written with the gateway's, per endpoint and day)."""
+        owner = await self.store.owner_of(task_id)
+        if owner is not None:
+            self.usage.record(owner, endpoint_name, output.num_prompt_tokens or 0, output.num_completion_tokens)
+            if self.limiter is not None:
+                await self.limiter.charge_tokens(owner, output.num_completion_tokens)
+
     async def wanted_queues(self) -> set[str]:
         endpoints = await self._registry.endpoints.list_all()
         return {queue_for(e.id) for e in endpoints if self.endpoint_names is None or e.name in self.endpoint_names}
 
     async def _close(self) -> None:
+        await self.usage.close()
+        if self._counters is not None:
+            await self._counters.aclose()
         await self.upstream.aclose()
         await self._registry.close()
 

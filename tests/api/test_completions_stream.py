@@ -189,7 +189,8 @@ async def test_errors_before_the_first_event_are_plain_http_errors(
     assert not_ready.status_code == 503
     assert "not ready" in not_ready.json()["detail"]
     assert unknown.status_code == 404
-    assert bad.status_code == 422
+    assert bad.status_code == 400
+    assert bad.json()["detail"].startswith("temperature:")
     assert tgi.requests == []
 
 

@@ -201,13 +201,14 @@ async def test_vllm_greedy_sends_temperature_zero_without_sampling_fields(
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({"prompt": "", "max_new_tokens": 5, "temperature": 0.1}, 422, "prompt"),
-        ({"prompt": "x", "max_new_tokens": 5, "temperature": 1.5}, 422, "temperature"),
-        ({"prompt": "x", "max_new_tokens": 5, "temperature": -0.1}, 422, "temperature"),
-        ({"prompt": "x", "max_new_tokens": 0, "temperature": 0.1}, 422, "max_new_tokens"),
+        ({"prompt": "", "max_new_tokens": 5, "temperature": 0.1}, 400, "prompt: String should have at least 1"),
+        ({"prompt": "x", "max_new_tokens": 5, "temperature": 1.5}, 400, "temperature: Input should be less"),
+        ({"prompt": "x", "max_new_tokens": 5, "temperature": -0.1}, 400, "temperature: Input should be greater"),
+        ({"prompt": "x", "max_new_tokens": 0, "temperature": 0.1}, 400, "max_new_tokens: Input should be"),
         ({"prompt": "x", "max_new_tokens": 5000, "temperature": 0.1}, 400, "context length"),
-        ({"prompt": "x", "temperature": 0.1}, 422, "max_new_tokens"),
-        ({"prompt": "x", "max_new_tokens": 5, "temperature": 0.1, "top_p": 0}, 422, "top_p"),
+        ({"prompt": "word " * 2040, "max_new_tokens": 10, "temperature": 0.1}, 400, "prompt is too long"),
+        ({"prompt": "x", "temperature": 0.1}, 400, "max_new_tokens: Field required"),
+        ({"prompt": "x", "max_new_tokens": 5, "temperature": 0.1, "top_p": 0}, 400, "top_p: Input should be"),
         ({"prompt": "x", "max_new_tokens": 5, "temperature": 0.1, "presence_penalty": 0.5}, 400, "presence_penalty"),
     ],
 )

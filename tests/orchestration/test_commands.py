@@ -69,7 +69,8 @@ def test_serve_creates_the_demo_endpoint_and_ctrl_c_stops_its_servers(tmp_path: 
     process = run([*MODEL_ENGINE, "serve", "--port", str(port), "--no-worker"], command_env(data_dir), output)
     try:
         wait_until(lambda: bool(ready_pids(data_dir)) or process.poll() is not None, 60, output.read_text)
-        wait_until(lambda: "is ready" in output.read_text(), 30, output.read_text)
+        # The demo's own line, not the replica log line "… is ready" printed before it.
+        wait_until(lambda: "is ready. Try it" in output.read_text(), 30, output.read_text)
         demo = httpx.get(f"http://127.0.0.1:{port}/v1/llm/model-endpoints/smollm2-135m", auth=("admin", ""))
         assert demo.status_code == 200, demo.text
         assert demo.json()["status"] == "READY"

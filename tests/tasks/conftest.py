@@ -74,6 +74,7 @@ def task_settings(broker: dict[str, str], sqlite_url: str, tmp_path: Path) -> Se
         data_dir=tmp_path / "data",
         auth_mode=AuthMode.OPEN,
         async_task_visibility_timeout_seconds=6,
+        usage_flush_seconds=0.2,
         **broker,  # type: ignore[arg-type]
     )
 

@@ -31,9 +31,9 @@ TOO_LONG = 2049  # smollm2-135m has a 2048-token context
 
 
 @pytest.fixture
-def task_settings(sqlite_template: Path, tmp_path: Path) -> Settings:
+def task_settings(sqlite_url: str, tmp_path: Path) -> Settings:
     """The embedded broker; one attempt, so a task that cannot be admitted ends at once with the reason."""
-    return loopback_settings(sqlite_template, tmp_path).model_copy(update={"async_task_max_attempts": 1})
+    return loopback_settings(sqlite_url, tmp_path).model_copy(update={"async_task_max_attempts": 1})
 
 
 @pytest.fixture

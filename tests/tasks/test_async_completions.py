@@ -40,6 +40,15 @@ async def test_submit_then_success_is_the_sync_response(
             },
         }
 
+        # The worker counts the task's tokens in its owner's usage.
+        async def usage_recorded() -> bool:
+            response = await gateway_client.get("/v1/usage", headers={"x-api-key": "alice"})
+            return [
+                (u["endpoint_name"], u["prompt_tokens"], u["completion_tokens"]) for u in response.json()["usage"]
+            ] == [("demo", 3, 4)]
+
+        await eventually_async(usage_recorded, timeout=20, what="the task's usage")
+
 
 async def test_only_the_owner_reads_a_task_and_unknown_ids_are_404(
     gateway_client: httpx.AsyncClient, registry: EndpointRegistry
@@ -56,7 +65,8 @@ async def test_only_the_owner_reads_a_task_and_unknown_ids_are_404(
     bobs = await post_async_completion(gateway_client, "private", "hi", max_new_tokens=3, caller="bob")
     assert bobs.status_code == 404
     bad = await post_async_completion(gateway_client, "private", "hi", max_new_tokens=0, caller="alice")
-    assert bad.status_code == 422
+    assert bad.status_code == 400
+    assert bad.json()["detail"] == "max_new_tokens: Input should be greater than 0"
 
 
 async def test_results_expire(
@@ -242,3 +252,28 @@ async def test_the_production_combination_postgres_and_redis(
                 assert state["result"]["output"]["text"] == " the quick brown"
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+async def test_async_tasks_spend_their_owners_token_budget(
+    broker: dict[str, str], registry: EndpointRegistry, task_settings: Settings, workers: Workers
+) -> None:
+    """The worker charges a finished task's generated tokens where the gateways count them (Redis)."""
+    settings = task_settings.model_copy(update={"tenant_tokens_per_minute": 4})  # counters under the test's prefix
+    async with running_instant_tgi() as upstream, gateway_for(settings) as client:
+        endpoint = await ready_endpoint(registry, "demo")
+        announce_replicas(settings, [(endpoint, [upstream.port])])
+        workers.start(settings)
+        task_id = await submit(client, "demo", max_new_tokens=4)
+        state = await wait_for_status(client, task_id)
+        assert state["status"] == "SUCCESS", workers.logs()
+
+        async def refused() -> bool:
+            response = await client.post(
+                "/v1/llm/completions-async?model_endpoint_name=demo",
+                json={"prompt": "again", "max_new_tokens": 1, "temperature": 0},
+                headers={"x-api-key": "alice"},
+            )
+            return response.status_code == 429 and "tokens_per_minute" in response.json()["detail"]
+
+        await eventually_async(refused, timeout=10, what="a 429 once the task's tokens were charged")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from model_engine_server.api.deps import ServicesDep
@@ -16,7 +16,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "The database and the task broker answer."},
+        503: {"description": "Not ready: `checks` says which dependency is unreachable and why."},
+    },
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Ready when every dependency answers a round trip (the database and the task broker)."""
     checks: dict[str, str] = {}
@@ -30,6 +36,10 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -27,7 +27,7 @@ from model_engine_server.api.openai_errors import OpenAiRoute, error_chunk
 from model_engine_server.api.openai_schemas import ChatCompletionBody, CompletionBody, OpenAiBody
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 from model_engine_server.domain.exceptions import DomainError, EndpointDeletingError
-from model_engine_server.inference.completions import CompletionDispatcher
+from model_engine_server.inference.completions import CompletionDispatcher, CompletionRoute
 from model_engine_server.inference.openai_adapters import (
     DONE,
     OpenAiKind,
@@ -123,12 +123,15 @@ async def _proxy(
     observation = RequestObservation(label, route.endpoint.id, started, protocol=PROTOCOL)
     upstream = dispatcher.upstream
     if body.streamed:  # always one request (request_bodies refuses to fan a stream out)
-        chunks = _chunks(upstream.stream_data(route.upstreams, kind.path, contents[0]), normaliser, observation)
+        data = upstream.stream_data(route.upstreams, kind.path, contents[0])
+        chunks = _chunks(data, normaliser, observation, dispatcher, route)
         return await sse.open_event_stream(chunks, OpenAiFormat(), observation, ping_seconds)
     with observation.measuring():
-        answers = await _post_all(upstream, route.upstreams, kind.path, contents)
+        async with dispatcher.running(route):  # the tenant's concurrency limit and the endpoint's fair queue
+            answers = await _post_all(upstream, route.upstreams, kind.path, contents)
         payload = normaliser.response(merge_responses([decode_json(raw) for raw in answers], body.n or 1))
         observation.tokens(normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
+    await dispatcher.finished(route, normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
@@ -145,15 +148,21 @@ async def _post_all(upstream: UpstreamClient, upstreams: list[str], path: str, c
 
 
 async def _chunks(
-    data: AsyncGenerator[str], normaliser: OpenAiNormaliser, observation: RequestObservation
+    data: AsyncGenerator[str],
+    normaliser: OpenAiNormaliser,
+    observation: RequestObservation,
+    dispatcher: CompletionDispatcher,
+    route: CompletionRoute,
 ) -> AsyncIterator[bytes]:
     """The engine's stream as our chunks; closing this closes the upstream stream."""
     try:
-        async for payload in data:
-            chunk = normaliser.chunk(payload)
-            if chunk is not None:
-                yield chunk
+        async with dispatcher.running(route):
+            async for payload in data:
+                chunk = normaliser.chunk(payload)
+                if chunk is not None:
+                    yield chunk
         normaliser.end()
         observation.tokens(normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
     finally:
         await data.aclose()
+    await dispatcher.finished(route, normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)

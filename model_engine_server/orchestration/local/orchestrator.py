@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import shlex
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,15 @@ from model_engine_server.orchestration.events import wait_event
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.launch import LaunchSpec, build_launch_spec
 from model_engine_server.orchestration.local.policy import SupervisionPolicy
-from model_engine_server.orchestration.local.processes import free_port, log_tail, process_alive, process_start_time
+from model_engine_server.orchestration.local.processes import (
+    LAUNCHED_BY,
+    free_port,
+    launched_by,
+    log_tail,
+    process_alive,
+    process_start_time,
+    signal_group,
+)
 from model_engine_server.orchestration.local.replicas import (
     Deployment,
     Replica,
@@ -73,6 +82,7 @@ class LocalOrchestrator:
         self._http = httpx.AsyncClient(timeout=self._policy.health_timeout_seconds, trust_env=False)
         self._watcher = ReplicaWatcher(self._http, self._policy, self._notify)
         self._adopt_from_state()
+        self._stop_orphans()
         self._save_state()
         self._supervisor = asyncio.create_task(self._supervise(), name="local-orchestrator-supervisor")
 
@@ -285,6 +295,7 @@ class LocalOrchestrator:
         env["LLM_ENGINE_DATA_DIR"] = str(self._settings.data_dir)
         env["LLM_ENGINE_MODEL_CACHE_DIR"] = str(self._settings.models_dir)
         env["PYTHONUNBUFFERED"] = "1"  # crash output must reach the log before the process dies
+        env[LAUNCHED_BY] = str(self._state.path)
         return env
 
     async def _spawn(self, d: Deployment, launch: LaunchSpec, slot: int) -> None:
@@ -302,6 +313,9 @@ class LocalOrchestrator:
         r = Replica(slot, launch.key, port, process.pid, process_start_time(process.pid), log_path, offset, process)
         log.info("Endpoint %s: started replica %d (pid %d, port %d); output in %s", d.name, slot, r.pid, port, log_path)
         d.current[slot] = r
+        # Recorded before anything else can happen: a crash of this process from here on leaves a server that the
+        # next start adopts rather than one it cannot see and starts again.
+        self._save_state()
         self._watch(r)
 
     # --- state across platform restarts ------------------------------------------------------------------------------
@@ -318,6 +332,14 @@ class LocalOrchestrator:
                 log.info("Endpoint %s: re-adopted replica %d (pid %d, port %d)", d.name, r.slot, r.pid, r.port)
             if d.current or d.previous:
                 self._deployments[d.endpoint_id] = d
+
+    def _stop_orphans(self) -> None:
+        """Replicas a previous run of this orchestrator started but was killed before recording: nothing routes to
+        them, and the state would start their slots again — stop them instead of running them twice."""
+        adopted = {r.pid for d in self._deployments.values() for r in d.replicas()}
+        for pid in launched_by(self._state.path) - adopted:
+            log.warning("Stopping replica pid %d: started by an earlier run that did not record it", pid)
+            signal_group(pid, signal.SIGKILL)
 
     def _save_state(self) -> None:
         self._state.save([deployment_record(d) for d in self._deployments.values() if not d.deleting])

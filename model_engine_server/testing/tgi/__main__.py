@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
     parser.add_argument("--fail-after", type=int, default=None, help="streams fail after this many tokens")
     parser.add_argument("--eos-after", type=int, default=None, help="end with </s> after this many tokens")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="answer 429 beyond this many requests")
     args, _ = parser.parse_known_args(argv)  # other launcher flags mean nothing to a stand-in
     control = _control(args.model_id)
 

@@ -17,8 +17,7 @@ stream sends that many tokens and then TGI's in-band error event), ``max_concurr
 
 It is written on asyncio and httptools directly, because a framework would cost more than the gateway it measures.
 
-Run it in-process with ``running_instant_tgi(...)``, or as a process with
-``python -m model_engine_server.testing.tgi`` (see there).
+Run it in-process with ``running_instant_tgi(...)``, or as a process: ``python -m model_engine_server.testing.tgi``.
 """
 
 from __future__ import annotations
