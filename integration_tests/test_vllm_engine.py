@@ -39,7 +39,7 @@ def test_converted_checkpoint_answers_in_vllm_as_in_transformers(vllm_endpoint: 
         expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         answer = httpx.post(
             f"{vllm_endpoint.replica_url}/v1/completions",
-            json={"model": vllm_endpoint.name, "prompt": prompt, "max_tokens": 24, "temperature": 0},
+            json={"model": MODEL, "prompt": prompt, "max_tokens": 24, "temperature": 0},
             timeout=120,
         )
         assert answer.status_code == 200, answer.text

