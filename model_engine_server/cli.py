@@ -19,6 +19,7 @@ from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.domain.rules import is_loopback_host
 from model_engine_server.inference.server.cli import inference_server
+from model_engine_server.job_cli import batch_run, jobs_app
 
 app = typer.Typer(
     name="model-engine",
@@ -31,6 +32,8 @@ endpoints_app = typer.Typer(help="Inspect model endpoints in the registry.", no_
 app.add_typer(keys_app, name="keys")
 app.add_typer(endpoints_app, name="endpoints")
 app.command("inference-server")(inference_server)
+app.command("batch-run")(batch_run)
+app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 T = TypeVar("T")

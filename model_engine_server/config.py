@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
+from model_engine_server.storage.locations import StorageConfig
 
 ENV_PREFIX = "LLM_ENGINE_"
 
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
     embedded_broker_polling_seconds: float = Field(default=0.05, gt=0, le=5)  # SQLite broker: idle poll interval
     demo_model: str = "smollm2-135m"  # created by `model-engine serve` when absent; "" disables it
 
+    # --- files, object storage and jobs (batch completions, fine-tunes) --------------------------------------------
+    object_store_url: str = ""  # default: file://<data_dir>/objects; production: s3://bucket/prefix
+    s3_endpoint_url: str = ""  # S3-compatible stores other than AWS (MinIO, Ceph); credentials: boto3's own chain
+    s3_region: str = ""
+    file_max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)  # uploads larger than this answer 413
+    batch_chunk_size: int = Field(default=16, ge=1, le=4096)  # prompts per result part: the unit of resumption
+    job_max_restarts: int = Field(default=3, ge=0)  # a job whose process dies is restarted (resuming) this often
+    job_ttl_seconds_after_finished: int = Field(default=3600, ge=0)  # Kubernetes removes finished Jobs after this
+
     # --- the orchestrator ----------------------------------------------------------------------------------------
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
     reconcile_interval_seconds: float = Field(default=2.0, gt=0)
@@ -137,6 +147,8 @@ class Settings(BaseSettings):
                 self.result_backend_url = f"db+sqlite:///{self.data_dir / 'results.db'}"
         if self.model_cache_dir is None:
             self.model_cache_dir = self.data_dir / "models"
+        if not self.object_store_url:
+            self.object_store_url = (self.data_dir / "objects").resolve().as_uri()
         return self
 
     @model_validator(mode="before")
@@ -152,6 +164,14 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         assert self.model_cache_dir is not None  # filled in by the validator
         return self.model_cache_dir
+
+    def storage_config(self) -> StorageConfig:
+        return StorageConfig(
+            url=self.object_store_url.rstrip("/"),
+            s3_endpoint_url=self.s3_endpoint_url,
+            s3_region=self.s3_region,
+            allow_local_paths=self.orchestrator is OrchestratorKind.LOCAL,
+        )
 
     def model_zoo(self) -> ModelZoo:
         """The default zoo with ``model_zoo_overrides`` applied: an override replaces the entry of the same name."""

@@ -41,6 +41,7 @@ from model_engine_server.domain.exceptions import ConflictError
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.orchestration.factory import build_orchestrator
+from model_engine_server.orchestration.job_hooks import build_job_reconciler
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,16 @@ class ControlPlane:
     def __init__(self, settings: Settings, orchestrator: Orchestrator | None = None) -> None:
         self.settings = settings
         self.database = create_engine(settings.database_url)
-        self.registry = EndpointRegistry(create_session_factory(self.database))
+        sessions = create_session_factory(self.database)
+        self.registry = EndpointRegistry(sessions)
         self.orchestrator = orchestrator or build_orchestrator(settings)
+        self.jobs = build_job_reconciler(settings, sessions, self.orchestrator)
         self.reconciler = self.new_reconciler()
         self._started = False
 
     def new_reconciler(self) -> Reconciler:
-        return Reconciler(self.registry, self.orchestrator, ReconcilePolicy(self.settings.reconcile_interval_seconds))
+        policy = ReconcilePolicy(self.settings.reconcile_interval_seconds)
+        return Reconciler(self.registry, self.orchestrator, policy, jobs=self.jobs)
 
     async def start(self) -> None:
         await self.orchestrator.start()
@@ -79,6 +83,7 @@ class ControlPlane:
     async def close(self) -> None:
         """Stop the orchestrator (on one machine: every inference server) and release the database."""
         if self._started:
+            await self.jobs.runner.close()
             await self.orchestrator.close()
             self._started = False
         await self.database.dispose()

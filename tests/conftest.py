@@ -24,7 +24,7 @@ from model_engine_server.db.migrate import upgrade
 from tests.fakes import FakeOrchestrator
 
 POSTGRES_ADMIN_DSN = os.environ.get("LLM_ENGINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = ("async_tasks", "api_keys", "model_endpoints")
+TABLES = ("async_tasks", "api_keys", "model_endpoints", "job_events", "jobs", "files")
 
 
 def _ensure_postgres_running() -> None:

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
-from model_engine_server.api.routes import async_tasks, completions, endpoints, health
+from model_engine_server.api.job_services import FilesAndJobs
+from model_engine_server.api.routes import async_tasks, batch_completions, completions, endpoints, files, health
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
@@ -66,6 +67,7 @@ def create_app(
             database=database,
             async_tasks=task_queue,
         )
+        app.state.files_and_jobs = FilesAndJobs.build(settings, sessions, model_zoo, on_registry_change)
         # One pooled client for every inference server this process talks to.
         upstream = UpstreamClient.from_settings(settings)
         services = app.state.services
@@ -90,4 +92,6 @@ def create_app(
     app.include_router(endpoints.router)
     app.include_router(completions.router)
     app.include_router(async_tasks.router)
+    app.include_router(files.router)
+    app.include_router(batch_completions.router)
     return app

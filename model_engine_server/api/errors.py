@@ -17,6 +17,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], int], ...] = (
     (errors.AuthenticationError, 401),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
+    (errors.PayloadTooLargeError, 413),
     (errors.OverloadedError, 429),
     (errors.EndpointNotReadyError, 503),
     (errors.BrokerUnavailableError, 503),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -115,3 +115,57 @@ class AsyncTaskRow(Base):
     endpoint_name: Mapped[str] = mapped_column(String(63), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, index=True)
+
+
+class FileRow(Base):
+    """A user's file: metadata here, bytes at ``location`` in object storage."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    filename: Mapped[str] = mapped_column(String(256), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    location: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+
+
+class JobRow(Base):
+    """A batch completion or fine-tune job (``domain.jobs.Job``); the reconciler runs it."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint("parallelism >= 1", name="ck_jobs_parallelism"),
+        CheckConstraint("progress_done >= 0 AND progress_total >= 0", name="ck_jobs_progress"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    owner: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    parallelism: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_runtime_sec: Mapped[int] = mapped_column(Integer, nullable=False)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    image: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[str | None] = mapped_column(String(64))
+    progress_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    restarts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    result: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+
+
+class JobEventRow(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True)
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    level: Mapped[str] = mapped_column(String(16), nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False)

@@ -5,6 +5,7 @@ DomainError
 ├── NotFoundError                no such object visible to the caller (404)
 │   └── EndpointNotFoundError
 ├── ConflictError                it exists already / conflicting state (409)
+├── PayloadTooLargeError         an upload past the size limit (413)
 ├── AuthenticationError          no or unknown credentials (401)
 ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
 ├── OverloadedError              upstream or queue is full (429)
@@ -77,3 +78,7 @@ class OrchestrationError(DomainError):
 
 class PermissionDeniedError(OrchestrationError):
     pass
+
+
+class PayloadTooLargeError(DomainError):
+    """The upload is larger than the configured limit (413)."""

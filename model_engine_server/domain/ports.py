@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint, ObservedState
+from model_engine_server.domain.jobs import Job, RunObservation
 
 
 class Orchestrator(Protocol):
@@ -46,3 +47,25 @@ class EndpointRepository(Protocol):
     async def update_config(self, name: str, owner: str, config: EndpointConfig) -> ModelEndpoint: ...
 
     async def mark_deleting(self, name: str, owner: str) -> ModelEndpoint: ...
+
+
+class JobRunner(Protocol):
+    """Runs a job's workers (``domain.jobs``): ``job.parallelism`` of them, worker ``i`` with
+    ``JOB_COMPLETION_INDEX=i`` running ``model-engine <JOB_ENTRYPOINTS[job.kind]> --job-id <id>``.
+
+    Implementations: ``orchestration.local.jobs.LocalJobRunner`` (supervised processes) and
+    ``orchestration.kubernetes.jobs.KubernetesJobRunner`` (an indexed ``batch/v1`` Job). Only the reconciler calls the
+    write side; every call is idempotent.
+    """
+
+    async def start_job(self, job: Job) -> None:
+        """Start the workers (replacing any left from an earlier attempt; they resume from the workspace)."""
+
+    async def stop_job(self, job: Job) -> None:
+        """Stop every worker and remove what runs for the job (absent is fine)."""
+
+    async def observe_job(self, job: Job) -> RunObservation:
+        """What runs for the job right now. Cheap: in-process state or a watch-fed cache."""
+
+    async def close(self) -> None:
+        """Release connections; on one machine, stop the workers (a later start resumes them)."""

@@ -25,6 +25,7 @@ from model_engine_server.db.repositories import EndpointRegistry
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.orchestration.jobs import JobReconciler
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,14 @@ class _Applied:
 
 class Reconciler:
     def __init__(
-        self, registry: EndpointRegistry, orchestrator: Orchestrator, policy: ReconcilePolicy | None = None
+        self,
+        registry: EndpointRegistry,
+        orchestrator: Orchestrator,
+        policy: ReconcilePolicy | None = None,
+        jobs: JobReconciler | None = None,
     ) -> None:
         self._registry = registry
+        self._jobs = jobs  # batch completions and fine-tunes, reconciled in the same pass
         self._orchestrator = orchestrator
         self._policy = policy or ReconcilePolicy()
         self._applied: dict[str, _Applied] = {}
@@ -84,6 +90,11 @@ class Reconciler:
         present = {e.id for e in endpoints}
         for endpoint_id in [i for i in self._applied if i not in present]:
             del self._applied[endpoint_id]
+        if self._jobs is not None:
+            try:
+                await self._jobs.reconcile_once()
+            except Exception:  # the job registry may be briefly unreachable; endpoints go on regardless
+                log.exception("Reconciling jobs failed; will retry")
         self.passes += 1
 
     async def _reconcile(self, endpoint: ModelEndpoint) -> None:

@@ -10,13 +10,15 @@ import logging
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from fastapi import FastAPI
 
 from model_engine_server.config import Settings
 from model_engine_server.domain.model_zoo import ModelZoo
+
+if TYPE_CHECKING:
+    from model_engine_server.inference.server.service import InferenceService
 
 logger = logging.getLogger("model_engine_server.inference.server")
 
@@ -82,21 +84,25 @@ def inference_server(
     """Serve a model over TGI's HTTP protocol (and OpenAI's completions routes) with continuous batching."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = _build(
-            model_id=model_id,
-            cache_dir=cache_dir or Settings().models_dir,
-            max_input_tokens=max_input_tokens,
-            max_total_tokens=max_total_tokens,
-            max_concurrent_requests=max_concurrent_requests,
-            max_batch_total_tokens=max_batch_total_tokens,
-            max_batch_prefill_tokens=max_batch_prefill_tokens,
-            max_batch_size=max_batch_size,
-            max_stop_sequences=max_stop_sequences,
-            waiting_served_ratio=waiting_served_ratio,
-            max_waiting_tokens=max_waiting_tokens,
-            dtype=dtype,
-            device=device,
-            num_threads=num_threads,
+        from model_engine_server.inference.server.app import create_app
+
+        app = create_app(
+            build_service(
+                    model_id=model_id,
+                cache_dir=cache_dir or Settings().models_dir,
+                max_input_tokens=max_input_tokens,
+                max_total_tokens=max_total_tokens,
+                max_concurrent_requests=max_concurrent_requests,
+                max_batch_total_tokens=max_batch_total_tokens,
+                max_batch_prefill_tokens=max_batch_prefill_tokens,
+                max_batch_size=max_batch_size,
+                max_stop_sequences=max_stop_sequences,
+                waiting_served_ratio=waiting_served_ratio,
+                max_waiting_tokens=max_waiting_tokens,
+                dtype=dtype,
+                device=device,
+                num_threads=num_threads,
+            )
         )
     except Exception as error:  # any load failure is fatal and must say why, without a traceback
         logger.debug("Start-up failed", exc_info=True)
@@ -116,7 +122,7 @@ def _skip_health_probes(record: logging.LogRecord) -> bool:
     return not (isinstance(args, tuple) and len(args) >= 3 and args[2] == "/health")
 
 
-def _build(
+def build_service(
     *,
     model_id: str,
     cache_dir: Path,
@@ -132,14 +138,14 @@ def _build(
     dtype: str,
     device: str | None,
     num_threads: int | None,
-) -> FastAPI:
+) -> InferenceService:
+    """Load, warm up and wire the model, scheduler and validator (the scheduler thread is not started yet)."""
     # Heavy imports stay here so `model-engine --help` does not load torch.
     from model_engine_server.inference.model_loading import resolve_model
-    from model_engine_server.inference.server.app import create_app
     from model_engine_server.inference.server.engine import ModelRunner, configure_threads
     from model_engine_server.inference.server.metrics import ServerMetrics
     from model_engine_server.inference.server.scheduler import BatchLimits, Scheduler
-    from model_engine_server.inference.server.service import InferenceService, ServerInfo
+    from model_engine_server.inference.server.service import InferenceService, ServerInfo  # noqa: F811
     from model_engine_server.inference.server.validation import RequestValidator, TokenLimits
 
     threads = configure_threads(num_threads)
@@ -173,5 +179,4 @@ def _build(
     validator = RequestValidator(
         runner.tokenizer, TokenLimits(limits.max_input_tokens, limits.max_total_tokens, max_stop_sequences)
     )
-    service = InferenceService(runner, Scheduler(runner, batch_limits, metrics), validator, metrics, info)
-    return create_app(service)
+    return InferenceService(runner, Scheduler(runner, batch_limits, metrics), validator, metrics, info)

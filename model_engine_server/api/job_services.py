@@ -1,0 +1,61 @@
+"""What the Files and job routes share: the file and job registries and object storage, built once per app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from model_engine_server.config import Settings
+from model_engine_server.db.file_registry import FileRegistry
+from model_engine_server.db.job_registry import JobRegistry
+from model_engine_server.domain.exceptions import InvalidRequestError
+from model_engine_server.domain.model_zoo import ModelZoo
+from model_engine_server.storage.locations import StorageConfig, build_object_store
+from model_engine_server.storage.port import ObjectStore
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass
+class FilesAndJobs:
+    settings: Settings
+    files: FileRegistry
+    jobs: JobRegistry
+    store: ObjectStore  # the platform's own store: uploaded files, job workspaces
+    storage: StorageConfig
+    zoo: ModelZoo
+    on_change: Callable[[], None]  # wakes the reconciler after a job is recorded or cancelled
+
+    @classmethod
+    def build(
+        cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], zoo: ModelZoo, on_change: Callable[[], None]
+    ) -> FilesAndJobs:
+        storage = settings.storage_config()
+        return cls(
+            settings, FileRegistry(sessions), JobRegistry(sessions), build_object_store(storage), storage, zoo, on_change
+        )
+
+
+async def get_files_and_jobs(request: Request) -> FilesAndJobs:
+    services: FilesAndJobs = request.app.state.files_and_jobs
+    return services
+
+
+FilesAndJobsDep = Annotated[FilesAndJobs, Depends(get_files_and_jobs)]
+
+
+def parse_body(model: type[ModelT], body: Any) -> ModelT:
+    """Validate a JSON body; problems are a 400 naming each field (the published client maps only 400 to a typed
+    error, not FastAPI's 422)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        raise InvalidRequestError(f"Invalid request: {problems}") from None

@@ -1,0 +1,56 @@
+"""What happens when a job of each kind succeeds, and the job reconciler wired with it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from model_engine_server.config import Settings
+from model_engine_server.db.file_registry import FileRegistry, new_file_id
+from model_engine_server.db.job_registry import JobRegistry
+from model_engine_server.domain.jobs import Job, JobKind
+from model_engine_server.domain.ports import JobRunner, Orchestrator
+from model_engine_server.orchestration.jobs import CompletionHook, JobReconciler
+from model_engine_server.storage.locations import StorageConfig, build_object_store, open_location
+
+
+def register_batch_output(files: FileRegistry, storage: StorageConfig) -> CompletionHook:
+    """A finished batch's output becomes one of its owner's files, so ``File.download`` reads it anywhere."""
+
+    async def hook(job: Job) -> dict[str, str]:
+        path = str(job.spec["output_data_path"])
+        store, key = open_location(path, storage)
+        size = len(await asyncio.to_thread(store.get, key))
+        stored = await files.create(
+            file_id=new_file_id(), owner=job.owner, filename=key.rsplit("/", 1)[-1], size=size, location=path
+        )
+        return {"output_file_id": stored.id}
+
+    return hook
+
+
+def build_job_runner(settings: Settings, orchestrator: Orchestrator) -> JobRunner:
+    """Jobs run where endpoints run: the Kubernetes runner shares the orchestrator's API client."""
+    from model_engine_server.config import OrchestratorKind
+
+    if settings.orchestrator is OrchestratorKind.KUBERNETES:
+        from model_engine_server.orchestration.kubernetes.jobs import KubernetesJobRunner
+
+        return KubernetesJobRunner(settings, orchestrator)
+    from model_engine_server.orchestration.local.jobs import LocalJobRunner
+
+    return LocalJobRunner(settings)
+
+
+def build_job_reconciler(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], orchestrator: Orchestrator
+) -> JobReconciler:
+    storage = settings.storage_config()
+    return JobReconciler(
+        JobRegistry(sessions),
+        build_job_runner(settings, orchestrator),
+        build_object_store(storage),
+        max_restarts=settings.job_max_restarts,
+        on_success={JobKind.BATCH_COMPLETION: register_batch_output(FileRegistry(sessions), storage)},
+    )

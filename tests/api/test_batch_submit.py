@@ -1,0 +1,82 @@
+"""Batch submissions: bad input is a precise 400 at submit and nothing is queued; good input is queued once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+A = ("team-a", "")
+V1 = "/v1/llm/batch-completions"
+V2 = "/v2/batch-completions"
+
+
+def _body(tmp_uri: str, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "output_data_path": tmp_uri,
+        "model_config": {"model": "smollm2-135m", "labels": {}},
+        "content": {"prompts": ["a", "b", "c"], "max_new_tokens": 4, "temperature": 0.0},
+        "data_parallelism": 1,
+    }
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("changes", "detail"),
+    [
+        ({"content": None}, "exactly one of `content` and `input_data_path`"),
+        ({"input_data_path": "file-nope"}, "exactly one of `content` and `input_data_path`"),
+        ({"content": None, "input_data_path": "file-doesnotexist"}, "cannot be read: no such file"),
+        ({"content": {"max_new_tokens": 4, "temperature": 0}}, "no `prompts`"),
+        ({"model_config": {"model": "no-such-model"}}, "Unknown model 'no-such-model'"),
+        ({"data_parallelism": 65}, "data_parallelism"),
+        ({"data_parallelism": 0}, "data_parallelism"),
+        ({"content": {"prompts": ["a"], "max_new_tokens": 0, "temperature": 0}}, "max_new_tokens"),
+        ({"output_data_path": "ftp://somewhere/out.json"}, "output_data_path"),
+    ],
+)
+async def test_bad_batches_are_400_and_nothing_is_queued(
+    gateway: httpx.AsyncClient, tmp_path: Any, changes: dict[str, Any], detail: str
+) -> None:
+    body = _body((tmp_path / "out.json").as_uri(), **changes)
+    response = await gateway.post(V1, json=body, auth=A)
+    assert response.status_code == 400, response.text
+    assert detail in response.json()["detail"]
+    assert not (tmp_path / "data" / "objects" / "jobs").exists()
+
+
+async def test_unreadable_input_file_is_400(gateway: httpx.AsyncClient, tmp_path: Any) -> None:
+    file_id = (await gateway.post("/v1/files", files={"file": ("p.json", b"not json")}, auth=A)).json()["id"]
+    body = _body((tmp_path / "out.json").as_uri(), content=None, input_data_path=file_id)
+    response = await gateway.post(V1, json=body, auth=A)
+    assert response.status_code == 400
+    assert "is not valid JSON" in response.json()["detail"]
+    other = await gateway.post(V1, json=body, auth=("team-b", ""))
+    assert other.status_code == 400 and "no such file" in other.json()["detail"]  # another tenant's file
+
+
+async def test_v2_rows_are_checked_with_their_row_number(gateway: httpx.AsyncClient, tmp_path: Any) -> None:
+    content = [{"prompt": "fine", "max_tokens": 4}, {"max_tokens": 4}]
+    response = await gateway.post(V2, json=_body((tmp_path / "o.json").as_uri(), content=content), auth=A)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("content row 1:")
+
+
+async def test_accepted_jobs_read_back_queued_and_only_for_their_owner(
+    gateway: httpx.AsyncClient, tmp_path: Any
+) -> None:
+    created = await gateway.post(V2, json=_body((tmp_path / "o.json").as_uri(), priority="low"), auth=A)
+    assert created.status_code == 200, created.text
+    job = created.json()
+    assert job["status"] == "queued" and job["priority"] == "low"
+    assert job["model_config"]["model"] == "smollm2-135m"
+    assert job["progress"] == {"done": 0, "total": 3}
+    got = (await gateway.get(f"{V2}/{job['job_id']}", auth=A)).json()["job"]
+    assert got["job_id"] == job["job_id"]
+    assert (await gateway.get(f"{V2}/{job['job_id']}", auth=("team-b", ""))).status_code == 404
+    updated = await gateway.post(f"{V2}/{job['job_id']}", json={"priority": "high"}, auth=A)
+    assert updated.json()["priority"] == "high" and updated.json()["success"] is True
+    cancel = await gateway.post(f"{V2}/{job['job_id']}/actions/cancel", auth=("team-b", ""))
+    assert cancel.status_code == 404

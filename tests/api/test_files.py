@@ -1,0 +1,81 @@
+"""The Files API as the published client calls it: upload, list, get, content, delete — per tenant, size-limited."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from model_engine_server.api.app import create_app
+from model_engine_server.config import Settings
+from tests.fakes import FakeOrchestrator
+
+A = ("team-a", "")
+B = ("team-b", "")
+
+
+def _stored_objects(settings_dir: Path) -> list[Path]:
+    return [p for p in (settings_dir / "objects").rglob("*") if p.is_file()]
+
+
+async def test_upload_list_get_content_delete(gateway: httpx.AsyncClient, settings: Settings) -> None:
+    body = b'{"prompts": ["one", "two"]}'
+    uploaded = await gateway.post("/v1/files", files={"file": ("prompts.json", body)}, auth=A)
+    assert uploaded.status_code == 200, uploaded.text
+    file_id = uploaded.json()["id"]
+    assert file_id.startswith("file-")
+
+    assert (await gateway.get(f"/v1/files/{file_id}", auth=A)).json() == {
+        "id": file_id,
+        "filename": "prompts.json",
+        "size": len(body),
+    }
+    listed = (await gateway.get("/v1/files", auth=A)).json()
+    assert listed == {"files": [{"id": file_id, "filename": "prompts.json", "size": len(body)}]}
+    content = (await gateway.get(f"/v1/files/{file_id}/content", auth=A)).json()
+    assert content == {"id": file_id, "content": body.decode()}
+
+    assert (await gateway.delete(f"/v1/files/{file_id}", auth=A)).json() == {"deleted": True}
+    assert (await gateway.get(f"/v1/files/{file_id}", auth=A)).status_code == 404
+    assert _stored_objects(settings.data_dir) == []
+
+
+async def test_other_tenants_files_are_not_found(gateway: httpx.AsyncClient) -> None:
+    file_id = (await gateway.post("/v1/files", files={"file": ("a.txt", b"secret")}, auth=A)).json()["id"]
+    for response in (
+        await gateway.get(f"/v1/files/{file_id}", auth=B),
+        await gateway.get(f"/v1/files/{file_id}/content", auth=B),
+        await gateway.delete(f"/v1/files/{file_id}", auth=B),
+    ):
+        assert response.status_code == 404
+        assert file_id in response.json()["detail"]
+    assert (await gateway.get("/v1/files", auth=B)).json() == {"files": []}
+    assert (await gateway.get(f"/v1/files/{file_id}", auth=A)).status_code == 200
+
+
+@pytest.fixture
+async def small_limit_gateway(settings: Settings) -> httpx.AsyncClient:
+    limited = settings.model_copy(update={"file_max_bytes": 1000})
+    app = create_app(limited, orchestrator=FakeOrchestrator())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
+            yield c
+
+
+async def test_uploads_past_the_limit_are_413_and_leave_nothing(
+    small_limit_gateway: httpx.AsyncClient, settings: Settings
+) -> None:
+    response = await small_limit_gateway.post("/v1/files", files={"file": ("big.bin", b"x" * 5000)}, auth=A)
+    assert response.status_code == 413
+    assert "1000 bytes" in response.json()["detail"]
+    assert (await small_limit_gateway.get("/v1/files", auth=A)).json() == {"files": []}
+    assert _stored_objects(settings.data_dir) == []
+    ok = await small_limit_gateway.post("/v1/files", files={"file": ("small.bin", b"x" * 900)}, auth=A)
+    assert ok.status_code == 200
+
+
+async def test_upload_without_a_file_field_is_400(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.post("/v1/files", data={"other": "x"}, files={"wrong": ("a", b"b")}, auth=A)
+    assert response.status_code == 400
+    assert "`file`" in response.json()["detail"]
