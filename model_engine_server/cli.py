@@ -18,6 +18,7 @@ from model_engine_server.db.repositories import ApiKeyStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.domain.rules import is_loopback_host
+from model_engine_server.fine_tune_cli import fine_tune_run
 from model_engine_server.inference.server.cli import inference_server
 from model_engine_server.job_cli import batch_run, jobs_app
 
@@ -33,6 +34,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(endpoints_app, name="endpoints")
 app.command("inference-server")(inference_server)
 app.command("batch-run")(batch_run)
+app.command("fine-tune-run")(fine_tune_run)
 app.add_typer(jobs_app, name="jobs")
 
 console = Console()

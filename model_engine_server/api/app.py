@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -11,7 +12,15 @@ from fastapi import FastAPI
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
 from model_engine_server.api.job_services import FilesAndJobs
-from model_engine_server.api.routes import async_tasks, batch_completions, completions, endpoints, files, health
+from model_engine_server.api.routes import (
+    async_tasks,
+    batch_completions,
+    completions,
+    endpoints,
+    files,
+    fine_tunes,
+    health,
+)
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
@@ -68,6 +77,9 @@ def create_app(
             async_tasks=task_queue,
         )
         app.state.files_and_jobs = FilesAndJobs.build(settings, sessions, model_zoo, on_registry_change)
+        # Local download links are signed with a per-process key: they stop working when this process stops, which
+        # is sooner than their expiry only on a restart. (On S3 the store presigns them.)
+        app.state.download_secret = secrets.token_bytes(32)
         # One pooled client for every inference server this process talks to.
         upstream = UpstreamClient.from_settings(settings)
         services = app.state.services
@@ -94,4 +106,5 @@ def create_app(
     app.include_router(async_tasks.router)
     app.include_router(files.router)
     app.include_router(batch_completions.router)
+    app.include_router(fine_tunes.router)
     return app

@@ -55,8 +55,9 @@ def get_endpoint_registry(services: ServicesDep) -> EndpointRegistry:
     return services.endpoints
 
 
-def get_endpoint_operations(services: ServicesDep) -> EndpointOperations:
-    return EndpointOperations(services.endpoints, services.zoo, services.on_registry_change)
+def get_endpoint_operations(request: Request, services: ServicesDep) -> EndpointOperations:
+    jobs = request.app.state.files_and_jobs.jobs  # fine-tuned models deploy by name
+    return EndpointOperations(services.endpoints, services.zoo, services.on_registry_change, jobs.find_fine_tuned_model)
 
 
 async def get_completion_dispatcher(request: Request) -> CompletionDispatcher:

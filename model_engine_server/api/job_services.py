@@ -33,11 +33,21 @@ class FilesAndJobs:
 
     @classmethod
     def build(
-        cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], zoo: ModelZoo, on_change: Callable[[], None]
+        cls,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        zoo: ModelZoo,
+        on_change: Callable[[], None],
     ) -> FilesAndJobs:
         storage = settings.storage_config()
         return cls(
-            settings, FileRegistry(sessions), JobRegistry(sessions), build_object_store(storage), storage, zoo, on_change
+            settings,
+            FileRegistry(sessions),
+            JobRegistry(sessions),
+            build_object_store(storage),
+            storage,
+            zoo,
+            on_change,
         )
 
 

@@ -5,12 +5,13 @@ The gateway only records what is wanted; the reconciler makes the servers match 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
 from typing import Any
 
 from model_engine_server.domain.entities import EndpointConfig, InferenceFramework, ModelEndpoint
 from model_engine_server.domain.exceptions import InvalidRequestError
+from model_engine_server.domain.fine_tuning import FineTunedModel
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import EndpointRepository
 from model_engine_server.domain.rules import validate_endpoint_config, validate_endpoint_name
@@ -18,6 +19,8 @@ from model_engine_server.domain.rules import validate_endpoint_config, validate_
 # Resource fields that default to the zoo entry's hardware when a create request leaves them out.
 _ZOO_DEFAULTED = ("cpus", "gpus", "memory", "gpu_type")
 _CONFIG_FIELDS = frozenset(f.name for f in fields(EndpointConfig))
+# (owner, model name) -> that owner's fine-tuned model of that name, if any.
+FineTunedModelLookup = Callable[[str, str], Awaitable[FineTunedModel | None]]
 
 
 def parse_framework(value: str) -> InferenceFramework:
@@ -29,15 +32,22 @@ def parse_framework(value: str) -> InferenceFramework:
 
 
 class EndpointOperations:
-    def __init__(self, registry: EndpointRepository, zoo: ModelZoo, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        registry: EndpointRepository,
+        zoo: ModelZoo,
+        on_change: Callable[[], None],
+        fine_tuned_models: FineTunedModelLookup | None = None,
+    ) -> None:
         self._registry = registry
         self._zoo = zoo
         self._on_change = on_change
+        self._fine_tuned_models = fine_tuned_models
 
     async def create(self, owner: str, name: str, requested: dict[str, Any]) -> ModelEndpoint:
         """Create from the fields the caller gave; hardware the caller left out comes from the model zoo."""
         validate_endpoint_name(name)
-        values = self._with_zoo_defaults(requested)
+        values = self._with_zoo_defaults(await self._with_fine_tuned_checkpoint(owner, requested))
         config = EndpointConfig(**values)
         validate_endpoint_config(config, self._zoo)
         endpoint = await self._registry.create(owner=owner, name=name, config=config)
@@ -57,9 +67,19 @@ class EndpointOperations:
         self._on_change()
         return endpoint
 
+    async def _with_fine_tuned_checkpoint(self, owner: str, requested: dict[str, Any]) -> dict[str, Any]:
+        """A fine-tuned model of the owner's is served from its merged checkpoint, on its base model's hardware."""
+        model_name = str(requested.get("model_name", ""))
+        if requested.get("checkpoint_path") or self._zoo.get(model_name) or self._fine_tuned_models is None:
+            return requested
+        model = await self._fine_tuned_models(owner, model_name)
+        if model is None:
+            return requested
+        return {**requested, "checkpoint_path": model.checkpoint_path, "_hardware_of": model.base_model}
+
     def _with_zoo_defaults(self, requested: dict[str, Any]) -> dict[str, Any]:
         values = _known(requested)
-        entry = self._zoo.get(str(values.get("model_name", "")))
+        entry = self._zoo.get(str(requested.get("_hardware_of") or values.get("model_name", "")))
         if entry is not None:
             for field_name in _ZOO_DEFAULTED:
                 if values.get(field_name) is None:

@@ -149,3 +149,35 @@ def fine_tuned_model_name(base_model: str, suffix: str | None, created_at: datet
     base = re.sub(r"[^a-z0-9-]+", "-", base_model.lower()).strip("-")
     parts = [base[: 63 - len(stamp) - (len(suffix) + 1 if suffix else 0) - 1], *([suffix] if suffix else []), stamp]
     return ".".join(parts)
+
+
+@dataclass(frozen=True)
+class FineTuneWorkerSpec:
+    """What a fine-tune worker runs (the workspace's ``job.json``)."""
+
+    base_model: str  # a model-zoo name, or the name shown for ``checkpoint_path``
+    checkpoint_path: str | None
+    fine_tuned_model: str
+    hyperparameters: dict[str, Any]
+    has_validation: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> FineTuneWorkerSpec:
+        return cls(**{field.name: raw[field.name] for field in fields(cls)})
+
+
+MERGED_RESULT_DIR = "result/merged"  # inside the job's workspace: the checkpoint endpoints serve
+
+
+@dataclass(frozen=True)
+class FineTunedModel:
+    """A fine-tune's result as a model its owner can deploy: ``Model.create(model=name)``."""
+
+    name: str
+    owner: str
+    base_model: str
+    checkpoint_path: str  # a local directory, or an s3:// prefix
+    job_id: str

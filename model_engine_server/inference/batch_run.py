@@ -47,12 +47,19 @@ def run_worker(job_id: str, index: int, storage: StorageConfig, cache_dir: Path)
     mine = worker_ranges(spec.total, spec.chunk_size, spec.workers, index)
     written = workspace.finished_parts()
     todo = [part for part in mine if part not in written]
-    progress = _Progress(sum(end - start for start, end in mine if (start, end) in written), sum(e - s for s, e in mine))
+    progress = _Progress(
+        sum(end - start for start, end in mine if (start, end) in written), sum(e - s for s, e in mine)
+    )
     workspace.report(index, WorkerStatus(progress.done, progress.total))
     try:
         if todo:
-            log.info("Worker %d: %d of %d prompts left in %d parts", index, progress.total - progress.done,
-                     progress.total, len(todo))
+            log.info(
+                "Worker %d: %d of %d prompts left in %d parts",
+                index,
+                progress.total - progress.done,
+                progress.total,
+                len(todo),
+            )
             items = [BatchItem.model_validate(raw) for raw in workspace.read_json("input.json")]
             service = _load(spec, cache_dir)
             asyncio.run(_generate(service, spec, items, todo, workspace, index, progress))
@@ -143,8 +150,9 @@ def _validate(service: InferenceService, item: BatchItem, row: int) -> ValidRequ
             frequency_penalty=item.frequency_penalty,
             presence_penalty=item.presence_penalty,
         )
-        return service.validator.validate(prompt or "", max_new_tokens=item.max_new_tokens, sampling=sampling,
-                                          stop=item.stop)
+        return service.validator.validate(
+            prompt or "", max_new_tokens=item.max_new_tokens, sampling=sampling, stop=item.stop
+        )
     except RequestValidationError as error:
         raise BatchJobError(f"bad input row {row}: {error.message}") from error
 
@@ -161,15 +169,24 @@ def _format(spec: BatchWorkerSpec, item: BatchItem, prompt_tokens: int, finished
             output["tokens"] = [{"token": t.text, "log_prob": t.logprob} for t in finished.tokens]
         return output
     reason = "length" if finished.reason == "length" else "stop"
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-             "total_tokens": prompt_tokens + completion_tokens}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
     common = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": spec.model, "usage": usage}
     if spec.output_format is OutputFormat.CHAT:
         message = {"role": "assistant", "content": finished.generated_text}
-        return {**common, "object": "chat.completion",
-                "choices": [{"index": 0, "message": message, "finish_reason": reason}]}
-    return {**common, "object": "text_completion",
-            "choices": [{"index": 0, "text": finished.generated_text, "finish_reason": reason, "logprobs": None}]}
+        return {
+            **common,
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "finish_reason": reason}],
+        }
+    return {
+        **common,
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": finished.generated_text, "finish_reason": reason, "logprobs": None}],
+    }
 
 
 def _assemble_if_complete(workspace: JobWorkspace, spec: BatchWorkerSpec, storage: StorageConfig) -> None:

@@ -66,8 +66,12 @@ class JobReconciler:
                 await self.registry.add_event(job.id, f"Started {job.parallelism} worker(s).")
         elif job.started_at and utcnow() > job.started_at + timedelta(seconds=job.max_runtime_sec):
             await self.runner.stop_job(job)
-            await self._finish(job, JobStatus.FAILED, f"runtime exceeded: the job ran longer than max_runtime_sec "
-                               f"({job.max_runtime_sec} s); raise max_runtime_sec or split the input")
+            await self._finish(
+                job,
+                JobStatus.FAILED,
+                f"runtime exceeded: the job ran longer than max_runtime_sec "
+                f"({job.max_runtime_sec} s); raise max_runtime_sec or split the input",
+            )
         else:
             await self._follow(job)
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
@@ -30,7 +30,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from model_engine_server.domain.fine_tuning import Hyperparameters, TrainingExample
 
-EventSink = Callable[[str, str], None]  # (level, message)
+
+class TrainingObserver(Protocol):
+    """Where a run reports: events for people, progress for the job's record, checkpoints for safe keeping."""
+
+    def event(self, level: str, message: str) -> None: ...
+
+    def progress(self, step: int, total: int) -> None: ...
+
+    def checkpoint(self, state_file: Path) -> None: ...
+
+
 CHECKPOINT_DIR = "checkpoint"
 IGNORE_INDEX = -100  # label value the loss skips
 
@@ -69,8 +79,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, example: TrainingExample, max_len
         input_ids = [*prompt_ids, *response_ids, tokenizer.eos_token_id]
     if len(input_ids) > max_length:
         raise TrainingDataError(
-            f"row {example.row} is {len(input_ids)} tokens long after the chat template; "
-            f"max_length is {max_length}."
+            f"row {example.row} is {len(input_ids)} tokens long after the chat template; max_length is {max_length}."
         )
     labels = [IGNORE_INDEX] * len(prompt_ids) + input_ids[len(prompt_ids) :]
     return Encoded(input_ids=input_ids, labels=labels)
@@ -88,17 +97,15 @@ class LoraTrainer:
         base_checkpoint: Path,
         output_dir: Path,
         params: Hyperparameters,
-        on_event: EventSink,
+        observer: TrainingObserver,
         *,
         checkpoint_steps: int = 25,
-        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self._base = base_checkpoint
         self._out = output_dir
         self._params = params
-        self._emit = on_event
+        self._observer = observer
         self._checkpoint_steps = checkpoint_steps
-        self._should_stop = should_stop
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def run(self, train: Sequence[TrainingExample], validation: Sequence[TrainingExample] = ()) -> TrainingResult:
@@ -108,7 +115,9 @@ class LoraTrainer:
         validation_set = [encode(tokenizer, example, self._params.max_length) for example in validation]
         model = self._lora_model(tokenizer)
         optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=self._params.lr, weight_decay=self._params.weight_decay
+            [p for p in model.parameters() if p.requires_grad],
+            lr=self._params.lr,
+            weight_decay=self._params.weight_decay,
         )
         steps_per_epoch = math.ceil(len(train_set) / self._params.batch_size)
         total_steps = steps_per_epoch * self._params.epochs
@@ -120,20 +129,20 @@ class LoraTrainer:
             batch = self._batch(train_set, epoch, index)
             loss_value = self._train_step(model, optimizer, batch, tokenizer.pad_token_id or 0)
             step += 1
-            self._emit("info", f"step {step}/{total_steps} epoch {epoch + 1} train_loss {loss_value:.4f}")
+            self._observer.event("info", f"step {step}/{total_steps} epoch {epoch + 1} train_loss {loss_value:.4f}")
+            self._observer.progress(step, total_steps)
             epoch_done = step % steps_per_epoch == 0
             if validation_set and epoch_done:
                 validation_loss = self._evaluate(model, validation_set, tokenizer.pad_token_id or 0)
-                self._emit("info", f"epoch {epoch + 1} validation_loss {validation_loss:.4f}")
-            if epoch_done or step % self._checkpoint_steps == 0:
+                self._observer.event("info", f"epoch {epoch + 1} validation_loss {validation_loss:.4f}")
+            if (epoch_done or step % self._checkpoint_steps == 0) and step < total_steps:
                 self._save_checkpoint(model, optimizer, step)
-            if self._should_stop():
-                raise InterruptedError(f"stopped at step {step}/{total_steps}")
         return self._write_result(model, tokenizer, loss_value, validation_loss, total_steps)
 
     def _lora_model(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         dtype = torch.bfloat16 if self._device.type == "cuda" else torch.float32
-        base = AutoModelForCausalLM.from_pretrained(str(self._base), dtype=dtype).to(self._device)
+        base: Any = AutoModelForCausalLM.from_pretrained(str(self._base), dtype=dtype)
+        base.to(self._device)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         config = LoraConfig(
@@ -180,12 +189,13 @@ class LoraTrainer:
         set_peft_model_state_dict(model, state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        self._emit("info", f"resumed from the checkpoint at step {step}")
+        self._observer.event("info", f"resumed from the checkpoint at step {step}")
         return step
 
     def _save_checkpoint(self, model: Any, optimizer: torch.optim.Optimizer, step: int) -> None:
         state = {"adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(), "step": step}
         _atomic_dir(self._out / CHECKPOINT_DIR, lambda staging: torch.save(state, staging / "state.pt"))
+        self._observer.checkpoint(self._out / CHECKPOINT_DIR / "state.pt")
 
     def _write_result(
         self, model: Any, tokenizer: PreTrainedTokenizerBase, loss: float, validation: float | None, steps: int
@@ -203,7 +213,9 @@ class LoraTrainer:
             (staging / "llm-engine-fine-tune.json").write_text(json.dumps(summary))
 
         _atomic_dir(merged_dir, write_merged)
-        self._emit("info", f"wrote the adapter and the merged checkpoint in {time.monotonic() - started:.1f} s")
+        self._observer.event(
+            "info", f"wrote the adapter and the merged checkpoint in {time.monotonic() - started:.1f} s"
+        )
         return TrainingResult(adapter_dir, merged_dir, loss, validation, steps)
 
 

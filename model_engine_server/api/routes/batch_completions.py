@@ -25,9 +25,7 @@ _KIND = JobKind.BATCH_COMPLETION
 
 
 @router.post("/v1/llm/batch-completions", response_model=CreateBatchV1Response)
-async def create_batch_v1(
-    caller: CallerDep, services: FilesAndJobsDep, body: Any = Body(...)
-) -> CreateBatchV1Response:
+async def create_batch_v1(caller: CallerDep, services: FilesAndJobsDep, body: Any = Body(...)) -> CreateBatchV1Response:
     job = await submit_batch(services, caller, body, version=1)
     return CreateBatchV1Response(job_id=job.id)
 

@@ -88,7 +88,7 @@ def inference_server(
 
         app = create_app(
             build_service(
-                    model_id=model_id,
+                model_id=model_id,
                 cache_dir=cache_dir or Settings().models_dir,
                 max_input_tokens=max_input_tokens,
                 max_total_tokens=max_total_tokens,
@@ -145,7 +145,7 @@ def build_service(
     from model_engine_server.inference.server.engine import ModelRunner, configure_threads
     from model_engine_server.inference.server.metrics import ServerMetrics
     from model_engine_server.inference.server.scheduler import BatchLimits, Scheduler
-    from model_engine_server.inference.server.service import InferenceService, ServerInfo  # noqa: F811
+    from model_engine_server.inference.server.service import InferenceService, ServerInfo
     from model_engine_server.inference.server.validation import RequestValidator, TokenLimits
 
     threads = configure_threads(num_threads)
