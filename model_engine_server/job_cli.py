@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
 from model_engine_server.config import load_settings
+from model_engine_server.db.job_registry import JobRegistry
+from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.domain.exceptions import NotFoundError
+from model_engine_server.domain.jobs import Job, JobEvent
 
+T = TypeVar("T")
 jobs_app = typer.Typer(help="Batch-completion and fine-tune jobs (this installation's registry).", no_args_is_help=True)
 console = Console()
 
@@ -38,9 +45,76 @@ def batch_run(
         raise typer.Exit(code=EXIT_JOB_ERROR) from None
 
 
-def _registry():  # type: ignore[no-untyped-def]
-    from model_engine_server.db.job_registry import JobRegistry
-    from model_engine_server.db.session import create_engine, create_session_factory
+async def _with_registry(action: Callable[[JobRegistry], Awaitable[T]]) -> T:
+    settings = load_settings()
+    engine = create_engine(settings.database_url)
+    try:
+        return await action(JobRegistry(create_session_factory(engine)))
+    finally:
+        await engine.dispose()
 
-    engine = create_engine(load_settings().database_url)
-    return engine, JobRegistry(create_session_factory(engine))
+
+def _progress_bar(job: Job) -> Progress:
+    bar = Progress(
+        TextColumn(f"{job.id} [bold]{job.status.value}[/bold]"), BarColumn(), TextColumn("{task.description}")
+    )
+    total = max(job.progress_total, 1)
+    bar.add_task(f"{job.progress_done}/{job.progress_total}", total=total, completed=job.progress_done)
+    return bar
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """Every job in the registry, of all owners, with its progress."""
+    jobs = asyncio.run(_with_registry(lambda registry: registry.list_all()))
+    table = Table("id", "kind", "owner", "status", "progress", "created", "reason")
+    for job in jobs:
+        table.add_row(
+            job.id,
+            job.kind.value,
+            job.owner,
+            job.status.value,
+            f"{job.progress_done}/{job.progress_total}",
+            job.created_at.strftime("%Y-%m-%d %H:%M"),
+            job.status_reason or "",
+        )
+    console.print(table)
+
+
+@jobs_app.command("get")
+def jobs_get(job_id: JobIdArgument) -> None:
+    """One job: its progress bar, spec, result and events."""
+
+    async def read(registry: JobRegistry) -> tuple[Job, list[JobEvent]]:
+        job = await registry.get(job_id)
+        return job, await registry.events(job_id)
+
+    try:
+        job, events = asyncio.run(_with_registry(read))
+    except NotFoundError as error:
+        console.print(f"[red]{error.message}[/red]")
+        raise typer.Exit(1) from None
+    console.print(_progress_bar(job))
+    console.print(f"kind {job.kind.value} · owner {job.owner} · workers {job.parallelism} · restarts {job.restarts}")
+    if job.status_reason:
+        console.print(f"reason: {job.status_reason}")
+    for key, value in job.result.items():
+        console.print(f"{key}: {value}")
+    for event in events:
+        console.print(f"{event.timestamp:%H:%M:%S} {event.level:7} {event.message}")
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: JobIdArgument) -> None:
+    """Ask the reconciler to stop a queued or running job."""
+
+    async def cancel(registry: JobRegistry) -> bool:
+        await registry.get(job_id)
+        return await registry.request_cancel(job_id)
+
+    try:
+        cancelled = asyncio.run(_with_registry(cancel))
+    except NotFoundError as error:
+        console.print(f"[red]{error.message}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Cancelling {job_id}." if cancelled else f"{job_id} has already finished.")

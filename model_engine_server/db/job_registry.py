@@ -69,6 +69,17 @@ class JobRegistry:
             raise NotFoundError(f"Job {job_id!r} not found.")
         return _entity(row)
 
+    async def get(self, job_id: str) -> Job:
+        async with self._sessions() as session:
+            row = await session.get(JobRow, job_id)
+        if row is None:
+            raise NotFoundError(f"Job {job_id!r} not found.")
+        return _entity(row)
+
+    async def list_all(self) -> list[Job]:
+        async with self._sessions() as session:
+            return [_entity(row) for row in await session.scalars(select(JobRow).order_by(JobRow.created_at))]
+
     async def list_owned(self, owner: str, kind: JobKind | None = None) -> list[Job]:
         query = select(JobRow).where(JobRow.owner == owner).order_by(JobRow.created_at)
         if kind is not None:

@@ -190,6 +190,20 @@ never from plain values.
   value: {{ .Values.worker.concurrency | int64 | quote }}
 - name: LLM_ENGINE_ASYNC_ENDPOINT_CONCURRENCY
   value: {{ .Values.worker.endpointConcurrency | int64 | quote }}
+- name: LLM_ENGINE_OBJECT_STORE_URL
+  value: {{ .Values.objectStorage.url | quote }}
+- name: LLM_ENGINE_S3_ENDPOINT_URL
+  value: {{ .Values.objectStorage.s3EndpointUrl | quote }}
+- name: LLM_ENGINE_S3_REGION
+  value: {{ .Values.objectStorage.s3Region | quote }}
+- name: LLM_ENGINE_FILE_MAX_BYTES
+  value: {{ .Values.objectStorage.fileMaxBytes | int64 | quote }}
+- name: LLM_ENGINE_BATCH_CHUNK_SIZE
+  value: {{ .Values.jobs.batchChunkSize | int64 | quote }}
+- name: LLM_ENGINE_JOB_MAX_RESTARTS
+  value: {{ .Values.jobs.maxRestarts | int64 | quote }}
+- name: LLM_ENGINE_JOB_TTL_SECONDS_AFTER_FINISHED
+  value: {{ .Values.jobs.ttlSecondsAfterFinished | int64 | quote }}
 - name: LLM_ENGINE_RECONCILE_INTERVAL_SECONDS
   value: {{ .Values.orchestrator.reconcileIntervalSeconds | quote }}
 - name: LLM_ENGINE_KUBERNETES_NAMESPACE

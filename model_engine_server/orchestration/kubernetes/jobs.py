@@ -1,0 +1,125 @@
+"""Jobs on Kubernetes: one indexed ``batch/v1`` Job per job record, run by the engine image.
+
+``completions`` = ``parallelism`` = the job's workers, in Indexed completion mode: each pod gets
+``JOB_COMPLETION_INDEX`` and runs ``model-engine <entrypoint> --job-id <id>``, reading and writing the job's workspace
+in object storage (S3 credentials from the pod's ServiceAccount or the checkpoint-credentials Secret).
+``activeDeadlineSeconds`` enforces ``max_runtime_sec``; a pod that dies is replaced up to ``backoffLimit`` times and
+resumes from the workspace; finished Jobs are removed after ``ttlSecondsAfterFinished``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from model_engine_server.config import Settings
+from model_engine_server.domain.jobs import JOB_ENTRYPOINTS, Job, RunObservation, RunState
+from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.orchestration.kubernetes import naming
+from model_engine_server.orchestration.kubernetes.client import KubeApi, Resource
+
+JOBS = Resource("Job", "batch", "v1", "jobs", "BatchV1Api", "namespaced_job")
+JOB_ID_LABEL = "llm-engine.io/job-id"
+
+
+def job_name(job: Job) -> str:
+    return f"llm-engine-{job.id}"[:63].rstrip("-")
+
+
+def job_manifest(settings: Settings, job: Job) -> dict[str, Any]:
+    resources = job.resources
+    requests: dict[str, Any] = {"cpu": resources.cpus, "memory": resources.memory}
+    limits: dict[str, Any] = {"memory": resources.memory}
+    if resources.gpus:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = resources.gpus
+    env = [
+        {"name": "LLM_ENGINE_OBJECT_STORE_URL", "value": settings.object_store_url},
+        {"name": "LLM_ENGINE_S3_ENDPOINT_URL", "value": settings.s3_endpoint_url},
+        {"name": "LLM_ENGINE_S3_REGION", "value": settings.s3_region},
+        {"name": "LLM_ENGINE_ORCHESTRATOR", "value": "kubernetes"},
+        {"name": "LLM_ENGINE_MODEL_CACHE_DIR", "value": "/models"},
+    ]
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": job.image or f"{settings.builtin_image_repository}:{settings.builtin_image_tag}",
+        "args": [JOB_ENTRYPOINTS[job.kind], "--job-id", job.id],
+        "env": env,
+        "resources": {"requests": requests, "limits": limits},
+        "volumeMounts": [{"name": "models", "mountPath": "/models"}, {"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    if settings.kubernetes_checkpoint_credentials_secret:
+        container["envFrom"] = [
+            {"secretRef": {"name": settings.kubernetes_checkpoint_credentials_secret, "optional": True}}
+        ]
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.kubernetes_endpoint_service_account,
+        "containers": [container],
+        "volumes": [{"name": "models", "emptyDir": {}}, {"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+    }
+    if resources.gpus:
+        if resources.gpu_type:
+            pod["nodeSelector"] = {settings.kubernetes_gpu_node_label: resources.gpu_type}
+        pod["tolerations"] = [
+            {"key": key, "operator": "Exists", "effect": "NoSchedule"} for key in settings.kubernetes_gpu_tolerations
+        ]
+    labels = {naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE, JOB_ID_LABEL: job.id}
+    return {
+        "apiVersion": JOBS.api_version,
+        "kind": JOBS.kind,
+        "metadata": {"name": job_name(job), "labels": labels},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": job.parallelism,
+            "parallelism": job.parallelism,
+            "backoffLimit": settings.job_max_restarts,
+            "activeDeadlineSeconds": job.max_runtime_sec,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds_after_finished,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def observation(job_object: dict[str, Any] | None) -> RunObservation:
+    """What a Job's status conditions say (``Complete``, ``Failed`` with its reason, else running)."""
+    if job_object is None:
+        return RunObservation(RunState.MISSING, "the Kubernetes Job does not exist")
+    for condition in job_object.get("status", {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return RunObservation(RunState.SUCCEEDED)
+        if condition.get("type") == "Failed":
+            reason = condition.get("reason", "")
+            if reason == "DeadlineExceeded":
+                return RunObservation(RunState.FAILED, "runtime exceeded (activeDeadlineSeconds)")
+            return RunObservation(RunState.FAILED, f"{reason}: {condition.get('message', '')}".strip(": "))
+    active = job_object.get("status", {}).get("active") or 0
+    return RunObservation(RunState.RUNNING if active else RunState.PENDING)
+
+
+class KubernetesJobRunner:
+    """Jobs through the orchestrator's API client; the reconciler is their only writer."""
+
+    def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
+        self._settings = settings
+        self._orchestrator = orchestrator
+
+    @property
+    def _api(self) -> KubeApi:
+        api: KubeApi | None = getattr(self._orchestrator, "api", None)
+        assert api is not None, "the Kubernetes orchestrator is started before the reconciler runs"
+        return api
+
+    async def start_job(self, job: Job) -> None:
+        # Server-side apply: idempotent. Kubernetes itself replaces dead pods (backoffLimit); they resume.
+        await asyncio.to_thread(self._api.apply, JOBS, job_manifest(self._settings, job))
+
+    async def stop_job(self, job: Job) -> None:
+        await asyncio.to_thread(self._api.delete, JOBS, job_name(job), "Background")
+
+    async def observe_job(self, job: Job) -> RunObservation:
+        return observation(await asyncio.to_thread(self._api.read, JOBS, job_name(job)))
+
+    async def close(self) -> None:
+        return None
