@@ -76,7 +76,7 @@ def forward_only_seconds(base: Path, data: list[TrainingExample], params: Hyperp
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model_engine_server.training.lora import _collate, encode
+    from model_engine_server.training.lora import collate, encode
 
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).eval()
@@ -84,7 +84,7 @@ def forward_only_seconds(base: Path, data: list[TrainingExample], params: Hyperp
     started = time.perf_counter()
     with torch.no_grad():
         for start in range(0, len(encoded), params.batch_size):
-            ids, labels, mask = _collate(encoded[start : start + params.batch_size], 0, torch.device("cpu"))
+            ids, labels, mask = collate(encoded[start : start + params.batch_size], 0, torch.device("cpu"))
             model(input_ids=ids, attention_mask=mask, labels=labels)
     return time.perf_counter() - started
 

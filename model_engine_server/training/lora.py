@@ -162,7 +162,7 @@ class LoraTrainer:
 
     def _train_step(self, model: Any, optimizer: torch.optim.Optimizer, batch: list[Encoded], pad: int) -> float:
         model.train()
-        input_ids, labels, mask = _collate(batch, pad, self._device)
+        input_ids, labels, mask = collate(batch, pad, self._device)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -176,7 +176,7 @@ class LoraTrainer:
         total, count = 0.0, 0
         for start in range(0, len(data), self._params.batch_size):
             batch = data[start : start + self._params.batch_size]
-            input_ids, labels, mask = _collate(batch, pad, self._device)
+            input_ids, labels, mask = collate(batch, pad, self._device)
             total += float(model(input_ids=input_ids, attention_mask=mask, labels=labels).loss) * len(batch)
             count += len(batch)
         return total / count
@@ -219,7 +219,7 @@ class LoraTrainer:
         return TrainingResult(adapter_dir, merged_dir, loss, validation, steps)
 
 
-def _collate(batch: list[Encoded], pad: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def collate(batch: list[Encoded], pad: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     width = max(len(item.input_ids) for item in batch)
     ids = [item.input_ids + [pad] * (width - len(item.input_ids)) for item in batch]
     labels = [item.labels + [IGNORE_INDEX] * (width - len(item.labels)) for item in batch]
