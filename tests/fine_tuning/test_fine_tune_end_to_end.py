@@ -104,6 +104,7 @@ def _wait(platform: Platform, job_id: str, condition: object, timeout: float = 9
         time.sleep(0.5)
 
 
+@pytest.mark.timeout(1200)  # training, a restart, two endpoint starts: minutes on 2 CPU cores
 def test_fine_tune_resumes_after_sigkill_then_deploys_and_knows_the_code_word(
     platform: Platform, training_csv: Path
 ) -> None:
@@ -144,6 +145,7 @@ def test_fine_tune_resumes_after_sigkill_then_deploys_and_knows_the_code_word(
     assert platform.post("/v1/llm/model-endpoints/download", body, user="someone-else").status_code == 404
 
 
+@pytest.mark.timeout(600)
 def test_cancel_stops_the_trainer(platform: Platform, training_csv: Path) -> None:
     uploaded = _upload(platform, training_csv)
     body = {"model": "smollm2-135m", "training_file": uploaded, "hyperparameters": {"epochs": 50, "batch_size": 1}}
