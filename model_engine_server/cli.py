@@ -162,7 +162,8 @@ def worker(
 ) -> None:
     """Run an async completion worker (Celery) that consumes the endpoints' task queues."""
     from model_engine_server.config import OrchestratorKind
-    from model_engine_server.tasks.runtime import OrchestratorResolver, UpstreamResolver
+    from model_engine_server.domain.ports import UpstreamResolver
+    from model_engine_server.tasks.runtime import OrchestratorResolver
     from model_engine_server.tasks.worker import parse_endpoint_names, run_worker
 
     settings = settings_or_exit()

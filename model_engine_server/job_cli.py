@@ -96,6 +96,8 @@ def jobs_get(job_id: JobIdArgument) -> None:
         raise typer.Exit(1) from None
     console.print(_progress_bar(job))
     console.print(f"kind {job.kind.value} · owner {job.owner} · workers {job.parallelism} · restarts {job.restarts}")
+    if job.cancel_requested and not job.status.finished:
+        console.print("cancel requested: the reconciler stops it on its next pass")
     if job.status_reason:
         console.print(f"reason: {job.status_reason}")
     for key, value in job.result.items():

@@ -24,6 +24,7 @@ from model_engine_server.api.routes import (
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.domain.admission import Admission
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.inference.completions import CompletionDispatcher
@@ -58,12 +59,13 @@ def create_app(
         # Async completions: a Celery app (no connection until the first submit) over the task records.
         endpoint_registry = EndpointRegistry(sessions)
         model_zoo = zoo or settings.model_zoo()
+        # One admission path (one endpoint cache) for sync, stream and async submit.
+        admission = Admission(endpoint_registry, orchestrator, model_zoo)
         task_queue = AsyncTaskQueue(
             create_celery_app(settings),
             AsyncTaskStore(sessions),
             timedelta(seconds=settings.async_task_result_ttl_seconds),
-            endpoint_registry.get_for_inference,
-            model_zoo,
+            admission,
         )
         app.state.services = Services(
             settings=settings,
@@ -82,10 +84,7 @@ def create_app(
         app.state.download_secret = secrets.token_bytes(32)
         # One pooled client for every inference server this process talks to.
         upstream = UpstreamClient.from_settings(settings)
-        services = app.state.services
-        app.state.completions = CompletionDispatcher(
-            services.endpoints.get_for_inference, orchestrator, upstream, services.zoo
-        )
+        app.state.completions = CompletionDispatcher(admission, upstream)
         try:
             yield
         finally:

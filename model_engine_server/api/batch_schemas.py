@@ -22,18 +22,6 @@ class BatchModelConfig(_Loose):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
-class V1Content(_Loose):
-    prompts: list[str] = Field(min_length=1)
-    max_new_tokens: int = Field(ge=1)
-    temperature: float = Field(ge=0.0, le=1.0)
-    stop_sequences: list[str] | None = None
-    return_token_log_probs: bool | None = False
-    presence_penalty: float | None = Field(default=None, ge=0.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_k: int | None = Field(default=None, ge=-1)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-
-
 class V2Request(_Loose):
     """One OpenAI-style completion (``prompt``) or chat (``messages``) request of a v2 batch."""
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from model_engine_server.api.batch_schemas import BatchRequest, V1Content, V2Request
+from model_engine_server.api.batch_schemas import BatchRequest, V2Request
+from model_engine_server.api.completion_schemas import CompletionRequestBody
 from model_engine_server.api.job_services import FilesAndJobs, parse_body
 from model_engine_server.db.job_registry import new_job_id
 from model_engine_server.db.models import utcnow
@@ -35,6 +36,7 @@ async def submit_batch(services: FilesAndJobs, caller: str, body: Any, *, versio
     _check_output(services, request.output_data_path)
     content = request.content if request.content is not None else await _read_input(services, caller, request)
     items, output_format = _items(content, request, version)
+    _check_fits(services, request, items)
     job_id = new_job_id()
     spec = BatchWorkerSpec(
         model=request.model_config_.model,
@@ -89,6 +91,19 @@ def _check_model(services: FilesAndJobs, request: BatchRequest) -> None:
         )
 
 
+def _check_fits(services: FilesAndJobs, request: BatchRequest, items: list[BatchItem]) -> None:
+    """The admission rule of the completion routes: ``max_new_tokens`` within the model's context (from the zoo).
+    Prompt lengths need the tokenizer; the job checks them and fails naming the row."""
+    entry = services.zoo.get(request.model_config_.model)
+    context = request.model_config_.max_context_length or (entry.context_length if entry else None)
+    longest = max(item.max_new_tokens for item in items)
+    if context is not None and longest > context:
+        raise InvalidRequestError(
+            f"max_new_tokens ({longest}) exceeds the context length of {request.model_config_.model} "
+            f"({context} tokens)."
+        )
+
+
 def _check_output(services: FilesAndJobs, path: str) -> None:
     try:
         open_location(path, services.storage)
@@ -119,30 +134,47 @@ async def _read_input(services: FilesAndJobs, caller: str, request: BatchRequest
 def _items(content: Any, request: BatchRequest, version: int) -> tuple[list[BatchItem], OutputFormat]:
     seed = request.model_config_.seed
     if isinstance(content, dict):
-        if "prompts" not in content:
-            raise InvalidRequestError("content has no `prompts`: give {prompts, max_new_tokens, temperature, ...}.")
-        v1 = parse_body(V1Content, content)
-        return [
-            BatchItem(
-                prompt=prompt,
-                max_new_tokens=v1.max_new_tokens,
-                temperature=v1.temperature,
-                stop=v1.stop_sequences or [],
-                return_token_log_probs=bool(v1.return_token_log_probs),
-                top_k=v1.top_k,
-                top_p=v1.top_p,
-                presence_penalty=v1.presence_penalty,
-                frequency_penalty=v1.frequency_penalty,
-                seed=seed,
-            )
-            for prompt in v1.prompts
-        ], OutputFormat.V1
+        return _v1_items(content, seed), OutputFormat.V1
     if version == 1 or not isinstance(content, list) or not content:
         expected = "an object {prompts, max_new_tokens, temperature, ...}"
         if version == 2:
             expected += " or a non-empty list of completion or chat requests"
         raise InvalidRequestError(f"content must be {expected}.")
     return _v2_items(content, seed)
+
+
+def _v1_items(content: dict[str, Any], seed: int | None) -> list[BatchItem]:
+    """``{prompts, max_new_tokens, temperature, ...}``: each prompt checked as the completion routes check one."""
+    prompts = content.get("prompts")
+    if prompts is None:
+        raise InvalidRequestError("content has no `prompts`: give {prompts, max_new_tokens, temperature, ...}.")
+    if not isinstance(prompts, list) or not prompts:
+        raise InvalidRequestError("content.prompts must be a non-empty list of strings.")
+    shared = {key: value for key, value in content.items() if key != "prompts"}
+    items = []
+    for row, prompt in enumerate(prompts):
+        try:
+            request = CompletionRequestBody.model_validate({**shared, "prompt": prompt}).to_domain()
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "content"
+            place = f"content.prompts[{row}]" if where == "prompt" else f"content.{where}"
+            raise InvalidRequestError(f"{place}: {first['msg']}") from None
+        items.append(
+            BatchItem(
+                prompt=request.prompt,
+                max_new_tokens=request.max_new_tokens,
+                temperature=request.temperature,
+                stop=request.stop_sequences,
+                return_token_log_probs=request.return_token_log_probs,
+                top_k=request.top_k,
+                top_p=request.top_p,
+                presence_penalty=request.presence_penalty,
+                frequency_penalty=request.frequency_penalty,
+                seed=seed,
+            )
+        )
+    return items
 
 
 def _v2_items(content: list[Any], seed: int | None) -> tuple[list[BatchItem], OutputFormat]:

@@ -3,7 +3,8 @@
 DomainError
 ├── InvalidRequestError          the request is well-formed but not acceptable (400)
 ├── NotFoundError                no such object visible to the caller (404)
-│   └── EndpointNotFoundError
+│   ├── EndpointNotFoundError
+│   └── EndpointDeletingError    being deleted: it will not serve again
 ├── ConflictError                it exists already / conflicting state (409)
 ├── PayloadTooLargeError         an upload past the size limit (413)
 ├── AuthenticationError          no or unknown credentials (401)
@@ -38,6 +39,12 @@ class NotFoundError(DomainError):
 class EndpointNotFoundError(NotFoundError):
     def __init__(self, name: str) -> None:
         super().__init__(f"Model endpoint {name!r} was not found.")
+        self.name = name
+
+
+class EndpointDeletingError(NotFoundError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Model endpoint {name!r} is being deleted.")
         self.name = name
 
 

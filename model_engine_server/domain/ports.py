@@ -37,6 +37,22 @@ class Orchestrator(Protocol):
         """Return when something observed may have changed, or after ``timeout`` seconds at the latest."""
 
 
+class UpstreamResolver(Protocol):
+    """Where requests for an endpoint go right now (the gateway and the async worker ask on every request)."""
+
+    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
+        """Base URLs (``http://host:port``) of the endpoint's ready replicas; empty when none is ready."""
+
+
+class InferenceEndpoints(Protocol):
+    """The registry as admission reads it (``db.repositories.EndpointRegistry``)."""
+
+    async def get_for_inference(self, name: str, caller: str) -> ModelEndpoint:
+        """The endpoint if ``caller`` may send it requests; else ``EndpointNotFoundError``."""
+
+    async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None: ...
+
+
 class EndpointRepository(Protocol):
     """The registry of endpoints, as the endpoint operations need it (``db.repositories.EndpointRegistry``)."""
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -21,18 +19,15 @@ from celery import Celery
 from celery import states as celery_states
 
 from model_engine_server.db.repositories import AsyncTaskRecord, AsyncTaskStore
+from model_engine_server.domain.admission import Admission
 from model_engine_server.domain.completions import CompletionOutput, CompletionRequest, TokenOutput
-from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
-from model_engine_server.domain.exceptions import BrokerUnavailableError, ConflictError, InvalidRequestError
-from model_engine_server.domain.model_zoo import ModelZoo
-from model_engine_server.tasks.policy import ENDPOINT_CACHE_SECONDS, IDLE_QUEUE, TASK_NAME, queue_for
+from model_engine_server.domain.entities import ModelEndpoint
+from model_engine_server.domain.exceptions import BrokerUnavailableError
+from model_engine_server.tasks.policy import IDLE_QUEUE, TASK_NAME, queue_for
 
 log = logging.getLogger(__name__)
 
 BROKER_CHECK_TIMEOUT_SECONDS = 5.0
-
-# (endpoint name, caller) -> the endpoint, or EndpointNotFoundError (EndpointRegistry.get_for_inference).
-EndpointLookup = Callable[[str, str], Awaitable[ModelEndpoint]]
 
 
 class TaskStatus(StrEnum):
@@ -83,45 +78,21 @@ def output_from_json(raw: dict[str, Any]) -> CompletionOutput:
 class AsyncTaskQueue:
     """Built in the gateway's lifespan from a Celery app; the app's connections are pooled and thread-safe.
 
-    ``lookup`` finds the endpoint a caller may send requests to (``EndpointRegistry.get_for_inference``); its answers
-    are cached for ``ENDPOINT_CACHE_SECONDS`` like the sync path's, so a burst of submits does not read the registry
-    each time. (A delete seen a second late is harmless: the worker fails the tasks of a deleted endpoint.)
+    Submit applies the gateway's ``Admission`` (the rules of every way in; a task may wait for an endpoint that is
+    still starting). A delete seen a second late is harmless: the worker admits each task again when it runs.
     """
 
-    def __init__(
-        self, app: Celery, store: AsyncTaskStore, ttl: timedelta, lookup: EndpointLookup, zoo: ModelZoo
-    ) -> None:
+    def __init__(self, app: Celery, store: AsyncTaskStore, ttl: timedelta, admission: Admission) -> None:
         self._app = app
         self._store = store
         self._ttl = ttl
-        self._lookup = lookup
-        self._zoo = zoo
-        self._endpoints: dict[tuple[str, str], tuple[float, ModelEndpoint]] = {}
+        self._admission = admission
 
     async def submit(self, caller: str, endpoint_name: str, request: CompletionRequest) -> str:
-        """Store and enqueue the task; 404 for an endpoint the caller cannot use, 400 for a request it cannot run,
-        503 when the broker is unreachable. Returns the task id."""
-        endpoint = await self._endpoint(endpoint_name, caller)
-        if endpoint.status is EndpointStatus.DELETE_IN_PROGRESS:
-            raise ConflictError(f"Model endpoint {endpoint_name!r} is being deleted.")
-        model = self._zoo.get(endpoint.config.model_name)
-        if model is not None and request.max_new_tokens > model.context_length:
-            raise InvalidRequestError(
-                f"max_new_tokens ({request.max_new_tokens}) exceeds the context length of "
-                f"{model.name} ({model.context_length} tokens)."
-            )
+        """Store and enqueue the task; the admission errors (404, 400, 503 for an endpoint whose servers failed),
+        or 503 when the broker is unreachable. Returns the task id."""
+        endpoint = await self._admission.admit_to_queue(endpoint_name, caller, request)
         return await self._enqueue(caller, endpoint, request)
-
-    async def _endpoint(self, name: str, caller: str) -> ModelEndpoint:
-        now = time.monotonic()
-        cached = self._endpoints.get((name, caller))
-        if cached is not None and now - cached[0] < ENDPOINT_CACHE_SECONDS:
-            return cached[1]
-        endpoint = await self._lookup(name, caller)
-        if len(self._endpoints) > 10_000:  # many distinct callers: start over rather than grow without bound
-            self._endpoints.clear()
-        self._endpoints[(name, caller)] = (now, endpoint)
-        return endpoint
 
     async def _enqueue(self, owner: str, endpoint: ModelEndpoint, request: CompletionRequest) -> str:
         task_id = uuid.uuid4().hex

@@ -1,16 +1,16 @@
-"""The async completion task: resolve the endpoint when the task runs, take a slot, call a replica, retry what is
-worth retrying (jittered exponential backoff), and end every other failure with a readable reason."""
+"""The async completion task: admit the task again when it runs (the rules every way in applies), take a slot, call
+a replica, retry what is worth retrying (jittered exponential backoff), and end every other failure with the same
+readable reason the synchronous routes answer with."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.exceptions import Reject
 
 from model_engine_server.domain.completions import CompletionRequest
-from model_engine_server.domain.entities import EndpointStatus
 from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.tasks.client import output_to_json
 from model_engine_server.tasks.errors import AsyncTaskFailure
@@ -40,8 +40,11 @@ def run_completion(
     attempt: int,
 ) -> dict[str, Any]:
     kwargs = {"endpoint_id": endpoint_id, "endpoint_name": endpoint_name, "request": request, "attempt": attempt}
+    completion = CompletionRequest(**request)
     try:
-        endpoint = runtime.run(runtime.endpoint(endpoint_id))
+        admitted = runtime.run(runtime.admission.admit_task(endpoint_id, endpoint_name, completion))
+    except DomainError as exc:  # deleted, too long, not ready: the same answers the synchronous routes give
+        _retry_or_fail(task, runtime, exc, kwargs, attempt)
     except Exception as exc:  # the registry is briefly unreachable: the task is not at fault
         if attempt + 1 >= runtime.settings.async_task_max_attempts:
             raise AsyncTaskFailure(f"The registry could not be read ({type(exc).__name__}).") from None
@@ -49,26 +52,30 @@ def run_completion(
         raise task.retry(
             countdown=retry_delay(attempt), kwargs={**kwargs, "attempt": attempt + 1}, max_retries=None
         ) from None
-    if endpoint is None or endpoint.status is EndpointStatus.DELETE_IN_PROGRESS:
-        raise AsyncTaskFailure(f"Model endpoint {endpoint_name!r} was deleted; the task was not run.")
-    if not runtime.gate.try_enter(endpoint_id, runtime.slot_limit(endpoint)):
+    if not runtime.gate.try_enter(endpoint_id, runtime.slot_limit(admitted.endpoint)):
         # This endpoint has its share of this worker's slots (maybe all stuck on a slow server): its queue is paused
         # here until a slot frees up, and this message (fetched before the pause) goes back for any worker to take.
         raise Reject(f"endpoint {endpoint_name!r} has all its slots in this worker", requeue=True)
     try:
-        output = runtime.run(runtime.complete(endpoint, CompletionRequest(**request)))
+        output = runtime.run(runtime.complete(admitted, completion))
     except DomainError as exc:
-        attempts = attempt + 1
-        if is_retryable(exc) and attempts < runtime.settings.async_task_max_attempts:
-            log.info("Task %s: %s; retry %d", task.request.id, exc.message, attempts)
-            raise task.retry(
-                countdown=retry_delay(attempt), kwargs={**kwargs, "attempt": attempts}, max_retries=None
-            ) from None
-        suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
-        raise AsyncTaskFailure(exc.message + suffix) from None
+        _retry_or_fail(task, runtime, exc, kwargs, attempt)
     except Exception as exc:  # a bug, not the caller's problem: say so without internals
         log.exception("Task %s failed unexpectedly", task.request.id)
         raise AsyncTaskFailure(f"The worker failed unexpectedly ({type(exc).__name__}).") from None
     finally:
         runtime.gate.leave(endpoint_id)
     return output_to_json(output)
+
+
+def _retry_or_fail(
+    task: Task, runtime: WorkerRuntime, error: DomainError, kwargs: dict[str, Any], attempt: int
+) -> NoReturn:
+    attempts = attempt + 1
+    if is_retryable(error) and attempts < runtime.settings.async_task_max_attempts:
+        log.info("Task %s: %s; retry %d", task.request.id, error.message, attempts)
+        raise task.retry(
+            countdown=retry_delay(attempt), kwargs={**kwargs, "attempt": attempts}, max_retries=None
+        ) from None
+    suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+    raise AsyncTaskFailure(error.message + suffix) from None

@@ -15,7 +15,6 @@ RETRY_CAP_SECONDS = 60.0
 PUBLISH_RETRIES = 2  # a broker that refuses this many reconnects in a row is unavailable: 503 at submit
 QUEUE_DISCOVERY_SECONDS = 2.0  # how soon a worker starts consuming a new endpoint's queue
 EXPIRED_TASK_CLEANUP_SECONDS = 600.0
-ENDPOINT_CACHE_SECONDS = 1.0  # the worker sees a status change or a delete within this
 
 
 def queue_for(endpoint_id: str) -> str:

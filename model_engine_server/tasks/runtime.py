@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import redis
@@ -17,27 +17,24 @@ import redis
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import AsyncTaskStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.domain.admission import Admission, Admitted
 from model_engine_server.domain.completions import CompletionOutput, CompletionRequest
-from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
+from model_engine_server.domain.entities import ModelEndpoint
 from model_engine_server.domain.exceptions import (
     DomainError,
     EndpointNotReadyError,
     OverloadedError,
     UpstreamError,
 )
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import Orchestrator, UpstreamResolver
 from model_engine_server.inference.adapters import adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.orchestration.local.directory import LocalReplicaDirectory
 from model_engine_server.tasks.celery_app import uses_redis
-from model_engine_server.tasks.policy import ENDPOINT_CACHE_SECONDS, lease_renew_interval, queue_for
+from model_engine_server.tasks.policy import lease_renew_interval, queue_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class UpstreamResolver(Protocol):
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]: ...
 
 
 class LocalResolver:
@@ -189,7 +186,6 @@ class WorkerRuntime:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="worker-io", daemon=True)
         self._thread.start()
-        self._cache: dict[str, tuple[float, ModelEndpoint | None]] = {}
         self._resolver = resolver or LocalResolver(settings)
         self.run(self._open())
 
@@ -199,20 +195,14 @@ class WorkerRuntime:
         sessions = create_session_factory(self._database)
         self.registry = EndpointRegistry(sessions)
         self.store = AsyncTaskStore(sessions)
+        # The rules every way in applies, by the endpoint id each task names (the task's own endpoint, not a newer
+        # one that reuses its name).
+        self.admission = Admission(self.registry, self._resolver, self.settings.model_zoo())
         self.upstream = UpstreamClient.from_settings(self.settings)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the I/O loop and wait for it (called from task threads and the consumer)."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    async def endpoint(self, endpoint_id: str) -> ModelEndpoint | None:
-        now = time.monotonic()
-        cached = self._cache.get(endpoint_id)
-        if cached is not None and now - cached[0] < ENDPOINT_CACHE_SECONDS:
-            return cached[1]
-        endpoint = await self.registry.get_by_id(endpoint_id)
-        self._cache[endpoint_id] = (now, endpoint)
-        return endpoint
 
     def slot_limit(self, endpoint: ModelEndpoint) -> int:
         """This process's share for one endpoint: the setting, capped by what the endpoint's servers take at once,
@@ -220,16 +210,9 @@ class WorkerRuntime:
         capacity = endpoint.config.max_workers * endpoint.config.per_worker
         return max(1, min(self.settings.async_endpoint_concurrency, capacity, self.concurrency - 1))
 
-    async def complete(self, endpoint: ModelEndpoint, request: CompletionRequest) -> CompletionOutput:
-        if endpoint.status is not EndpointStatus.READY:
-            reason = f": {endpoint.status_reason}" if endpoint.status_reason else ""
-            raise EndpointNotReadyError(
-                f"Model endpoint {endpoint.name!r} is not ready (status {endpoint.status.value}){reason}."
-            )
-        upstreams = await self._resolver.upstreams(endpoint)
-        if not upstreams:
-            raise EndpointNotReadyError(f"Model endpoint {endpoint.name!r} has no ready replica right now.")
-        return await self.upstream.complete(upstreams, adapter_for(endpoint.config.inference_framework), request)
+    async def complete(self, admitted: Admitted, request: CompletionRequest) -> CompletionOutput:
+        adapter = adapter_for(admitted.endpoint.config.inference_framework)
+        return await self.upstream.complete(admitted.upstreams, adapter, request)
 
     async def wanted_queues(self) -> set[str]:
         endpoints = await self.registry.list_all()

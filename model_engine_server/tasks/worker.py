@@ -23,6 +23,7 @@ from celery.backends.database import DatabaseBackend
 from pydantic import SecretStr
 
 from model_engine_server.config import Settings
+from model_engine_server.domain.ports import UpstreamResolver
 from model_engine_server.tasks.celery_app import create_celery_app
 from model_engine_server.tasks.completion_task import register_completion_task
 from model_engine_server.tasks.policy import (
@@ -31,7 +32,7 @@ from model_engine_server.tasks.policy import (
     QUEUE_DISCOVERY_SECONDS,
     TASK_NAME,
 )
-from model_engine_server.tasks.runtime import UpstreamResolver, WorkerRuntime
+from model_engine_server.tasks.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,10 @@ def _body(tmp_uri: str, **changes: Any) -> dict[str, Any]:
         ({"data_parallelism": 0}, "data_parallelism"),
         ({"content": {"prompts": ["a"], "max_new_tokens": 0, "temperature": 0}}, "max_new_tokens"),
         ({"output_data_path": "ftp://somewhere/out.json"}, "output_data_path"),
+        (
+            {"content": {"prompts": ["a"], "max_new_tokens": 10**6, "temperature": 0}},
+            "exceeds the context length of smollm2-135m",
+        ),
     ],
 )
 async def test_bad_batches_are_400_and_nothing_is_queued(

@@ -1,5 +1,5 @@
-"""CompletionDispatcher with in-memory fakes of the registry lookup and the orchestrator: routing rules and the
-endpoint cache."""
+"""CompletionDispatcher (over the one admission path) with in-memory fakes of the registry and the replica resolver:
+routing rules and the endpoint cache."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from model_engine_server.domain.admission import Admission
 from model_engine_server.domain.completions import CompletionRequest
 from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, InferenceFramework, ModelEndpoint
 from model_engine_server.domain.exceptions import EndpointNotFoundError, EndpointNotReadyError, InvalidRequestError
+from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.inference.adapters import VllmAdapter
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.upstream import UpstreamClient
@@ -49,6 +51,10 @@ class Registry:
             raise EndpointNotFoundError(name)
         return self.found
 
+    async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None:
+        self.lookups += 1
+        return self.found if self.found is not None and self.found.id == endpoint_id else None
+
 
 class Clock:
     def __init__(self) -> None:
@@ -68,7 +74,8 @@ async def upstream() -> UpstreamClient:
 def dispatcher(registry: Registry, upstream: UpstreamClient, clock: Clock | None = None) -> CompletionDispatcher:
     orchestrator = FakeOrchestrator()
     orchestrator.routes["llm"] = ["http://10.0.0.1:80"]
-    return CompletionDispatcher(registry.get_for_inference, orchestrator, upstream, clock=clock or Clock())
+    admission = Admission(registry, orchestrator, ModelZoo(), clock=clock or Clock())
+    return CompletionDispatcher(admission, upstream)
 
 
 async def test_route_picks_the_adapter_and_the_replicas(upstream: UpstreamClient) -> None:

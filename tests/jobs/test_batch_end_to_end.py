@@ -138,3 +138,34 @@ def test_a_killed_worker_is_resumed_and_every_prompt_is_answered_once(
     # ... and the output answers every prompt exactly once, in order.
     results = json.loads((tmp_path / "out.json").read_text())
     assert [r["num_prompt_tokens"] for r in results] == prompt_token_counts
+
+
+def test_failures_say_why(platform: Platform, tmp_path: Path) -> None:
+    slow = {
+        "output_data_path": (tmp_path / "slow.json").as_uri(),
+        "model_config": {"model": "smollm2-135m"},
+        "content": {"prompts": PROMPTS, "max_new_tokens": 200, "temperature": 0.0},
+        "max_runtime_sec": 8,
+    }
+    too_slow = platform.post("/v1/llm/batch-completions", slow).json()["job_id"]
+    platform.wait_for(too_slow, lambda j: j["status"] == "running")
+    pid = platform.worker_pid(too_slow)
+
+    not_a_checkpoint = tmp_path / "empty-checkpoint"
+    not_a_checkpoint.mkdir()
+    body = {
+        "output_data_path": (tmp_path / "out.json").as_uri(),
+        "model_config": {"model": "my-model", "checkpoint_path": str(not_a_checkpoint)},
+        "content": {"prompts": ["hi"], "max_new_tokens": 4, "temperature": 0.0},
+    }
+    missing_model = platform.post("/v1/llm/batch-completions", body).json()["job_id"]
+    failed = platform.wait_for(missing_model, lambda j: j["status"] not in ("queued", "running"))
+    assert failed["status"] == "failed"
+    assert str(failed["status_reason"]).startswith("model not found:")
+    assert "config.json" in str(failed["status_reason"])
+
+    late = platform.wait_for(too_slow, lambda j: j["status"] not in ("queued", "running"))
+    assert late["status"] == "failed"
+    assert str(late["status_reason"]).startswith("runtime exceeded")
+    assert not process_alive(pid, None)
+    assert not (tmp_path / "slow.json").exists()

@@ -43,6 +43,7 @@ KINDS = {
     ("policy", "poddisruptionbudgets"): "PodDisruptionBudget",
     ("keda.sh", "scaledobjects"): "ScaledObject",
     ("coordination.k8s.io", "leases"): "Lease",
+    ("batch", "jobs"): "Job",
 }
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

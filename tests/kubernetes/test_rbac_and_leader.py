@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
+from datetime import UTC, datetime
 
+from model_engine_server.domain.jobs import Job, JobKind, JobStatus, RunState
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
+from model_engine_server.orchestration.kubernetes.jobs import KubernetesJobRunner
 from model_engine_server.orchestration.kubernetes.leader import LeaseLeaderElector
 from model_engine_server.orchestration.kubernetes.rbac import REQUIRED_RULES, required_rules
 from tests.kubernetes.conftest import NAMESPACE, OrchestratorFactory, make_api, make_endpoint, roll_out
@@ -39,6 +43,22 @@ def elector(emulator: KubeEmulator, identity: str, clock: FakeClock) -> LeaseLea
     )
 
 
+async def _run_and_cancel_a_job(orchestrator: KubernetesOrchestrator) -> None:
+    """What the job runner sends: apply (create, then patch), the watch (list, watch), and delete."""
+    now = datetime.now(UTC)
+    job = Job("job-rbac", JobKind.BATCH_COMPLETION, "team", {}, JobStatus.QUEUED, now, now)
+    runner = KubernetesJobRunner(orchestrator.settings, orchestrator)
+    try:
+        await runner.start_job(job)
+        await runner.start_job(job)
+        deadline = time.monotonic() + 10
+        while (await runner.observe_job(job)).state is RunState.PENDING and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the watch has listed Jobs once it reports the Job
+        await runner.stop_job(job)
+    finally:
+        await runner.close()
+
+
 async def test_required_rules_cover_every_request_and_every_rule_is_used(
     emulator: KubeEmulator, make_orchestrator: OrchestratorFactory
 ) -> None:
@@ -52,6 +72,7 @@ async def test_required_rules_cover_every_request_and_every_rule_is_used(
     for revision in (endpoint, scaled_to_zero, scaled_to_zero, endpoint):  # create and patch each autoscaler
         await orchestrator.apply(revision)
     await orchestrator.delete(endpoint)
+    await _run_and_cancel_a_job(orchestrator)
     clock = FakeClock()
     leader = elector(emulator, "a", clock)
     assert await attempt(leader) and await attempt(leader)

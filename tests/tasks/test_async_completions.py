@@ -146,7 +146,7 @@ async def test_deleting_an_endpoint_fails_its_queued_tasks(
         for task_id in deleting_ids:
             state = await wait_for_status(gateway_client, task_id)
             assert state["status"] == "FAILURE", workers.logs()
-            assert state["traceback"] == "Model endpoint 'doomed' was deleted; the task was not run."
+            assert state["traceback"] == "Model endpoint 'doomed' is being deleted."
         for task_id in removed_ids:
             state = await wait_for_status(gateway_client, task_id)
             assert state["status"] == "FAILURE"

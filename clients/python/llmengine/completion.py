@@ -7,6 +7,7 @@ import time
 from typing import Any, Literal, overload
 
 from llmengine import _transport
+from llmengine import batch_completion as _batch
 from llmengine._constants import COMPLETION_TIMEOUT, DEFAULT_TIMEOUT
 from llmengine._core.request_specs import completion_body, completion_request, resolve_model, task_status_request
 from llmengine._core.responses import completion_from_task, parse_body
@@ -356,6 +357,11 @@ class Completion:
         spec = completion_request("async", name, body, timeout, request_headers)
         created = parse_body(await _transport.arequest(spec), CreateAsyncTaskV1Response)
         return AsyncCompletionTask(created.task_id, request_headers=request_headers)
+
+    # Batch jobs (llmengine/batch_completion.py), same signatures as the published client.
+    batch_create = classmethod(_batch.batch_create)
+    get_batch_completion = classmethod(_batch.get_batch_completion)
+    cancel_batch_completion = classmethod(_batch.cancel_batch_completion)
 
 
 class _TaskHandle:

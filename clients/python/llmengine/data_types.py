@@ -372,3 +372,19 @@ CompletionSyncRequest: TypeAlias = CompletionSyncV1Request
 CompletionSyncResponse: TypeAlias = CompletionSyncV1Response
 CompletionStreamRequest: TypeAlias = CompletionStreamV1Request
 CompletionStreamResponse: TypeAlias = CompletionStreamV1Response
+
+
+# Files and batch completions live in their own module (it imports BaseModel from here, hence the late import);
+# re-exported where the published client has them.
+from llmengine import job_types as _job_types  # noqa: E402
+
+BatchCompletionsJob = _job_types.BatchCompletionsJob
+BatchCompletionsJobStatus = _job_types.BatchCompletionsJobStatus
+CreateBatchCompletionsModelConfig = _job_types.CreateBatchCompletionsModelConfig
+CreateBatchCompletionsV1RequestContent = _job_types.CreateBatchCompletionsV1RequestContent
+CreateBatchCompletionsV1Response = _job_types.CreateBatchCompletionsV1Response
+DeleteFileResponse = _job_types.DeleteFileResponse
+GetFileContentResponse = _job_types.GetFileContentResponse
+GetFileResponse = _job_types.GetFileResponse
+ListFilesResponse = _job_types.ListFilesResponse
+UploadFileResponse = _job_types.UploadFileResponse

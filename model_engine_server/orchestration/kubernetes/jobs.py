@@ -16,7 +16,8 @@ from model_engine_server.config import Settings
 from model_engine_server.domain.jobs import JOB_ENTRYPOINTS, Job, RunObservation, RunState
 from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.orchestration.kubernetes import naming
-from model_engine_server.orchestration.kubernetes.client import KubeApi, Resource
+from model_engine_server.orchestration.kubernetes.cache import ObjectCache
+from model_engine_server.orchestration.kubernetes.client import KubeApi, Resource, RetryPolicy
 
 JOBS = Resource("Job", "batch", "v1", "jobs", "BatchV1Api", "namespaced_job")
 JOB_ID_LABEL = "llm-engine.io/job-id"
@@ -99,27 +100,54 @@ def observation(job_object: dict[str, Any] | None) -> RunObservation:
 
 
 class KubernetesJobRunner:
-    """Jobs through the orchestrator's API client; the reconciler is their only writer."""
+    """Jobs through the orchestrator's API client, observed through a watch on managed Jobs; the reconciler is the
+    only writer."""
 
     def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
         self._settings = settings
         self._orchestrator = orchestrator
+        self._cache: ObjectCache | None = None
 
     @property
     def _api(self) -> KubeApi:
-        api: KubeApi | None = getattr(self._orchestrator, "api", None)
-        assert api is not None, "the Kubernetes orchestrator is started before the reconciler runs"
+        api: KubeApi = getattr(self._orchestrator, "api")  # noqa: B009 (not on the Orchestrator protocol)
         return api
+
+    def _watched(self) -> ObjectCache:
+        """Started on first use: the orchestrator's API client exists only once the orchestrator has started."""
+        if self._cache is None:
+            self._cache = ObjectCache(
+                self._api,
+                [JOBS],
+                naming.MANAGED_SELECTOR,
+                self._settings.kubernetes_watch_timeout_seconds,
+                _ignore_change,  # the reconciler's next pass reads the cache
+                RetryPolicy(),
+            )
+            self._cache.start()
+        return self._cache
 
     async def start_job(self, job: Job) -> None:
         # Server-side apply: idempotent. Kubernetes itself replaces dead pods (backoffLimit); they resume.
-        await asyncio.to_thread(self._api.apply, JOBS, job_manifest(self._settings, job))
+        applied = await asyncio.to_thread(self._api.apply, JOBS, job_manifest(self._settings, job))
+        self._watched().remember(JOBS, applied)
 
     async def stop_job(self, job: Job) -> None:
+        # Background propagation: the Job goes at once, its pods are garbage-collected (terminated) after it.
         await asyncio.to_thread(self._api.delete, JOBS, job_name(job), "Background")
+        self._watched().forget(JOBS, job_name(job))
 
     async def observe_job(self, job: Job) -> RunObservation:
-        return observation(await asyncio.to_thread(self._api.read, JOBS, job_name(job)))
+        cache = self._watched()
+        if not cache.synced:  # right after start-up: nothing is known yet, so nothing is missing either
+            return RunObservation(RunState.PENDING, "waiting for the first list of Jobs")
+        return observation(cache.get(JOBS, job_name(job)))
 
     async def close(self) -> None:
-        return None
+        if self._cache is not None:
+            await asyncio.to_thread(self._cache.stop)
+            self._cache = None
+
+
+def _ignore_change() -> None:
+    return None

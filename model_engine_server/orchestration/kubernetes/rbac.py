@@ -16,6 +16,7 @@ from model_engine_server.orchestration.kubernetes.client import (
     SERVICES,
     Resource,
 )
+from model_engine_server.orchestration.kubernetes.jobs import JOBS
 
 # Server-side apply needs create (first apply) and patch; the watch cache needs list and watch; delete cleans up.
 _MANAGED = ["create", "delete", "list", "patch", "watch"]
@@ -33,6 +34,7 @@ def required_rules(keda_enabled: bool = True) -> list[dict[str, list[str]]]:
         _rule(HPAS, _MANAGED),
         _rule(PDBS, _MANAGED),
         _rule(PODS, ["list", "watch"]),  # read-only: pod status is where failures show
+        _rule(JOBS, _MANAGED),  # batch completions and fine-tunes
         _rule(LEASES, ["create", "get", "update"]),  # leader election of the reconciler
     ]
     if keda_enabled:

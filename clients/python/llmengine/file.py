@@ -1,0 +1,59 @@
+"""Files: upload data sets once (batch prompts, training CSVs) and refer to them by id."""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from llmengine import _transport
+from llmengine._constants import DEFAULT_TIMEOUT
+from llmengine._core.request_specs import RequestSpec, auth_headers, build_url
+from llmengine._core.responses import error_from_response, parse_body
+from llmengine.api_engine import get_api_key, get_base_path
+from llmengine.job_types import (
+    DeleteFileResponse,
+    GetFileContentResponse,
+    GetFileResponse,
+    ListFilesResponse,
+    UploadFileResponse,
+)
+
+UPLOAD_TIMEOUT = 600  # seconds: data sets can be large
+
+
+class File:
+    """Files of the caller's tenant. Signatures match the published ``scale-llm-engine`` client."""
+
+    @classmethod
+    def upload(cls, file: IO[bytes] | IO[str]) -> UploadFileResponse:
+        """Upload an open file (``open(path, "rb")``); answers its id. Not retried: an upload is not idempotent."""
+        name = getattr(file, "name", "upload")
+        content: Any = file  # text-mode files too, as the published client accepts them
+        response = _transport._shared_client().post(
+            build_url(get_base_path(), "v1/files"),
+            files={"file": (str(name).rsplit("/", 1)[-1], content)},
+            headers=auth_headers(get_api_key()),
+            timeout=UPLOAD_TIMEOUT,
+        )
+        if not response.is_success:
+            raise error_from_response(response.status_code, response.content)
+        return parse_body(response.content, UploadFileResponse)
+
+    @classmethod
+    def get(cls, file_id: str) -> GetFileResponse:
+        return parse_body(
+            _transport.request(RequestSpec("GET", f"v1/files/{file_id}", DEFAULT_TIMEOUT)), GetFileResponse
+        )
+
+    @classmethod
+    def list(cls) -> ListFilesResponse:
+        return parse_body(_transport.request(RequestSpec("GET", "v1/files", 30)), ListFilesResponse)
+
+    @classmethod
+    def delete(cls, file_id: str) -> DeleteFileResponse:
+        spec = RequestSpec("DELETE", f"v1/files/{file_id}", DEFAULT_TIMEOUT)
+        return parse_body(_transport.request(spec), DeleteFileResponse)
+
+    @classmethod
+    def download(cls, file_id: str) -> GetFileContentResponse:
+        spec = RequestSpec("GET", f"v1/files/{file_id}/content", DEFAULT_TIMEOUT)
+        return parse_body(_transport.request(spec), GetFileContentResponse)

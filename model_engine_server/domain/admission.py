@@ -1,0 +1,156 @@
+"""Admission: may this completion run on this endpoint? One set of rules, one message per rule, for every way in
+(sync, stream, async submit, the async worker, and the OpenAI routes and jobs built on them):
+
+- the endpoint exists and the caller may use it (its owner, or anyone when ``public_inference``), else 404;
+- it is not being deleted, else 404 (it will not come back);
+- ``max_new_tokens`` fits the model's context length (from the zoo), else 400;
+- it can serve: READY with at least one ready replica, else 503 with the reason. A request that waits in a queue
+  (async submit) only needs an endpoint that can become ready: one whose servers failed is turned away at once.
+
+Every "cannot serve right now" goes through ``Admission.when_unavailable``: the one place scale-from-zero will hook
+in ("ready or wakeable": wake the endpoint and wait for a replica instead of answering 503).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from model_engine_server.domain.completions import CompletionRequest
+from model_engine_server.domain.endpoint_cache import ENDPOINT_CACHE_SECONDS, EndpointCache
+from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
+from model_engine_server.domain.exceptions import (
+    EndpointDeletingError,
+    EndpointNotFoundError,
+    EndpointNotReadyError,
+    InvalidRequestError,
+)
+from model_engine_server.domain.model_zoo import ModelZoo
+from model_engine_server.domain.ports import InferenceEndpoints, UpstreamResolver
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An admitted request's endpoint and the replicas (base URLs) it may go to."""
+
+    endpoint: ModelEndpoint
+    upstreams: list[str]
+
+
+# --- the rules ---------------------------------------------------------------------------------------------------
+
+
+def check_not_deleting(endpoint: ModelEndpoint) -> None:
+    if endpoint.status is EndpointStatus.DELETE_IN_PROGRESS:
+        raise EndpointDeletingError(endpoint.name)
+
+
+def check_fits(endpoint: ModelEndpoint, request: CompletionRequest, zoo: ModelZoo) -> None:
+    entry = zoo.get(endpoint.config.model_name)
+    if entry is not None and request.max_new_tokens > entry.context_length:
+        raise InvalidRequestError(
+            f"max_new_tokens ({request.max_new_tokens}) exceeds the context length of "
+            f"{entry.name} ({entry.context_length} tokens)."
+        )
+
+
+def not_ready_reason(endpoint: ModelEndpoint) -> str:
+    reason = f": {endpoint.status_reason}" if endpoint.status_reason else ""
+    return f"Model endpoint {endpoint.name!r} is not ready (status {endpoint.status.value}){reason}."
+
+
+def no_replica_reason(endpoint: ModelEndpoint) -> str:
+    return f"Model endpoint {endpoint.name!r} has no ready replica right now."
+
+
+# --- the one path ------------------------------------------------------------------------------------------------
+
+
+class Admission:
+    """Applies the rules above to the registry's record (through one short-lived cache) and the live replica list.
+
+    Built once per process: the gateway admits by (endpoint name, caller), the worker by the endpoint id its task
+    names (a new endpoint reusing a name does not inherit tasks).
+    """
+
+    def __init__(
+        self,
+        endpoints: InferenceEndpoints,
+        resolver: UpstreamResolver,
+        zoo: ModelZoo,
+        *,
+        cache_seconds: float = ENDPOINT_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._endpoints = endpoints
+        self._resolver = resolver
+        self._zoo = zoo
+        self._for_caller: EndpointCache[tuple[str, str]] = EndpointCache(
+            self._lookup_for_caller, cache_seconds=cache_seconds, clock=clock
+        )
+        self._by_id: EndpointCache[tuple[str, str]] = EndpointCache(
+            self._lookup_by_id, cache_seconds=cache_seconds, clock=clock
+        )
+
+    async def admit(self, endpoint_name: str, caller: str, request: CompletionRequest) -> Admitted:
+        """A request to run now (sync, stream, OpenAI routes): where it may go, or the 404/400/503 error."""
+        return await self._admit_now(self._for_caller, (endpoint_name, caller), request)
+
+    async def admit_to_queue(self, endpoint_name: str, caller: str, request: CompletionRequest) -> ModelEndpoint:
+        """A request that waits in a queue (async submit): the endpoint, if it is ready or can become ready."""
+        key = (endpoint_name, caller)
+        endpoint = await self._for_caller.get(key)
+        try:
+            self._check_queueable(endpoint, request)
+        except EndpointNotReadyError:  # the cached record may be stale: confirm before turning the caller away
+            endpoint = await self._for_caller.refresh(key)
+            self._check_queueable(endpoint, request)
+        return endpoint
+
+    async def admit_task(self, endpoint_id: str, endpoint_name: str, request: CompletionRequest) -> Admitted:
+        """A queued request when it runs (the async worker): the same rules as ``admit``, by endpoint id."""
+        return await self._admit_now(self._by_id, (endpoint_id, endpoint_name), request)
+
+    async def when_unavailable(self, endpoint: ModelEndpoint, reason: str) -> list[str]:  # noqa: ARG002 (a waker needs it)
+        """The endpoint cannot serve right now. Today: 503 with ``reason``. Scale-from-zero overrides this to wake
+        the endpoint and return its replicas once one is ready."""
+        raise EndpointNotReadyError(reason)
+
+    async def _admit_now(self, cache: EndpointCache[K], key: K, request: CompletionRequest) -> Admitted:
+        endpoint = await cache.get(key)
+        try:
+            return await self._check_now(endpoint, request)
+        except EndpointNotReadyError:
+            # The cached record may be behind a delete or a status change: ask the registry before answering 503
+            # (a deleted endpoint must be a 404). Only the error path pays for this lookup.
+            return await self._check_now(await cache.refresh(key), request)
+
+    async def _check_now(self, endpoint: ModelEndpoint, request: CompletionRequest) -> Admitted:
+        check_not_deleting(endpoint)
+        check_fits(endpoint, request, self._zoo)
+        if endpoint.status is not EndpointStatus.READY:
+            return Admitted(endpoint, await self.when_unavailable(endpoint, not_ready_reason(endpoint)))
+        upstreams = await self._resolver.upstreams(endpoint)
+        if not upstreams:
+            upstreams = await self.when_unavailable(endpoint, no_replica_reason(endpoint))
+        return Admitted(endpoint, upstreams)
+
+    def _check_queueable(self, endpoint: ModelEndpoint, request: CompletionRequest) -> None:
+        check_not_deleting(endpoint)
+        check_fits(endpoint, request, self._zoo)
+        if endpoint.status is EndpointStatus.UPDATE_FAILED:
+            raise EndpointNotReadyError(not_ready_reason(endpoint))
+
+    async def _lookup_for_caller(self, key: tuple[str, str]) -> ModelEndpoint:
+        return await self._endpoints.get_for_inference(*key)
+
+    async def _lookup_by_id(self, key: tuple[str, str]) -> ModelEndpoint:
+        endpoint_id, endpoint_name = key
+        endpoint = await self._endpoints.get_by_id(endpoint_id)
+        if endpoint is None:
+            raise EndpointNotFoundError(endpoint_name)
+        return endpoint
