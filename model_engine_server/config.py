@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     s3_region: str = ""
     file_max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)  # uploads larger than this answer 413
     batch_chunk_size: int = Field(default=16, ge=1, le=4096)  # prompts per result part: the unit of resumption
+    # Prompts a batch worker keeps in the engine at once: enough to keep continuous batching full, few enough that
+    # parts finish (and are written) one after another, so a restarted job loses little work.
+    batch_max_in_flight_prompts: int = Field(default=128, ge=1)
     job_max_restarts: int = Field(default=3, ge=0)  # a job whose process dies is restarted (resuming) this often
     fine_tune_max_concurrent_per_tenant: int = Field(default=4, ge=1)  # queued or running fine-tunes; 429 past it
     fine_tune_max_runtime_seconds: int = Field(default=24 * 3600, ge=60)  # a longer fine-tune fails

@@ -47,6 +47,7 @@ async def submit_batch(services: FilesAndJobs, caller: str, body: Any, *, versio
         total=len(items),
         chunk_size=services.settings.batch_chunk_size,
         workers=min(request.data_parallelism or 1, len(items)),
+        max_in_flight=services.settings.batch_max_in_flight_prompts,
     )
     workspace = JobWorkspace(services.store, job_id)
     await asyncio.to_thread(workspace.write_json, "input.json", [item.model_dump(exclude_none=True) for item in items])

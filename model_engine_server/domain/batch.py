@@ -47,6 +47,7 @@ class BatchWorkerSpec(BaseModel):
     total: int
     chunk_size: int = Field(ge=1)
     workers: int = Field(ge=1)
+    max_in_flight: int = Field(default=128, ge=1)  # prompts in the engine at once (whole parts, at least one)
 
 
 def chunk_ranges(total: int, chunk_size: int) -> list[tuple[int, int]]:

@@ -106,3 +106,4 @@ class WorkerStatus:
     done: int
     total: int
     error: str | None = None
+    phase: str = ""  # what the worker is doing: loading | generating | done (free text per kind)

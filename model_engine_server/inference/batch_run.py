@@ -38,6 +38,10 @@ class BatchJobError(Exception):
 class _Progress:
     done: int
     total: int
+    phase: str = "loading"
+
+    def status(self, error: str | None = None) -> WorkerStatus:
+        return WorkerStatus(self.done, self.total, error, self.phase)
 
 
 def run_worker(job_id: str, index: int, storage: StorageConfig, cache_dir: Path) -> None:
@@ -50,7 +54,7 @@ def run_worker(job_id: str, index: int, storage: StorageConfig, cache_dir: Path)
     progress = _Progress(
         sum(end - start for start, end in mine if (start, end) in written), sum(e - s for s, e in mine)
     )
-    workspace.report(index, WorkerStatus(progress.done, progress.total))
+    workspace.report(index, progress.status())
     try:
         if todo:
             log.info(
@@ -62,10 +66,14 @@ def run_worker(job_id: str, index: int, storage: StorageConfig, cache_dir: Path)
             )
             items = [BatchItem.model_validate(raw) for raw in workspace.read_json("input.json")]
             service = _load(spec, cache_dir)
+            progress.phase = "generating"
+            workspace.report(index, progress.status())
             asyncio.run(_generate(service, spec, items, todo, workspace, index, progress))
         _assemble_if_complete(workspace, spec, storage)
+        progress.phase = "done"
+        workspace.report(index, progress.status())
     except BatchJobError as error:
-        workspace.report(index, WorkerStatus(progress.done, progress.total, str(error)))
+        workspace.report(index, progress.status(str(error)))
         raise
 
 
@@ -106,12 +114,12 @@ async def _generate(
     progress: _Progress,
 ) -> None:
     valid = {i: _validate(service, items[i], i) for start, end in parts for i in range(start, end)}
+    window = asyncio.Semaphore(max(1, spec.max_in_flight // spec.chunk_size))  # parts in the engine at once
     service.scheduler.start()
     try:
-        generations = {i: service.submit(request, stream=False) for i, request in valid.items()}
 
         async def finish(i: int) -> dict[str, Any]:
-            event = await generations[i].result(_never_disconnected)
+            event = await service.submit(valid[i], stream=False).result(_never_disconnected)
             from model_engine_server.inference.server.scheduler import ErrorEvent
 
             if isinstance(event, ErrorEvent):
@@ -120,10 +128,11 @@ async def _generate(
             return _format(spec, items[i], len(valid[i].prompt_ids), event.finished)
 
         async def write(start: int, end: int) -> None:
-            results = await asyncio.gather(*(finish(i) for i in range(start, end)))
+            async with window:
+                results = await asyncio.gather(*(finish(i) for i in range(start, end)))
             await asyncio.to_thread(workspace.write_part, start, end, list(results))
             progress.done += end - start
-            await asyncio.to_thread(workspace.report, index, WorkerStatus(progress.done, progress.total))
+            await asyncio.to_thread(workspace.report, index, progress.status())
 
         await asyncio.gather(*(write(start, end) for start, end in parts))
     except MemoryError as error:

@@ -54,7 +54,10 @@ class JobWorkspace:
     # --- worker status --------------------------------------------------------------------------------------------
 
     def report(self, index: int, status: WorkerStatus) -> None:
-        self.write_json(f"workers/{index}.json", {"done": status.done, "total": status.total, "error": status.error})
+        self.write_json(
+            f"workers/{index}.json",
+            {"done": status.done, "total": status.total, "error": status.error, "phase": status.phase},
+        )
 
     def worker_statuses(self) -> list[WorkerStatus]:
         statuses = []
@@ -63,5 +66,5 @@ class JobWorkspace:
                 raw = json.loads(self.store.get(key))
             except (ObjectNotFoundError, ValueError):
                 continue  # removed or rewritten meanwhile: the next look sees it
-            statuses.append(WorkerStatus(int(raw["done"]), int(raw["total"]), raw.get("error")))
+            statuses.append(WorkerStatus(int(raw["done"]), int(raw["total"]), raw.get("error"), raw.get("phase", "")))
         return statuses

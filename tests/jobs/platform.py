@@ -75,6 +75,8 @@ def running_platform(tmp: Path, chunk_size: int) -> Iterator[Platform]:
         "LLM_ENGINE_PORT": str(port),
         "LLM_ENGINE_DEMO_MODEL": "",
         "LLM_ENGINE_BATCH_CHUNK_SIZE": str(chunk_size),
+        # One part in the engine at a time: parts are written one after another, so a kill lands between them.
+        "LLM_ENGINE_BATCH_MAX_IN_FLIGHT_PROMPTS": str(chunk_size),
         "LLM_ENGINE_RECONCILE_INTERVAL_SECONDS": "0.3",
         "OMP_NUM_THREADS": "1",
     }

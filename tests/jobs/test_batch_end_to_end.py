@@ -124,7 +124,7 @@ def test_cancel_stops_the_running_worker(platform: Platform, tmp_path: Path) -> 
 def test_a_killed_worker_is_resumed_and_every_prompt_is_answered_once(
     platform: Platform, tmp_path: Path, prompt_token_counts: list[int]
 ) -> None:
-    job_id = _submit(platform, tmp_path, PROMPTS, max_new_tokens=48)
+    job_id = _submit(platform, tmp_path, PROMPTS, max_new_tokens=24)
     job = platform.wait_for(job_id, lambda j: j["progress"]["done"] >= CHUNK)  # type: ignore[index]
     assert job["progress"]["done"] < len(PROMPTS), "the job finished before it could be killed; give it more work"  # type: ignore[index]
     parts = platform.data_dir / "objects" / "jobs" / job_id / "parts"

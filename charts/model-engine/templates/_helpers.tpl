@@ -200,6 +200,8 @@ never from plain values.
   value: {{ .Values.objectStorage.fileMaxBytes | int64 | quote }}
 - name: LLM_ENGINE_BATCH_CHUNK_SIZE
   value: {{ .Values.jobs.batchChunkSize | int64 | quote }}
+- name: LLM_ENGINE_BATCH_MAX_IN_FLIGHT_PROMPTS
+  value: {{ .Values.jobs.maxInFlightPrompts | int64 | quote }}
 - name: LLM_ENGINE_JOB_MAX_RESTARTS
   value: {{ .Values.jobs.maxRestarts | int64 | quote }}
 - name: LLM_ENGINE_JOB_TTL_SECONDS_AFTER_FINISHED
