@@ -1,7 +1,7 @@
 """Async completions: enqueue-to-result latency and tasks/s over Redis and over the embedded SQLite broker, against the
 same completions made synchronously through the same gateway in the same run.
 
-Processes: the instant TGI server (``benchmarks/instant_tgi.py``, answers at once, so only the platform is
+Processes: the instant TGI server (``model_engine_server.testing.tgi``, answers at once, so only the platform is
 measured), the real gateway (uvicorn, SQLite registry, open auth), and two worker processes
 (``start_worker_process``, as ``model-engine serve`` starts them). The load generator is this process.
 
@@ -40,7 +40,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.support import percentile, spawn_listening, stop_process
+from benchmarks.support import percentile, spawn_listening
+from model_engine_server.testing.platform import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "async_tasks.json"
@@ -59,7 +60,7 @@ def _serve_gateway() -> None:
 
     import uvicorn
 
-    from benchmarks.gateway_overhead import StaticOrchestrator
+    from benchmarks.gateway_overhead import StaticResolver
     from model_engine_server.api.app import create_app
     from model_engine_server.config import load_settings
 
@@ -67,7 +68,7 @@ def _serve_gateway() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)  # before "listening on": the load generator may connect at once
-    app = create_app(settings, orchestrator=StaticOrchestrator(os.environ["BENCH_UPSTREAM"]))
+    app = create_app(settings, resolver=StaticResolver(os.environ["BENCH_UPSTREAM"]))
     config = uvicorn.Config(app, loop="uvloop", http="httptools", access_log=False, log_level="warning", backlog=4096)
     print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
@@ -277,7 +278,9 @@ def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
         upgrade(settings.database_url)
         env = {key: value for key, value in os.environ.items() if not key.startswith("LLM_ENGINE_")}
         env.update(settings_environment(settings))
-        upstream, upstream_url = spawn_listening([sys.executable, "-m", "benchmarks.instant_tgi", "--port", "0"], env)
+        upstream, upstream_url = spawn_listening(
+            [sys.executable, "-m", "model_engine_server.testing.tgi", "--port", "0"], env
+        )
         processes: list[subprocess.Popen[Any]] = [upstream]
         workers = Workers(settings, args.workers, args.worker_concurrency, Path(tmp))
         celery_app = create_celery_app(settings)

@@ -1,12 +1,14 @@
 """What the gateway adds to a completion: the same requests sent straight to an inference server, through the
 gateway, and through nginx as a reverse proxy, in one run.
 
-The inference server is ``benchmarks/instant_tgi.py``, which answers instantly, so everything measured beyond the
+The inference server is ``model_engine_server.testing.tgi``, which answers instantly, so everything measured beyond the
 direct baseline is the proxy's own cost. Each process runs on its own: the instant server, the gateway (uvicorn with
 uvloop and httptools, embedded SQLite registry, open auth), nginx (if installed), and a load generator (a minimal
 keep-alive HTTP/1.1 client on asyncio + httptools, so the load generator costs as little CPU as possible).
 
-Reported: added latency p50/p99 (sync, at concurrency 1), added time to first token (stream, concurrency 1),
+Reported: added latency p50/p99 (sync, at concurrency 1), added time to first token (stream, concurrency 1), the
+same two for the OpenAI-compatible chat route (``/v1/chat/completions``, sync and streamed, against the engine's own
+chat route) with its ratio to the native route's added latency — each the median over three interleaved rounds —,
 gateway requests/s at concurrency 1, 8, 32 and 128 (with the direct and nginx figures from the same run), errors,
 and the gateway/nginx ratio of added latency. Results go to ``benchmarks/results/gateway_overhead.json``.
 
@@ -21,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +35,9 @@ from typing import Any, cast
 
 import httptools
 
-from benchmarks.support import percentile, spawn_listening, stop_process
+from benchmarks.gateway_process import serve_gateway
+from benchmarks.support import percentile, spawn_listening
+from model_engine_server.testing.platform import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gateway_overhead.json"
@@ -43,7 +48,10 @@ PROMPT = "Summarise the benefits of connection pooling in one sentence"
 MAX_NEW_TOKENS = 16
 CONCURRENCIES = (1, 8, 32, 128)
 TIMING_RESOLUTION_MS = 0.01
-TARGETS = {"p50_added_ms": 2.0, "sync_rps_at_32": 800.0}
+TARGETS = {"p50_added_ms": 2.0, "sync_rps_at_32": 800.0, "openai_to_native_added_ratio": 1.2}
+CHAT_MESSAGES = [{"role": "user", "content": PROMPT}]
+KINDS = ("sync", "stream", "chat", "chat_stream")  # native sync and stream; OpenAI chat, whole and streamed
+LATENCY_ROUNDS = 3  # c=1 latency runs interleave every kind, once per round
 
 
 # --- the load generator (runs in its own process) --------------------------------------------------------------
@@ -171,73 +179,10 @@ def _load_main(spec_json: str) -> None:
 # --- processes under test ---------------------------------------------------------------------------------------
 
 
-class StaticOrchestrator:
-    """The benchmark's orchestrator: one endpoint, always READY, routed to the given inference server."""
-
-    def __init__(self, upstream: str) -> None:
-        self._upstream = upstream
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def apply(self, _endpoint: Any) -> None:
-        return None
-
-    async def delete(self, _endpoint: Any) -> None:
-        return None
-
-    async def observe(self, _endpoint: Any) -> Any:
-        from model_engine_server.domain.entities import EndpointStatus, ObservedState
-
-        return ObservedState(status=EndpointStatus.READY, available_workers=1)
-
-    async def upstreams(self, _endpoint: Any) -> list[str]:
-        return [self._upstream]
-
-    async def wait_for_change(self, timeout: float) -> None:
-        await asyncio.sleep(timeout)
-
-
 def _gateway_main(upstream: str, data_dir: str, auth_mode: str) -> None:
-    """Run the real gateway app (as ``model-engine serve`` would) with one READY endpoint routed to ``upstream``."""
-    import socket
-
-    import uvicorn
-
-    from model_engine_server.api.app import create_app
-    from model_engine_server.config import AuthMode, Settings
-    from model_engine_server.db.migrate import upgrade
-    from model_engine_server.db.repositories import EndpointRegistry
-    from model_engine_server.db.session import create_engine, create_session_factory
-    from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ObservedState
-
-    settings = Settings(
-        data_dir=Path(data_dir), auth_mode=AuthMode(auth_mode), bootstrap_api_key=STORED_KEY, bootstrap_owner=OWNER_KEY
+    serve_gateway(
+        upstream, Path(data_dir), ENDPOINT, auth_mode, bootstrap_api_key=STORED_KEY, bootstrap_owner=OWNER_KEY
     )
-    upgrade(settings.database_url)
-
-    async def register() -> None:
-        engine = create_engine(settings.database_url)
-        registry = EndpointRegistry(create_session_factory(engine))
-        endpoint = await registry.create(
-            owner=OWNER_KEY, name=ENDPOINT, config=EndpointConfig(model_name="smollm2-135m")
-        )
-        await registry.record_observed(endpoint.id, endpoint.revision, ObservedState(EndpointStatus.READY, 1))
-        await engine.dispose()
-
-    asyncio.run(register())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(settings, orchestrator=StaticOrchestrator(upstream))
-    config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="on", backlog=4096
-    )
-    server = uvicorn.Server(config)
-    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    server.run(sockets=[sock])
 
 
 NGINX_CONF = """
@@ -313,20 +258,37 @@ class Run:
     first_byte_p99_ms: float
 
 
-def _run_load(target: str, url: str, kind: str, concurrency: int, requests: int, auth_mode: str) -> Run:
+def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """(path, body, headers) of one benchmark request; for the engine, exactly what the gateway itself sends it."""
     from model_engine_server.domain.completions import CompletionRequest
+    from model_engine_server.domain.entities import EndpointConfig, InferenceFramework
     from model_engine_server.inference.adapters import TgiAdapter
+    from model_engine_server.inference.openai_adapters import OpenAiKind, openai_engine_for
 
-    request = CompletionRequest(prompt=PROMPT, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
-    if target == "gateway":
+    key = STORED_KEY if auth_mode == "keys" else OWNER_KEY
+    if kind.startswith("chat"):
+        chat: dict[str, Any] = {"model": ENDPOINT, "messages": CHAT_MESSAGES, "max_tokens": MAX_NEW_TOKENS}
+        chat |= {"temperature": 0.0, "stream": kind == "chat_stream"}
+        if target.startswith("gateway"):
+            return OpenAiKind.CHAT.path, chat, {"authorization": f"Bearer {key}"}
+        engine = openai_engine_for(InferenceFramework.TEXT_GENERATION_INFERENCE)
+        return (
+            OpenAiKind.CHAT.path,
+            engine.request_bodies(OpenAiKind.CHAT, chat, EndpointConfig(model_name="smollm2-135m"))[0],
+            {},
+        )
+    if target.startswith("gateway"):
         path = f"/v1/llm/completions-{kind}?model_endpoint_name={ENDPOINT}"
-        body: dict[str, Any] = {"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0}
-        headers = {"x-api-key": STORED_KEY if auth_mode == "keys" else OWNER_KEY}
-    else:  # what the gateway itself sends to the engine
-        adapter = TgiAdapter()
-        path = adapter.generate_path if kind == "sync" else adapter.stream_path
-        body = adapter.generate_body(request) if kind == "sync" else adapter.stream_body(request)
-        headers = {}
+        return path, {"prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0}, {"x-api-key": key}
+    request = CompletionRequest(prompt=PROMPT, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
+    adapter = TgiAdapter()
+    if kind == "sync":
+        return adapter.generate_path, adapter.generate_body(request), {}
+    return adapter.stream_path, adapter.stream_body(request), {}
+
+
+def _run_load(target: str, url: str, kind: str, concurrency: int, requests: int, auth_mode: str) -> Run:
+    path, body, headers = _request_for(target, kind, auth_mode)
     host, port = url.removeprefix("http://").split(":")
     spec = {
         "host": host,
@@ -370,31 +332,44 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
     throughput_requests = 1000 if quick else 6000
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, contextlib.ExitStack() as processes:
-        engine, engine_url = spawn_listening([sys.executable, "-m", "benchmarks.instant_tgi", "--port", "0"])
+        engine, engine_url = spawn_listening([sys.executable, "-m", "model_engine_server.testing.tgi", "--port", "0"])
         processes.callback(stop_process, engine)
         gateway, gateway_url = spawn_listening(
             [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp, auth_mode]
         )
         processes.callback(stop_process, gateway)
-        nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         targets = {"direct": engine_url, "gateway": gateway_url}
+        if auth_mode == "keys":  # the baseline: the same gateway in open mode, measured in this run
+            baseline, targets["gateway_open"] = spawn_listening(
+                [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp + "/o", "open"]
+            )
+            processes.callback(stop_process, baseline)
+        nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         if nginx_url is not None:
             targets["nginx"] = nginx_url
-        for kind in ("sync", "stream"):
-            for target, url in targets.items():
-                print(f"  latency    {kind:6} {target:8} c=1 ...", flush=True)
-                runs.append(_run_load(target, url, kind, 1, latency_requests, auth_mode))
+        # Rounds interleave every kind, so a burst of load from elsewhere on the machine hits one round of each
+        # rather than all of one kind; each figure is the median of its rounds.
+        for round_number in range(LATENCY_ROUNDS):
+            for kind in KINDS:
+                for target, url in targets.items():
+                    print(f"  latency    {kind:11} {target:8} c=1 round {round_number + 1} ...", flush=True)
+                    mode = "open" if target == "gateway_open" else auth_mode
+                    runs.append(_run_load(target, url, kind, 1, latency_requests // LATENCY_ROUNDS, mode))
         for concurrency in CONCURRENCIES[1:]:
             for target, url in targets.items():
                 print(f"  throughput sync   {target:8} c={concurrency} ...", flush=True)
-                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, auth_mode))
+                mode = "open" if target == "gateway_open" else auth_mode
+                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, mode))
     return _summarise(runs, quick) | {"auth_mode": auth_mode}
 
 
 def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
     def added(target: str, kind: str, field: str) -> float | None:
-        run, base = _find(runs, target, kind, 1), _find(runs, "direct", kind, 1)
-        return getattr(run, field) - getattr(base, field) if run and base else None
+        """The median over rounds of what ``target`` added to the direct run of the same round."""
+        measured = [r for r in runs if (r.target, r.kind, r.concurrency) == (target, kind, 1)]
+        bases = [r for r in runs if (r.target, r.kind, r.concurrency) == ("direct", kind, 1)]
+        differences = [getattr(run, field) - getattr(base, field) for run, base in zip(measured, bases, strict=False)]
+        return statistics.median(differences) if differences else None
 
     summary: dict[str, Any] = {
         "gateway_added_sync_p50_ms": added("gateway", "sync", "p50_ms"),
@@ -404,9 +379,19 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         "nginx_added_sync_p50_ms": added("nginx", "sync", "p50_ms"),
         "nginx_added_sync_p99_ms": added("nginx", "sync", "p99_ms"),
         "nginx_added_ttft_p50_ms": added("nginx", "stream", "first_byte_p50_ms"),
+        "openai_added_chat_p50_ms": added("gateway", "chat", "p50_ms"),
+        "openai_added_chat_p99_ms": added("gateway", "chat", "p99_ms"),
+        "openai_added_chat_ttft_p50_ms": added("gateway", "chat_stream", "first_byte_p50_ms"),
+        "openai_added_chat_ttft_p99_ms": added("gateway", "chat_stream", "first_byte_p99_ms"),
         "gateway_sync_rps": {c: run.rps for c in CONCURRENCIES if (run := _find(runs, "gateway", "sync", c))},
         "errors": sum(run.errors for run in runs),
     }
+    if any(run.target == "gateway_open" for run in runs):  # --auth-mode keys: keys mode's req/s over open mode's
+        summary["keys_to_open_rps_ratio"] = {
+            c: keyed.rps / run.rps
+            for c in CONCURRENCIES
+            if (run := _find(runs, "gateway_open", "sync", c)) and (keyed := _find(runs, "gateway", "sync", c))
+        }
     nginx_p50 = summary["nginx_added_sync_p50_ms"]
     if nginx_p50 is not None:
         # nginx often adds less than the two runs' noise (even "negative" time); divide by the resolution instead,
@@ -415,11 +400,19 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         summary["gateway_to_nginx_added_p50_ratio"] = summary["gateway_added_sync_p50_ms"] / max(
             nginx_p50, TIMING_RESOLUTION_MS
         )
+    # The OpenAI route against the native one, both measured against their own direct baseline in this run.
+    summary["openai_to_native_added_p50_ratio"] = summary["openai_added_chat_p50_ms"] / max(
+        summary["gateway_added_sync_p50_ms"], TIMING_RESOLUTION_MS
+    )
     summary["targets_met"] = {
         "added_p50_le_2ms": summary["gateway_added_sync_p50_ms"] <= TARGETS["p50_added_ms"],
         "rps_at_32_ge_800": summary["gateway_sync_rps"].get(32, 0) >= TARGETS["sync_rps_at_32"],
         "no_errors": summary["errors"] == 0,
+        "openai_added_within_1_2x_native": summary["openai_to_native_added_p50_ratio"]
+        <= TARGETS["openai_to_native_added_ratio"],
     }
+    if "keys_to_open_rps_ratio" in summary:
+        summary["targets_met"]["keys_within_10pct_of_open_at_32"] = summary["keys_to_open_rps_ratio"][32] >= 0.9
     return {
         "benchmark": "gateway_overhead",
         "quick": quick,

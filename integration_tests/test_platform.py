@@ -5,34 +5,22 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-import uuid
 
 import httpx
 import pytest
-from llmengine import Completion, Model
+from llmengine import ChatCompletion, ChatCompletionResponse, Completion, Model
 from llmengine.data_types import (
     CompletionStreamV1Response,
     CompletionSyncV1Response,
-    LLMInferenceFramework,
     ModelEndpointStatus,
 )
 from llmengine.errors import BadRequestError, NotFoundError
 
-from integration_tests.support import MODEL, Platform, wait_for_status
+from integration_tests.support import MODEL, PROMPT, Platform, greedy, wait_for_status
 from model_engine_server.orchestration.local.processes import process_alive
+from model_engine_server.testing import eventually
 
 pytestmark = pytest.mark.timeout(600)
-
-PROMPT = "Once upon a time"
-
-
-def greedy(name: str, max_new_tokens: int = 12, **options: object) -> CompletionSyncV1Response:
-    response = Completion.create(
-        model=name, prompt=PROMPT, max_new_tokens=max_new_tokens, temperature=0, timeout=120, **options
-    )
-    assert isinstance(response, CompletionSyncV1Response)
-    return response
 
 
 def test_the_demo_endpoint_is_created_public_and_ready(sdk: Platform) -> None:
@@ -41,18 +29,18 @@ def test_the_demo_endpoint_is_created_public_and_ready(sdk: Platform) -> None:
     # Any key may call it: it belongs to the platform's owner and is public.
     ready = httpx.get(f"{sdk.base_url}/healthz", timeout=5)
     assert ready.status_code == 200
-    deadline = time.monotonic() + 240
-    while True:
-        answer = httpx.post(
+
+    def complete() -> httpx.Response:
+        return httpx.post(
             f"{sdk.base_url}/v1/llm/completions-sync",
             params={"model_endpoint_name": MODEL},
             json={"prompt": PROMPT, "max_new_tokens": 5, "temperature": 0},
             auth=("someone-else", ""),
             timeout=120,
         )
-        if answer.status_code != 503 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+
+    # 503 while the demo endpoint's server is still starting.
+    answer = eventually(complete, lambda a: a.status_code != 503, timeout=240, interval=1, what="the demo endpoint")
     assert answer.status_code == 200, answer.text
     assert answer.json()["output"]["num_completion_tokens"] > 0
 
@@ -118,6 +106,19 @@ def test_stop_sequences_end_the_completion(endpoint: str) -> None:
     assert stopped.num_completion_tokens < 20
 
 
+def test_chat_through_the_openai_compatible_route_streams_the_same_answer(endpoint: str) -> None:
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    reply = ChatCompletion.create(model=endpoint, messages=messages, max_tokens=20, temperature=0, timeout=120)
+    assert isinstance(reply, ChatCompletionResponse)
+    assert reply.model == endpoint and reply.output.text
+    stream = ChatCompletion.create(
+        model=endpoint, messages=messages, max_tokens=20, temperature=0, timeout=120, stream=True
+    )
+    chunks = list(stream)
+    assert "".join(chunk.text for chunk in chunks) == reply.output.text
+    assert chunks[-1].usage == reply.usage
+
+
 def test_bad_requests_are_4xx_with_a_message(endpoint: str, sdk: Platform) -> None:
     with pytest.raises(NotFoundError):
         Completion.create(model="no-such-endpoint", prompt=PROMPT, max_new_tokens=5)
@@ -153,13 +154,12 @@ def test_a_killed_inference_server_is_restarted_and_serves_again(endpoint: str, 
 
     os.kill(replica.pid, signal.SIGKILL)
 
-    deadline = time.monotonic() + 60
-    while True:  # the platform notices the exit and starts a new process
-        current = sdk.replicas(endpoint_id)
-        if current and current[0].pid != replica.pid:
-            break
-        assert time.monotonic() < deadline, f"no new replica process{sdk.describe()}"
-        time.sleep(0.2)
+    eventually(  # the platform notices the exit and starts a new process
+        lambda: sdk.replicas(endpoint_id),
+        lambda current: bool(current) and current[0].pid != replica.pid,
+        timeout=60,
+        what=lambda: f"a new replica process{sdk.describe()}",
+    )
     recovered = wait_for_status(endpoint, {ModelEndpointStatus.READY}, sdk)
     assert recovered.spec is not None and recovered.spec.deployment_state is not None
     assert recovered.spec.deployment_state.available_workers == 1
@@ -174,42 +174,17 @@ def test_delete_removes_the_endpoint_and_its_processes(endpoint: str, sdk: Platf
 
     assert Model.delete(endpoint).deleted is True
 
-    deadline = time.monotonic() + 60
-    while True:
+    def gone() -> bool:
         try:
             Model.get(endpoint)
         except NotFoundError:
-            break
-        assert time.monotonic() < deadline, f"{endpoint} still exists{sdk.describe()}"
-        time.sleep(0.2)
+            return True
+        return False
+
+    eventually(gone, timeout=60, what=lambda: f"{endpoint} to be deleted{sdk.describe()}")
     with pytest.raises(NotFoundError):
         Completion.create(model=endpoint, prompt=PROMPT, max_new_tokens=5)
     for replica in replicas:
         assert not process_alive(replica.pid, replica.start_time), f"replica pid {replica.pid} still runs"
     if sdk.data_dir is not None:
         assert sdk.replicas(endpoint_id) == []
-
-
-def test_a_vllm_endpoint_is_served_through_the_openai_protocol(sdk: Platform) -> None:
-    name = f"it-vllm-{uuid.uuid4().hex[:6]}"
-    Model.create(
-        name=name,
-        model=MODEL,
-        inference_framework_image_tag="latest",
-        inference_framework=LLMInferenceFramework.VLLM,
-        min_workers=1,
-        max_workers=1,
-    )
-    try:
-        ready = wait_for_status(name, {ModelEndpointStatus.READY, ModelEndpointStatus.UPDATE_FAILED}, sdk)
-        assert ready.status is ModelEndpointStatus.READY, ready.spec.status_reason if ready.spec else ready
-        sync = greedy(name)
-        assert sync.output.text.strip()
-        assert 0 < sync.output.num_completion_tokens <= 12
-        stream = Completion.create(model=name, prompt=PROMPT, max_new_tokens=12, temperature=0, stream=True)
-        with stream:
-            events = list(stream)
-        assert events[-1].output is not None and events[-1].output.finished
-        assert "".join(e.output.text for e in events if e.output) == sync.output.text
-    finally:
-        Model.delete(name)

@@ -11,6 +11,7 @@ from integration_tests.support import Platform, stop_platform
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_alive, process_start_time
 from model_engine_server.orchestration.local.state import StateFile
+from model_engine_server.testing import eventually
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.stops_platform]
 
@@ -41,11 +42,13 @@ def ready_replica_pids(data_dir: Path) -> set[int]:
 def test_ctrl_c_stops_the_gateway_the_worker_and_every_inference_server(platform: Platform) -> None:
     if platform.process is None or platform.data_dir is None:
         pytest.skip("only a platform these tests started can be stopped by them")
-    deadline = time.monotonic() + 240
-    while not ready_replica_pids(platform.data_dir):  # the demo endpoint's server, at least
-        assert time.monotonic() < deadline, f"no inference server became ready{platform.describe()}"
-        time.sleep(0.5)
-    replicas = ready_replica_pids(platform.data_dir)
+    data_dir = platform.data_dir
+    replicas = eventually(  # the demo endpoint's server, at least
+        lambda: ready_replica_pids(data_dir),
+        timeout=240,
+        interval=0.5,
+        what=lambda: f"an inference server to become ready{platform.describe()}",
+    )
     tree = {(pid, process_start_time(pid)) for pid in descendants(platform.process.pid)}
     assert replicas <= {pid for pid, _ in tree}
     assert len(tree) > len(replicas)  # the async worker runs too

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, replace
+from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from model_engine_server.config import AuthMode, Settings, load_settings
 from model_engine_server.db import migrate as migrations
+from model_engine_server.db.models import utcnow
 from model_engine_server.db.repositories import ApiKeyStore, EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.tenancy import TenantLimitStore
 from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.domain.rules import is_loopback_host
+from model_engine_server.domain.tenancy import TenantLimitOverrides
 from model_engine_server.fine_tune_cli import fine_tune_run, fine_tunes_app
 from model_engine_server.inference.server.cli import inference_server
 from model_engine_server.job_cli import batch_run, jobs_app
@@ -30,7 +37,9 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys (auth mode [bold]keys[/bold]).", no_args_is_help=True)
 endpoints_app = typer.Typer(help="Inspect model endpoints in the registry.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Show and override tenants' limits (docs/tenancy.md).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
 app.add_typer(endpoints_app, name="endpoints")
 app.command("inference-server")(inference_server)
 app.command("batch-run")(batch_run)
@@ -67,12 +76,11 @@ def check_bind_address(settings: Settings) -> None:
         raise typer.Exit(2)
 
 
-def run_with_registry(settings: Settings, action: Callable[[EndpointRegistry, ApiKeyStore], Awaitable[T]]) -> T:
+def run_with_sessions(settings: Settings, action: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
     async def run() -> T:
         engine = create_engine(settings.database_url)
         try:
-            sessions = create_session_factory(engine)
-            return await action(EndpointRegistry(sessions), ApiKeyStore(sessions))
+            return await action(create_session_factory(engine))
         finally:
             await engine.dispose()
 
@@ -81,6 +89,10 @@ def run_with_registry(settings: Settings, action: Callable[[EndpointRegistry, Ap
     except DomainError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
+
+
+def run_with_registry(settings: Settings, action: Callable[[EndpointRegistry, ApiKeyStore], Awaitable[T]]) -> T:
+    return run_with_sessions(settings, lambda sessions: action(EndpointRegistry(sessions), ApiKeyStore(sessions)))
 
 
 @app.command()
@@ -115,7 +127,8 @@ def serve(
     is served by inference-server processes on this machine. The demo endpoint (LLM_ENGINE_DEMO_MODEL) is created
     when absent. Ctrl-C stops everything.
     """
-    from model_engine_server.runtime import StartupError, serve_platform, worker_command
+    from model_engine_server.runtime.errors import StartupError
+    from model_engine_server.runtime.serve import serve_platform, worker_command
 
     settings = settings_or_exit(host=host, port=port)
     check_bind_address(settings)
@@ -130,7 +143,7 @@ def serve(
 @app.command("orchestrator")
 def orchestrator_command() -> None:
     """Run the reconciler and orchestrator alone (on Kubernetes; with replicas, the Lease holder reconciles)."""
-    from model_engine_server.runtime import run_orchestrator
+    from model_engine_server.runtime.leadership import run_orchestrator
 
     settings = settings_or_exit()
     _platform_logging()
@@ -143,12 +156,12 @@ def gateway(host: HostOption = None, port: PortOption = None) -> None:
     import uvicorn
 
     from model_engine_server.api.app import create_app
-    from model_engine_server.orchestration.factory import build_orchestrator
+    from model_engine_server.orchestration.factory import build_upstream_resolver
 
     settings = settings_or_exit(host=host, port=port)
     check_bind_address(settings)
     logging.basicConfig(level=logging.INFO)
-    application = create_app(settings, orchestrator=build_orchestrator(settings))
+    application = create_app(settings, resolver=build_upstream_resolver(settings))
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info", proxy_headers=True)
 
 
@@ -162,54 +175,130 @@ def worker(
     ] = None,
 ) -> None:
     """Run an async completion worker (Celery) that consumes the endpoints' task queues."""
-    from model_engine_server.config import OrchestratorKind
-    from model_engine_server.domain.ports import UpstreamResolver
-    from model_engine_server.tasks.runtime import OrchestratorResolver
+    from model_engine_server.orchestration.factory import build_upstream_resolver
     from model_engine_server.tasks.worker import parse_endpoint_names, run_worker
 
     settings = settings_or_exit()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    resolver: UpstreamResolver | None = None  # default: the local orchestrator's replicas, from its state file
-    if settings.orchestrator is OrchestratorKind.KUBERNETES:
-        from model_engine_server.orchestration.factory import build_orchestrator
-
-        resolver = OrchestratorResolver(build_orchestrator(settings))
-    run_worker(settings, concurrency=concurrency, endpoint_names=parse_endpoint_names(queues), resolver=resolver)
+    resolver = build_upstream_resolver(settings)  # the orchestrator runs in another process
+    run_worker(settings, resolver, concurrency=concurrency, endpoint_names=parse_endpoint_names(queues))
 
 
 @keys_app.command("create")
 def keys_create(
     owner: Annotated[str, typer.Option(help="The tenant the key acts as.")],
-    description: Annotated[str, typer.Option(help="A note to tell keys apart.")] = "",
+    label: Annotated[str, typer.Option("--label", "--description", help="A note to tell keys apart.")] = "",
+    admin: Annotated[bool, typer.Option(help="May manage every tenant's keys and limits.")] = False,
+    expires_in_days: Annotated[
+        float | None, typer.Option(min=0.001, help="The key stops working after this many days.")
+    ] = None,
 ) -> None:
     """Create an API key. The key is printed once and stored only as a hash."""
     settings = settings_or_exit()
-    key, record = run_with_registry(settings, lambda _e, keys: keys.create(owner, description))
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    key, record = run_with_registry(
+        settings, lambda _e, keys: keys.create(owner, label, admin=admin, expires_at=expires_at)
+    )
     console.print(
         f"Created key [bold]{record.id}[/bold] for owner [bold]{owner}[/bold]. Store it now; it is not shown again:"
     )
     print(key)  # noqa: T201 (plain stdout so scripts can capture the key)
 
 
+def _moment(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else ""
+
+
 @keys_app.command("list")
-def keys_list(owner: Annotated[str | None, typer.Option(help="Only this owner's keys.")] = None) -> None:
-    """List API keys (ids, owners and prefixes; never the keys)."""
+def keys_list(
+    owner: Annotated[str | None, typer.Option(help="Only this owner's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+) -> None:
+    """List API keys (whole ids, owners and prefixes; never the keys). Ids are printed in full at any width."""
     settings = settings_or_exit()
     records = run_with_registry(settings, lambda _e, keys: keys.list(owner))
-    table = Table("id", "owner", "prefix", "created", "revoked", "description")
-    for key in records:
-        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
-        created = key.created_at.isoformat(timespec="seconds")
-        table.add_row(key.id, key.owner, key.prefix + "…", created, revoked, key.description)
-    console.print(table)
+    rows = [
+        {
+            "id": k.id,
+            "owner": k.owner,
+            "prefix": k.prefix,
+            "admin": k.admin,
+            "created_at": _moment(k.created_at),
+            "expires_at": _moment(k.expires_at),
+            "revoked_at": _moment(k.revoked_at),
+            "label": k.description,
+        }
+        for k in records
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))  # noqa: T201 (plain stdout for scripts)
+        return
+    # Plain aligned columns rather than a rich table: a table squeezes and truncates ids in a narrow terminal or a
+    # pipe, and an id must survive being copied into `keys revoke`.
+    header = {"id": "id", "owner": "owner", "prefix": "prefix", "admin": "admin", "created_at": "created"}
+    header |= {"expires_at": "expires", "revoked_at": "revoked", "label": "label"}
+    table = [header] + [{**row, "admin": "yes" if row["admin"] else "", "prefix": f"{row['prefix']}…"} for row in rows]
+    widths = {column: max(len(str(line[column])) for line in table) for column in header}
+    for line in table:
+        print("  ".join(str(line[c]).ljust(widths[c]) for c in header).rstrip())  # noqa: T201
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id, as `keys list` shows it.")]) -> None:
-    """Revoke an API key; requests with it are refused from now on."""
+    """Revoke an API key; every gateway refuses it within a second."""
     settings = settings_or_exit()
     record = run_with_registry(settings, lambda _e, keys: keys.revoke(key_id))
     console.print(f"Revoked key [bold]{record.id}[/bold] of owner [bold]{record.owner}[/bold].")
+
+
+LimitOption = Annotated[int | None, typer.Option(min=0, help="0 = unlimited; omitted = unchanged.")]
+
+
+@tenants_app.command("set-limits")
+def tenants_set_limits(
+    tenant: Annotated[str, typer.Argument(help="The tenant (the owner its keys act as).")],
+    requests_per_minute: LimitOption = None,
+    tokens_per_minute: LimitOption = None,
+    max_concurrent_requests: LimitOption = None,
+    max_endpoints: LimitOption = None,
+    max_jobs: LimitOption = None,
+    priority: Annotated[int | None, typer.Option(min=1, help="Fair-queueing weight (default 1).")] = None,
+    reset: Annotated[bool, typer.Option(help="Drop the tenant's overrides first (back to the defaults).")] = False,
+) -> None:
+    """Override a tenant's limits (the defaults come from LLM_ENGINE_TENANT_*); gateways apply them within a second."""
+    settings = settings_or_exit()
+    given = {
+        "requests_per_minute": requests_per_minute,
+        "tokens_per_minute": tokens_per_minute,
+        "max_concurrent_requests": max_concurrent_requests,
+        "max_endpoints": max_endpoints,
+        "max_jobs": max_jobs,
+        "priority": priority,
+    }
+
+    async def update(store: TenantLimitStore) -> TenantLimitOverrides:
+        current = None if reset else await store.get(tenant)
+        changes = {name: value for name, value in given.items() if value is not None}
+        return await store.set(tenant, replace(current or TenantLimitOverrides(), **changes))
+
+    overrides = run_with_sessions(settings, lambda sessions: update(TenantLimitStore(sessions)))
+    _print_limits(tenant, overrides, settings)
+
+
+@tenants_app.command("show")
+def tenants_show(tenant: Annotated[str, typer.Argument(help="The tenant (the owner its keys act as).")]) -> None:
+    """A tenant's limits: its overrides and what applies."""
+    settings = settings_or_exit()
+    overrides = run_with_sessions(settings, lambda sessions: TenantLimitStore(sessions).get(tenant))
+    _print_limits(tenant, overrides, settings)
+
+
+def _print_limits(tenant: str, overrides: TenantLimitOverrides | None, settings: Settings) -> None:
+    effective = settings.tenant_limits().with_overrides(overrides)
+    console.print(f"Limits of tenant [bold]{tenant}[/bold] (0 = unlimited):")
+    for name, value in asdict(effective).items():
+        source = "override" if overrides is not None and getattr(overrides, name) is not None else "default"
+        console.print(f"  {name:24} {value:>10}  ({source})")
 
 
 @endpoints_app.command("list")

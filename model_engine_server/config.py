@@ -6,6 +6,7 @@ open auth on loopback). Every Helm value that configures the control plane maps 
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -13,8 +14,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model_engine_server import __version__
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
+from model_engine_server.domain.tenancy import TenantLimits
 from model_engine_server.storage.locations import StorageConfig
 
 ENV_PREFIX = "LLM_ENGINE_"
@@ -48,6 +51,11 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "llm-engine"
 
 
+def _default_engines_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "llm-engine" / "engines"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -68,6 +76,11 @@ class Settings(BaseSettings):
     upstream_read_timeout_seconds: float = 600.0
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)  # ": ping" comments on quiet completion streams
     async_task_result_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    # Request limits (api/limits.py): larger bodies get 413, slower bodies 408, larger headers 431, queries 414.
+    max_request_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_request_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_query_string_bytes: int = Field(default=8 * 1024, ge=256)
     # Async workers (`model-engine worker`): a task held by a worker that stopped renewing its lease (killed, lost
     # its network) goes back to the queue after this long. Running tasks renew every third of it, so it does not
     # bound how long a generation may take.
@@ -95,10 +108,31 @@ class Settings(BaseSettings):
     fine_tune_max_runtime_seconds: int = Field(default=24 * 3600, ge=60)  # a longer fine-tune fails
     job_ttl_seconds_after_finished: int = Field(default=3600, ge=0)  # Kubernetes removes finished Jobs after this
 
+    # --- tenants (docs/tenancy.md) -------------------------------------------------------------------------------
+    # Defaults for every tenant; 0 = unlimited. `model-engine tenants set-limits` / PUT /v1/tenants/{t}/limits
+    # override them per tenant.
+    tenant_requests_per_minute: int = Field(default=0, ge=0)
+    tenant_tokens_per_minute: int = Field(default=0, ge=0)  # generated tokens
+    tenant_max_concurrent_requests: int = Field(default=0, ge=0)
+    tenant_max_endpoints: int = Field(default=0, ge=0)
+    tenant_max_jobs: int = Field(default=0, ge=0)  # concurrent batch and fine-tune jobs
+    # Rate-limit counters shared by gateway replicas; "" = follow broker_url when it is Redis, else process memory.
+    rate_limit_redis_url: str = ""
+    api_key_cache_seconds: float = Field(default=30.0, ge=0)  # safety net; revocations are pushed within a second
+    # Requests an endpoint takes at once from this gateway: ready replicas x per_worker x this; more wait in a
+    # queue served fairly across tenants. 0 = no gateway queue (the engines queue first come, first served).
+    fair_queue_overcommit: float = Field(default=2.0, ge=0)
+    fair_queueing: bool = True  # false: the gateway queue is first come, first served
+    usage_flush_seconds: float = Field(default=5.0, gt=0)
+
     # --- the orchestrator ----------------------------------------------------------------------------------------
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
     reconcile_interval_seconds: float = Field(default=2.0, gt=0)
     inference_server_command: str = ""  # default: text-generation-launcher if on PATH, else the built-in server
+    # Virtual environments of third-party engines (`make engines`), one per pinned version; outside the checkout so
+    # every clone on this machine shares them.
+    engines_dir: Path = Field(default_factory=_default_engines_dir)
+    vllm_cpu_kv_cache_gib: int = Field(default=2, ge=1)  # VLLM_CPU_KVCACHE_SPACE of local vLLM replicas
 
     # --- Kubernetes ----------------------------------------------------------------------------------------------
     kubernetes_namespace: str = "llm-engine-endpoints"
@@ -113,8 +147,8 @@ class Settings(BaseSettings):
     kubernetes_service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:80"
     tgi_image_repository: str = "ghcr.io/huggingface/text-generation-inference"
     vllm_image_repository: str = "vllm/vllm-openai"
-    builtin_image_repository: str = "ghcr.io/llm-engine/model-engine"
-    builtin_image_tag: str = "0.1.0"
+    builtin_image_repository: str = "ghcr.io/llm-engine/model-engine-inference"
+    builtin_image_tag: str = __version__  # the built-in server image is released with the platform
     # Endpoints with gpus == 0 run the built-in server (a TGI and OpenAI peer) instead of the CUDA-only engine images.
     kubernetes_builtin_engine_without_gpus: bool = True
     kubernetes_termination_grace_seconds: int = Field(default=600, ge=30)  # lets in-flight streams finish
@@ -150,6 +184,8 @@ class Settings(BaseSettings):
                 self.result_backend_url = self.broker_url
             else:
                 self.result_backend_url = f"db+sqlite:///{self.data_dir / 'results.db'}"
+        if not self.rate_limit_redis_url and self.broker_url.startswith(("redis://", "rediss://")):
+            self.rate_limit_redis_url = self.broker_url
         if self.model_cache_dir is None:
             self.model_cache_dir = self.data_dir / "models"
         if not self.object_store_url:
@@ -176,6 +212,16 @@ class Settings(BaseSettings):
             s3_endpoint_url=self.s3_endpoint_url,
             s3_region=self.s3_region,
             allow_local_paths=self.orchestrator is OrchestratorKind.LOCAL,
+        )
+
+    def tenant_limits(self) -> TenantLimits:
+        """Every tenant's default limits (a tenant's own overrides replace them one by one)."""
+        return TenantLimits(
+            requests_per_minute=self.tenant_requests_per_minute,
+            tokens_per_minute=self.tenant_tokens_per_minute,
+            max_concurrent_requests=self.tenant_max_concurrent_requests,
+            max_endpoints=self.tenant_max_endpoints,
+            max_jobs=self.tenant_max_jobs,
         )
 
     def model_zoo(self) -> ModelZoo:

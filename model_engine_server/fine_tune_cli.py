@@ -59,9 +59,7 @@ def fine_tunes_events(
     shown = 0
     while True:
         job, recorded = asyncio.run(with_registry(lambda registry: _job_and_events(registry, job_id)))
-        trained = [
-            JobEvent(datetime.fromisoformat(e["timestamp"]), e["level"], e["message"]) for e in read_events(ws)
-        ]
+        trained = [JobEvent(datetime.fromisoformat(e["timestamp"]), e["level"], e["message"]) for e in read_events(ws)]
         events = sorted(recorded + trained, key=lambda event: event.timestamp)
         for event in events[shown:]:
             console.print(f"{event.timestamp:%H:%M:%S} {event.level:7} {event.message}")

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from model_engine_server.config import load_settings
 from model_engine_server.db.job_registry import JobRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.exceptions import NotFoundError
 from model_engine_server.domain.jobs import Job, JobEvent, JobKind
 
@@ -48,12 +48,11 @@ def batch_run(
 
 
 async def with_registry(action: Callable[[JobRegistry], Awaitable[T]]) -> T:
-    settings = load_settings()
-    engine = create_engine(settings.database_url)
+    registry = Registry(load_settings().database_url)
     try:
-        return await action(JobRegistry(create_session_factory(engine)))
+        return await action(registry.jobs)
     finally:
-        await engine.dispose()
+        await registry.close()
 
 
 def _progress_bar(job: Job) -> Progress:

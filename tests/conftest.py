@@ -21,10 +21,10 @@ import pytest
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.db.migrate import upgrade
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 POSTGRES_ADMIN_DSN = os.environ.get("LLM_ENGINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = ("async_tasks", "api_keys", "model_endpoints", "job_events", "jobs", "files")
+TABLES = ("async_tasks", "api_keys", "model_endpoints", "tenant_limits", "usage_records", "job_events", "jobs", "files")
 
 
 def _ensure_postgres_running() -> None:
@@ -70,6 +70,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite registry of this test's own: a copy of the session's template, as a database URL."""
+    database = tmp_path / "registry.db"
+    shutil.copy(sqlite_template, database)
+    return f"sqlite+aiosqlite:///{database}"
+
+
 @pytest.fixture(params=["postgres", "sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs twice: on PostgreSQL and on SQLite, starting from empty tables."""
@@ -98,14 +106,14 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def orchestrator() -> FakeOrchestrator:
-    return FakeOrchestrator()
+def resolver() -> FakeResolver:
+    return FakeResolver()
 
 
 @pytest.fixture
-async def gateway(settings: Settings, orchestrator: FakeOrchestrator) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(settings: Settings, resolver: FakeResolver) -> AsyncIterator[httpx.AsyncClient]:
     """The real gateway app (lifespan included) behind an httpx client; authenticate per request."""
-    app = create_app(settings, orchestrator=orchestrator)
+    app = create_app(settings, resolver=resolver)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:

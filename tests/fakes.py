@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
+from model_engine_server.orchestration import events
 
 
 class FakeOrchestrator:
-    """Records what it was asked to do; tests set what it observes and which upstreams it routes to."""
+    """Records what it was asked to do; tests set what it observes."""
 
     def __init__(self) -> None:
         self.applied: list[tuple[str, int]] = []
         self.deleted: list[str] = []
         self.observed: dict[str, ObservedState] = {}
-        self.routes: dict[str, list[str]] = {}
         self._changed = asyncio.Event()
 
     async def start(self) -> None:
@@ -32,15 +32,18 @@ class FakeOrchestrator:
     async def observe(self, endpoint: ModelEndpoint) -> ObservedState:
         return self.observed.get(endpoint.name, ObservedState(status=EndpointStatus.UPDATE_IN_PROGRESS))
 
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        return list(self.routes.get(endpoint.name, []))
-
     async def wait_for_change(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return
-        self._changed.clear()
+        await events.wait_for_change(self._changed, timeout)
 
     def notify(self) -> None:
         self._changed.set()
+
+
+class FakeResolver:
+    """Routes each endpoint (by name) to the upstreams a test sets."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, list[str]] = {}
+
+    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
+        return list(self.routes.get(endpoint.name, []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,31 @@ def test_invalid_settings_are_reported_not_raised(env: dict[str, str]) -> None:
     result = run("endpoints", "list", env={**env, "LLM_ENGINE_AUTH_MODE": "sometimes"}, check=False)
     assert result.returncode == 2
     assert "auth_mode" in result.stdout
+
+
+def test_keys_list_prints_whole_ids_in_a_narrow_pipe_and_json(env: dict[str, str]) -> None:
+    run("migrate", env=env)
+    run(
+        "keys", "create", "--owner", "team-with-a-long-name", "--label", "deploy bot", "--expires-in-days", "1", env=env
+    )
+    narrow = env | {"COLUMNS": "40"}
+    listing = run("keys", "list", env=narrow).stdout
+    [record] = json.loads(run("keys", "list", "--json", env=narrow).stdout)
+    assert record["id"] in listing.split()  # whole, copyable into `keys revoke`
+    assert record["owner"] == "team-with-a-long-name" and record["label"] == "deploy bot" and record["expires_at"]
+    assert "Revoked" in run("keys", "revoke", record["id"], env=env).stdout
+    assert json.loads(run("keys", "list", "--json", env=env).stdout)[0]["revoked_at"]
+
+
+def test_tenants_set_limits_and_show(env: dict[str, str]) -> None:
+    run("migrate", env=env)
+    env = env | {"LLM_ENGINE_TENANT_REQUESTS_PER_MINUTE": "600"}
+    shown = run("tenants", "set-limits", "team-a", "--tokens-per-minute", "5000", "--priority", "2", env=env).stdout
+    assert "tokens_per_minute" in shown and "5000" in shown
+    shown = run("tenants", "show", "team-a", env=env).stdout
+    lines = {line.split()[0]: line.split()[1:] for line in shown.splitlines() if line.startswith("  ")}
+    assert lines["requests_per_minute"] == ["600", "(default)"]
+    assert lines["tokens_per_minute"] == ["5000", "(override)"]
+    assert lines["priority"] == ["2", "(override)"]
+    reset = run("tenants", "set-limits", "team-a", "--reset", env=env).stdout
+    assert "(override)" not in reset

@@ -1,4 +1,4 @@
-"""The gateway application: ``create_app`` wires settings, the registry and an orchestrator into FastAPI."""
+"""The gateway application: ``create_app`` wires settings, the registry and an upstream resolver into FastAPI."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from model_engine_server import __version__
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
 from model_engine_server.api.job_services import FilesAndJobs
+from model_engine_server.api.limits import Limits, RequestLimits
+from model_engine_server.api.openapi import install_openapi
 from model_engine_server.api.routes import (
+    api_keys,
     async_tasks,
     batch_completions,
     completions,
@@ -20,19 +24,19 @@ from model_engine_server.api.routes import (
     files,
     fine_tunes,
     health,
+    openai,
+    tenants,
 )
 from model_engine_server.config import Settings
-from model_engine_server.db.repositories import ApiKeyStore, AsyncTaskStore, EndpointRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.admission import Admission
 from model_engine_server.domain.model_zoo import ModelZoo
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import UpstreamResolver
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import create_celery_app
 from model_engine_server.tasks.client import AsyncTaskQueue
-
-VERSION = "0.1.0"
+from model_engine_server.tenancy.services import Tenancy
 
 
 def _no_op() -> None:
@@ -42,68 +46,75 @@ def _no_op() -> None:
 def create_app(
     settings: Settings,
     *,
-    orchestrator: Orchestrator,
+    resolver: UpstreamResolver,
     on_registry_change: Callable[[], None] = _no_op,
     zoo: ModelZoo | None = None,
 ) -> FastAPI:
-    """The gateway. ``on_registry_change`` wakes an in-process reconciler after every write (``model-engine serve``);
-    the orchestrator is only used for routing here — the reconciler owns apply and delete."""
+    """The gateway. ``resolver`` says where an endpoint's requests go; ``on_registry_change`` wakes an in-process
+    reconciler after every write (``model-engine serve``). The gateway never runs an orchestrator: the reconciler
+    owns apply and delete."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = create_engine(settings.database_url)
-        sessions = create_session_factory(database)
-        keys = ApiKeyStore(sessions)
+        registry = Registry(settings.database_url)
         if settings.bootstrap_api_key is not None:
-            await keys.store(settings.bootstrap_api_key.get_secret_value(), settings.bootstrap_owner, "bootstrap")
-        # Async completions: a Celery app (no connection until the first submit) over the task records.
-        endpoint_registry = EndpointRegistry(sessions)
+            key = settings.bootstrap_api_key.get_secret_value()
+            await registry.keys.store(key, settings.bootstrap_owner, "bootstrap", admin=True)
+        tenancy = Tenancy.build(settings, registry)
+        await tenancy.start()
         model_zoo = zoo or settings.model_zoo()
-        # One admission path (one endpoint cache) for sync, stream and async submit.
-        admission = Admission(endpoint_registry, orchestrator, model_zoo)
+        # One admission path (one endpoint cache, the tenants' token budgets) for sync, stream and async submit.
+        admission = Admission(registry.endpoints, resolver, model_zoo, check_tenant=tenancy.limiter.check_tokens)
+        # Async completions: a Celery app (no connection until the first submit) over the task records.
         task_queue = AsyncTaskQueue(
             create_celery_app(settings),
-            AsyncTaskStore(sessions),
+            registry.tasks,
             timedelta(seconds=settings.async_task_result_ttl_seconds),
             admission,
         )
         app.state.services = Services(
             settings=settings,
-            endpoints=endpoint_registry,
-            keys=keys,
-            tasks=AsyncTaskStore(sessions),
-            orchestrator=orchestrator,
+            endpoints=registry.endpoints,
+            keys=tenancy.keys,  # key checks at cache speed
+            tasks=registry.tasks,
             zoo=model_zoo,
             on_registry_change=on_registry_change,
-            database=database,
             async_tasks=task_queue,
+            health={"database": registry, "broker": task_queue},
+            tenancy=tenancy,
         )
-        app.state.files_and_jobs = FilesAndJobs.build(settings, sessions, model_zoo, on_registry_change)
+        app.state.files_and_jobs = FilesAndJobs.build(settings, registry, model_zoo, on_registry_change)
         # Local download links are signed with a per-process key: they stop working when this process stops, which
         # is sooner than their expiry only on a restart. (On S3 the store presigns them.)
         app.state.download_secret = secrets.token_bytes(32)
         # One pooled client for every inference server this process talks to.
         upstream = UpstreamClient.from_settings(settings)
-        app.state.completions = CompletionDispatcher(admission, upstream)
+        app.state.completions = CompletionDispatcher(admission, upstream, tenancy.gate)
         try:
             yield
         finally:
             await upstream.aclose()
+            await tenancy.close()
             task_queue.close()
-            await database.dispose()
+            await registry.close()
 
     app = FastAPI(
         title="LLM Engine",
-        version=VERSION,
+        version=__version__,
         description="Deploy large language models and serve completions.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, limits=Limits.of(settings))
     app.include_router(health.router)
     app.include_router(endpoints.router)
     app.include_router(completions.router)
     app.include_router(async_tasks.router)
+    app.include_router(openai.router)
     app.include_router(files.router)
     app.include_router(batch_completions.router)
+    app.include_router(api_keys.router)
+    app.include_router(tenants.router)
     app.include_router(fine_tunes.router)
+    install_openapi(app)  # built on first request, so it covers every router included here
     return app

@@ -1,5 +1,6 @@
 """Who is calling: the API key from HTTP Basic (key as username, empty password) or the ``x-api-key`` header,
-exactly as the published ``scale-llm-engine`` client sends it."""
+exactly as the published ``scale-llm-engine`` client sends it, or ``Authorization: Bearer KEY`` as OpenAI clients
+send it. The same key works every way, in both auth modes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import binascii
 from starlette.requests import HTTPConnection
 
 from model_engine_server.config import AuthMode
-from model_engine_server.db.repositories import ApiKeyStore
 from model_engine_server.domain.exceptions import AuthenticationError
+from model_engine_server.domain.ports import ApiKeys
 
 MAX_KEY_LENGTH = 128
 
@@ -32,11 +33,13 @@ def extract_api_key(connection: HTTPConnection) -> str | None:
     return None
 
 
-async def authenticate(connection: HTTPConnection, mode: AuthMode, keys: ApiKeyStore) -> str:
+async def authenticate(connection: HTTPConnection, mode: AuthMode, keys: ApiKeys) -> str:
     """The caller's owner (tenant) name; raises ``AuthenticationError`` for missing, unknown or revoked keys."""
     key = extract_api_key(connection)
     if not key:
-        raise AuthenticationError("Missing API key: send it as the HTTP Basic username or the x-api-key header.")
+        raise AuthenticationError(
+            "Missing API key: send it as a Bearer token, the HTTP Basic username or the x-api-key header."
+        )
     if len(key) > MAX_KEY_LENGTH:
         raise AuthenticationError("Invalid API key.")
     if mode is AuthMode.OPEN:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from model_engine_server.api.batch_schemas import BatchRequest, V2Request
 from model_engine_server.api.completion_schemas import CompletionRequestBody
 from model_engine_server.api.job_services import FilesAndJobs, parse_body
 from model_engine_server.db.job_registry import new_job_id
-from model_engine_server.db.models import utcnow
 from model_engine_server.domain.batch import BatchItem, BatchWorkerSpec, OutputFormat
 from model_engine_server.domain.exceptions import InvalidRequestError, NotFoundError
 from model_engine_server.domain.jobs import Job, JobKind, JobResources, JobStatus
@@ -52,7 +51,7 @@ async def submit_batch(services: FilesAndJobs, caller: str, body: Any, *, versio
     workspace = JobWorkspace(services.store, job_id)
     await asyncio.to_thread(workspace.write_json, "input.json", [item.model_dump(exclude_none=True) for item in items])
     await asyncio.to_thread(workspace.write_json, "job.json", spec.model_dump(mode="json"))
-    now = utcnow()
+    now = datetime.now(UTC)
     max_runtime = request.max_runtime_sec or 24 * 3600
     job = Job(
         id=job_id,

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from model_engine_server.api.fine_tune_schemas import CreateFineTuneRequest
 from model_engine_server.api.job_services import FilesAndJobs, parse_body
 from model_engine_server.db.job_registry import new_job_id
-from model_engine_server.db.models import utcnow
 from model_engine_server.domain.exceptions import InvalidRequestError, NotFoundError, OverloadedError
 from model_engine_server.domain.fine_tuning import (
     FineTuneWorkerSpec,
@@ -42,7 +41,7 @@ async def submit_fine_tune(services: FilesAndJobs, caller: str, body: Any) -> Jo
         validation_csv = await _read_csv(services, caller, request.validation_file, "validation_file")
         parse_training_csv(validation_csv.decode(), "validation_file")
     await _check_concurrency(services, caller)
-    now = utcnow()
+    now = datetime.now(UTC)
     job_id = new_job_id()
     spec = FineTuneWorkerSpec(
         base_model=request.model,

@@ -8,11 +8,11 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from model_engine_server.config import Settings
 from model_engine_server.db.file_registry import FileRegistry
 from model_engine_server.db.job_registry import JobRegistry
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.exceptions import InvalidRequestError
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.storage.locations import StorageConfig, build_object_store
@@ -33,22 +33,10 @@ class FilesAndJobs:
 
     @classmethod
     def build(
-        cls,
-        settings: Settings,
-        sessions: async_sessionmaker[AsyncSession],
-        zoo: ModelZoo,
-        on_change: Callable[[], None],
+        cls, settings: Settings, registry: Registry, zoo: ModelZoo, on_change: Callable[[], None]
     ) -> FilesAndJobs:
         storage = settings.storage_config()
-        return cls(
-            settings,
-            FileRegistry(sessions),
-            JobRegistry(sessions),
-            build_object_store(storage),
-            storage,
-            zoo,
-            on_change,
-        )
+        return cls(settings, registry.files, registry.jobs, build_object_store(storage), storage, zoo, on_change)
 
 
 async def get_files_and_jobs(request: Request) -> FilesAndJobs:

@@ -6,13 +6,33 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
-from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
+from model_engine_server.domain import rules
+from model_engine_server.domain.entities import EndpointStatus, InferenceFramework, ModelEndpoint
 
 Quantity = str | int | float
 # Every endpoint serves sync, streaming and async requests alike, so `endpoint_type` is accepted (and checked) for
 # compatibility but always reads back as "streaming": the published client cannot parse any other value.
 EVERY_ENDPOINT_TYPE = "streaming"
+
+
+# The rules domain/rules.py enforces, stated in the OpenAPI document too so that generated clients and fuzzers agree
+# with the server. The server's checks (and their messages) stay in the domain; rules across fields (min_workers <=
+# max_workers, num_shards <= gpus, a zoo model unless checkpoint_path is given) cannot be stated in JSON Schema.
+NAME_RULE = Field(json_schema_extra={"pattern": rules.NAME_PATTERN, "maxLength": rules.MAX_NAME_LENGTH})
+FRAMEWORK_RULE: JsonDict = {"enum": [framework.value for framework in InferenceFramework]}
+TAG_RULE: JsonDict = {"pattern": rules.IMAGE_TAG_PATTERN}
+QUANTIZE_RULE: JsonDict = {"enum": [*sorted(rules.QUANTIZATIONS), None]}
+GPU_TYPE_RULE: JsonDict = {"enum": [*sorted(rules.GPU_TYPES), None]}
+LABELS_RULE: JsonDict = {"maxProperties": rules.MAX_LABELS}
+
+
+def _at_least(minimum: int, maximum: int | None = None) -> JsonDict:
+    rule: JsonDict = {"minimum": minimum}
+    if maximum is not None:
+        rule["maximum"] = maximum
+    return rule
 
 
 def _quantity_to_str(value: Quantity | None) -> str | None:
@@ -21,43 +41,47 @@ def _quantity_to_str(value: Quantity | None) -> str | None:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+CHAT_TEMPLATE_MAX_CHARS = 65_536
+
+
 class _Request(BaseModel):
     # Unknown fields are ignored so newer clients keep working against this server.
     model_config = ConfigDict(extra="ignore")
 
     @field_validator("cpus", "memory", "storage", mode="before", check_fields=False)
     @classmethod
-    def _normalise_quantity(cls, value: Quantity | None) -> str | None:
-        if isinstance(value, bool):
+    def _normalise_quantity(cls, value: object) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, str | int | float | None):
             raise ValueError("must be a quantity such as 4, '500m' or '16Gi'")
         return _quantity_to_str(value)
 
 
 class CreateEndpointRequest(_Request):
-    name: str
+    name: str = NAME_RULE
     model_name: str
     source: Literal["hugging_face"] = "hugging_face"
-    inference_framework: str = "text_generation_inference"
-    inference_framework_image_tag: str = "latest"
-    num_shards: int = 1
-    quantize: str | None = None
+    inference_framework: str = Field("text_generation_inference", json_schema_extra=FRAMEWORK_RULE)
+    inference_framework_image_tag: str = Field("latest", json_schema_extra=TAG_RULE)
+    num_shards: int = Field(1, json_schema_extra=_at_least(1))
+    quantize: str | None = Field(None, json_schema_extra=QUANTIZE_RULE)
     checkpoint_path: str | None = None
     endpoint_type: Literal["streaming", "sync", "async"] = "streaming"
     cpus: str | None = None
-    gpus: int | None = None
+    gpus: int | None = Field(None, json_schema_extra=_at_least(0))
     memory: str | None = None
-    gpu_type: str | None = None
+    gpu_type: str | None = Field(None, json_schema_extra=GPU_TYPE_RULE)
     storage: str | None = None
-    nodes_per_worker: int = 1
-    min_workers: int = 1
-    max_workers: int = 1
-    per_worker: int = 10
-    labels: dict[str, str] = Field(default_factory=dict)
+    nodes_per_worker: int = Field(1, json_schema_extra=_at_least(1))
+    min_workers: int = Field(1, json_schema_extra=_at_least(0, rules.MAX_WORKERS_CAP))
+    max_workers: int = Field(1, json_schema_extra=_at_least(1, rules.MAX_WORKERS_CAP))
+    per_worker: int = Field(10, json_schema_extra=_at_least(1))
+    labels: dict[str, str] = Field(default_factory=dict, json_schema_extra=LABELS_RULE)
     metadata: dict[str, Any] = Field(default_factory=dict)
     public_inference: bool = False
     high_priority: bool = False
     post_inference_hooks: list[str] | None = None
     default_callback_url: str | None = None
+    chat_template_override: str | None = Field(default=None, max_length=CHAT_TEMPLATE_MAX_CHARS)
 
     def config_fields(self) -> dict[str, Any]:
         values = self.model_dump(exclude={"name"})
@@ -71,27 +95,28 @@ class UpdateEndpointRequest(_Request):
 
     model_name: str | None = None
     source: Literal["hugging_face"] | None = None
-    inference_framework: str | None = None
-    inference_framework_image_tag: str | None = None
-    num_shards: int | None = None
-    quantize: str | None = None
+    inference_framework: str | None = Field(None, json_schema_extra=FRAMEWORK_RULE)
+    inference_framework_image_tag: str | None = Field(None, json_schema_extra=TAG_RULE)
+    num_shards: int | None = Field(None, json_schema_extra=_at_least(1))
+    quantize: str | None = Field(None, json_schema_extra=QUANTIZE_RULE)
     checkpoint_path: str | None = None
     endpoint_type: Literal["streaming", "sync", "async"] | None = None
     cpus: str | None = None
-    gpus: int | None = None
+    gpus: int | None = Field(None, json_schema_extra=_at_least(0))
     memory: str | None = None
-    gpu_type: str | None = None
+    gpu_type: str | None = Field(None, json_schema_extra=GPU_TYPE_RULE)
     storage: str | None = None
-    nodes_per_worker: int | None = None
-    min_workers: int | None = None
-    max_workers: int | None = None
-    per_worker: int | None = None
-    labels: dict[str, str] | None = None
+    nodes_per_worker: int | None = Field(None, json_schema_extra=_at_least(1))
+    min_workers: int | None = Field(None, json_schema_extra=_at_least(0, rules.MAX_WORKERS_CAP))
+    max_workers: int | None = Field(None, json_schema_extra=_at_least(1, rules.MAX_WORKERS_CAP))
+    per_worker: int | None = Field(None, json_schema_extra=_at_least(1))
+    labels: dict[str, str] | None = Field(None, json_schema_extra=LABELS_RULE)
     metadata: dict[str, Any] | None = None
     public_inference: bool | None = None
     high_priority: bool | None = None
     post_inference_hooks: list[str] | None = None
     default_callback_url: str | None = None
+    chat_template_override: str | None = Field(default=None, max_length=CHAT_TEMPLATE_MAX_CHARS)
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude={"endpoint_type"})
@@ -157,6 +182,7 @@ class EndpointResponse(BaseModel):
     num_shards: int
     quantize: str | None
     checkpoint_path: str | None
+    chat_template_override: str | None = None
     spec: EndpointSpec
 
     @classmethod
@@ -174,6 +200,7 @@ class EndpointResponse(BaseModel):
             num_shards=config.num_shards,
             quantize=config.quantize,
             checkpoint_path=config.checkpoint_path,
+            chat_template_override=config.chat_template_override,
             spec=EndpointSpec(
                 id=endpoint.id,
                 name=endpoint.name,

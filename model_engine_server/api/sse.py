@@ -9,6 +9,8 @@
                              upstream connection, which is how the inference server learns to stop generating
     finally                  metrics (outcome, latency, in-flight) are recorded exactly once
 
+The same lifecycle serves the OpenAI routes: a ``StreamFormat`` says how items, errors and the end are written.
+
 A reader task owns the upstream iterator and hands deltas over a small queue, so waiting for the next delta can time
 out (for the ping) without cancelling the upstream read.
 """
@@ -20,6 +22,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Generic, Protocol, TypeVar
 
 import orjson
 from starlette.background import BackgroundTask
@@ -36,6 +39,20 @@ PING = b": ping\n\n"
 DEFAULT_PING_SECONDS = 15.0
 _END = object()  # the reader's "upstream finished" marker
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # the latter stops nginx from buffering
+Item = TypeVar("Item")
+ItemContra = TypeVar("ItemContra", contravariant=True)
+
+
+class StreamFormat(Protocol[ItemContra]):
+    """How one protocol writes a stream: each item, the in-band error after the first event, and the end."""
+
+    def event(self, item: ItemContra) -> bytes: ...
+
+    def is_last(self, item: ItemContra) -> bool: ...
+
+    def error(self, status_code: int, message: str) -> bytes: ...
+
+    def end(self) -> bytes: ...
 
 
 def delta_payload(delta: StreamDelta) -> dict[str, object]:
@@ -61,6 +78,28 @@ def error_event(request_id: str, status_code: int, message: str) -> bytes:
     return b"data: " + orjson.dumps({"request_id": request_id, "output": None, "error": error}) + b"\n\n"
 
 
+class NativeFormat:
+    """``/v1/llm/completions-stream``: one event per delta, no end marker; token counts go to the metrics."""
+
+    def __init__(self, request_id: str, observation: RequestObservation) -> None:
+        self._request_id = request_id
+        self._observation = observation
+
+    def event(self, item: StreamDelta) -> bytes:
+        if item.finished:
+            self._observation.tokens(item.num_prompt_tokens, item.num_completion_tokens)
+        return data_event(self._request_id, item)
+
+    def is_last(self, item: StreamDelta) -> bool:
+        return item.finished
+
+    def error(self, status_code: int, message: str) -> bytes:
+        return error_event(self._request_id, status_code, message)
+
+    def end(self) -> bytes:
+        return b""
+
+
 async def open_completion_stream(
     request_id: str,
     deltas: AsyncIterator[StreamDelta],
@@ -69,6 +108,16 @@ async def open_completion_stream(
     ping_seconds: float = DEFAULT_PING_SECONDS,
 ) -> StreamingResponse:
     """Start the SSE response once the engine produced its first delta; errors before that propagate (→ HTTP)."""
+    return await open_event_stream(deltas, NativeFormat(request_id, observation), observation, ping_seconds)
+
+
+async def open_event_stream(
+    deltas: AsyncIterator[Item],
+    stream_format: StreamFormat[Item],
+    observation: RequestObservation,
+    ping_seconds: float = DEFAULT_PING_SECONDS,
+) -> StreamingResponse:
+    """Start the SSE response once the engine produced its first item; errors before that propagate (→ HTTP)."""
     try:
         first = await anext(deltas)
     except StopAsyncIteration:
@@ -83,23 +132,23 @@ async def open_completion_stream(
         await _close(deltas)
         raise
     observation.first_token()
-    proxy = _StreamProxy(request_id, first, deltas, observation, ping_seconds)
+    proxy = _StreamProxy(stream_format, first, deltas, observation, ping_seconds)
     # The background task closes the upstream even if the response is torn down before the body iterator starts.
     return StreamingResponse(
         proxy.events(), media_type="text/event-stream", headers=SSE_HEADERS, background=BackgroundTask(proxy.close)
     )
 
 
-class _StreamProxy:
+class _StreamProxy(Generic[Item]):
     def __init__(
         self,
-        request_id: str,
-        first: StreamDelta,
-        deltas: AsyncIterator[StreamDelta],
+        stream_format: StreamFormat[Item],
+        first: Item,
+        deltas: AsyncIterator[Item],
         observation: RequestObservation,
         ping_seconds: float,
     ) -> None:
-        self._request_id = request_id
+        self._format = stream_format
         self._first = first
         self._deltas = deltas
         self._observation = observation
@@ -110,9 +159,11 @@ class _StreamProxy:
     async def events(self) -> AsyncIterator[bytes]:
         outcome = "client_disconnected"  # what a cancellation at any await below means
         try:
-            yield data_event(self._request_id, self._first)
-            if self._first.finished:
+            yield self._format.event(self._first)
+            if self._format.is_last(self._first):
                 outcome = "200"
+                if end := self._format.end():
+                    yield end
                 return
             self._reader = asyncio.create_task(self._read())
             while True:
@@ -127,14 +178,15 @@ class _StreamProxy:
                         continue
                 if item is _END:
                     outcome = "200"
+                    if end := self._format.end():
+                        yield end
                     return
                 if isinstance(item, DomainError):
                     status = status_for(item)
                     outcome = str(status)
-                    yield error_event(self._request_id, status, item.message)
+                    yield self._format.error(status, item.message)
                     return
-                assert isinstance(item, StreamDelta)
-                yield data_event(self._request_id, item)
+                yield self._format.event(item)  # type: ignore[arg-type]  # the queue holds items, _END or errors
         finally:
             self.close_now()
             self._observation.finish(outcome)
@@ -167,7 +219,7 @@ class _StreamProxy:
         self._observation.finish("client_disconnected")  # no-op when the body iterator already finished
 
 
-async def _close(deltas: AsyncIterator[StreamDelta]) -> None:
+async def _close(deltas: AsyncIterator[object]) -> None:
     aclose = getattr(deltas, "aclose", None)
     if aclose is not None:
         with contextlib.suppress(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -87,6 +87,7 @@ class EndpointRow(Base):
     high_priority: Mapped[bool] = mapped_column(Boolean, nullable=False)
     post_inference_hooks: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     default_callback_url: Mapped[str | None] = mapped_column(Text)
+    chat_template_override: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKeyRow(Base):
@@ -99,7 +100,9 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)  # shown in listings to tell keys apart
     description: Mapped[str] = mapped_column(String(256), nullable=False, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
-    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)  # may manage every tenant's keys
 
 
 class AsyncTaskRow(Base):
@@ -171,3 +174,34 @@ class JobEventRow(Base):
     timestamp: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     level: Mapped[str] = mapped_column(String(16), nullable=False)
     message: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class TenantLimitRow(Base):
+    """One tenant's own limits; a NULL column keeps the operator's default (``LLM_ENGINE_TENANT_*``)."""
+
+    __tablename__ = "tenant_limits"
+
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent_requests: Mapped[int | None] = mapped_column(Integer)
+    max_endpoints: Mapped[int | None] = mapped_column(Integer)
+    max_jobs: Mapped[int | None] = mapped_column(Integer)
+    priority: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, index=True)
+
+
+class UsageRow(Base):
+    """Tokens one tenant used on one endpoint within one UTC hour (``period_start``), written in batches; several
+    rows per hour are fine, ``GET /v1/usage`` sums them per day."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_records_tenant_period", "tenant", "period_start"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(128), nullable=False)
+    endpoint_name: Mapped[str] = mapped_column(String(63), nullable=False)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    requests: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Select, delete, or_, select, update
@@ -15,11 +14,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from model_engine_server.db.models import ApiKeyRow, AsyncTaskRow, EndpointRow, utcnow
+from model_engine_server.db.notifications import publish
 from model_engine_server.domain.entities import (
+    ApiKey,
+    AsyncTaskRecord,
     EndpointConfig,
+    EndpointOrder,
     EndpointStatus,
     EndpointType,
     InferenceFramework,
+    KeyIdentity,
     ModelEndpoint,
     ModelSource,
     ObservedState,
@@ -27,12 +31,6 @@ from model_engine_server.domain.entities import (
 from model_engine_server.domain.exceptions import ConflictError, EndpointNotFoundError, NotFoundError
 
 API_KEY_PREFIX = "llme_"
-
-
-class EndpointOrder(StrEnum):
-    NEWEST = "newest"
-    OLDEST = "oldest"
-    ALPHABETICAL = "alphabetical"
 
 
 _CONFIG_FIELDS = tuple(EndpointConfig.__dataclass_fields__)
@@ -103,6 +101,11 @@ class EndpointRegistry:
             EndpointRow.name == name, or_(EndpointRow.owner == caller, EndpointRow.public_inference.is_(True))
         )
         return await self._one(query, name)
+
+    async def list_for_inference(self, caller: str) -> list[ModelEndpoint]:
+        """Every endpoint ``caller`` may send requests to (its own and the public ones), by name."""
+        query = select(EndpointRow).where(or_(EndpointRow.owner == caller, EndpointRow.public_inference.is_(True)))
+        return await self._all(query.order_by(EndpointRow.name))
 
     async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None:
         async with self._sessions() as session:
@@ -199,22 +202,14 @@ class EndpointRegistry:
             return [_to_entity(row) for row in (await session.execute(query)).scalars()]
 
 
-@dataclass(frozen=True)
-class ApiKey:
-    id: str
-    owner: str
-    prefix: str
-    description: str
-    created_at: datetime
-    revoked_at: datetime | None
-
-
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _key_entity(row: ApiKeyRow) -> ApiKey:
-    return ApiKey(row.id, row.owner, row.prefix, row.description, row.created_at, row.revoked_at)
+    return ApiKey(
+        row.id, row.owner, row.prefix, row.description, row.created_at, row.revoked_at, row.expires_at, row.admin
+    )
 
 
 class ApiKeyStore:
@@ -223,11 +218,15 @@ class ApiKeyStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def create(self, owner: str, description: str = "") -> tuple[str, ApiKey]:
+    async def create(
+        self, owner: str, description: str = "", *, admin: bool = False, expires_at: datetime | None = None
+    ) -> tuple[str, ApiKey]:
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        return key, await self.store(key, owner, description)
+        return key, await self.store(key, owner, description, admin=admin, expires_at=expires_at)
 
-    async def store(self, key: str, owner: str, description: str = "") -> ApiKey:
+    async def store(
+        self, key: str, owner: str, description: str = "", *, admin: bool = False, expires_at: datetime | None = None
+    ) -> ApiKey:
         """Store a given key (the Helm chart's bootstrap key); storing the same key again is a no-op."""
         key_hash = hash_api_key(key)
         async with self._sessions.begin() as session:
@@ -241,15 +240,26 @@ class ApiKeyStore:
                 prefix=key[: len(API_KEY_PREFIX) + 4],
                 description=description,
                 created_at=utcnow(),
+                expires_at=expires_at,
+                admin=admin,
             )
             session.add(row)
+            await publish(session, f"key:{key_hash}")  # a cached "unknown key" answer must not outlive this
         return _key_entity(row)
 
-    async def authenticate(self, key: str) -> str | None:
-        """The owner of ``key``, or None when it is unknown or revoked."""
-        query = select(ApiKeyRow.owner).where(ApiKeyRow.key_hash == hash_api_key(key), ApiKeyRow.revoked_at.is_(None))
+    async def identify(self, key_hash: str) -> KeyIdentity | None:
+        """Who the key with this hash acts as, or None when it is unknown or revoked."""
+        query = select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))
         async with self._sessions() as session:
-            return (await session.execute(query)).scalar_one_or_none()
+            row = (await session.execute(query)).scalar_one_or_none()
+        return None if row is None else KeyIdentity(row.id, row.owner, row.admin, row.expires_at)
+
+    async def authenticate(self, key: str) -> str | None:
+        """The owner of ``key``, or None when it is unknown, revoked or expired."""
+        identity = await self.identify(hash_api_key(key))
+        if identity is None or (identity.expires_at is not None and identity.expires_at <= utcnow()):
+            return None
+        return identity.owner
 
     async def list(self, owner: str | None = None) -> list[ApiKey]:
         query = select(ApiKeyRow).order_by(ApiKeyRow.created_at)
@@ -258,24 +268,17 @@ class ApiKeyStore:
         async with self._sessions() as session:
             return [_key_entity(row) for row in (await session.execute(query)).scalars()]
 
-    async def revoke(self, key_id: str) -> ApiKey:
+    async def revoke(self, key_id: str, owner: str | None = None) -> ApiKey:
+        """Revoke a key (only ``owner``'s when given: others' keys are indistinguishable from missing ones).
+        Every gateway drops it from its cache on the notification this commits."""
         async with self._sessions.begin() as session:
             row = await session.get(ApiKeyRow, key_id)
-            if row is None:
+            if row is None or (owner is not None and row.owner != owner):
                 raise NotFoundError(f"API key {key_id!r} was not found.")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+                await publish(session, f"key:{row.key_hash}")
             return _key_entity(row)
-
-
-@dataclass(frozen=True)
-class AsyncTaskRecord:
-    id: str
-    owner: str
-    endpoint_id: str | None
-    endpoint_name: str
-    created_at: datetime
-    expires_at: datetime
 
 
 def _task_entity(row: AsyncTaskRow) -> AsyncTaskRecord:
@@ -312,6 +315,11 @@ class AsyncTaskStore:
         if row is None:
             raise NotFoundError(f"Async task {task_id!r} was not found.")
         return _task_entity(row)
+
+    async def owner_of(self, task_id: str) -> str | None:
+        async with self._sessions() as session:
+            row = await session.get(AsyncTaskRow, task_id)
+            return None if row is None else row.owner
 
     async def delete(self, task_id: str) -> None:
         """Forget a task (its message could not be enqueued, so no id was handed out)."""

@@ -3,9 +3,10 @@
 
 - the endpoint exists and the caller may use it (its owner, or anyone when ``public_inference``), else 404;
 - it is not being deleted, else 404 (it will not come back);
-- ``max_new_tokens`` fits the model's context length (from the zoo), else 400;
+- ``max_new_tokens``, and the prompt's words, fit the model's context length (from the zoo), else 400;
 - it can serve: READY with at least one ready replica, else 503 with the reason. A request that waits in a queue
-  (async submit) only needs an endpoint that can become ready: one whose servers failed is turned away at once.
+  (async submit) only needs an endpoint that can become ready: one whose servers failed is turned away at once;
+- the caller's tenant has generated-token budget left (``check_tenant``, from ``tenancy``), else 429.
 
 Every "cannot serve right now" goes through ``Admission.when_unavailable``: the one place scale-from-zero will hook
 in ("ready or wakeable": wake the endpoint and wait for a replica instead of answering 503).
@@ -14,18 +15,17 @@ in ("ready or wakeable": wake the endpoint and wait for a replica instead of ans
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from model_engine_server.domain.completions import CompletionRequest
+from model_engine_server.domain.completions import CompletionRequest, check_fits_context
 from model_engine_server.domain.endpoint_cache import ENDPOINT_CACHE_SECONDS, EndpointCache
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 from model_engine_server.domain.exceptions import (
     EndpointDeletingError,
     EndpointNotFoundError,
     EndpointNotReadyError,
-    InvalidRequestError,
 )
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import InferenceEndpoints, UpstreamResolver
@@ -51,11 +51,8 @@ def check_not_deleting(endpoint: ModelEndpoint) -> None:
 
 def check_fits(endpoint: ModelEndpoint, request: CompletionRequest, zoo: ModelZoo) -> None:
     entry = zoo.get(endpoint.config.model_name)
-    if entry is not None and request.max_new_tokens > entry.context_length:
-        raise InvalidRequestError(
-            f"max_new_tokens ({request.max_new_tokens}) exceeds the context length of "
-            f"{entry.name} ({entry.context_length} tokens)."
-        )
+    if entry is not None:
+        check_fits_context(request, entry.context_length, entry.name)
 
 
 def not_ready_reason(endpoint: ModelEndpoint) -> str:
@@ -65,6 +62,10 @@ def not_ready_reason(endpoint: ModelEndpoint) -> str:
 
 def no_replica_reason(endpoint: ModelEndpoint) -> str:
     return f"Model endpoint {endpoint.name!r} has no ready replica right now."
+
+
+async def _no_tenant_limits(_caller: str) -> None:
+    return None
 
 
 # --- the one path ------------------------------------------------------------------------------------------------
@@ -85,7 +86,9 @@ class Admission:
         *,
         cache_seconds: float = ENDPOINT_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        check_tenant: Callable[[str], Awaitable[None]] = _no_tenant_limits,
     ) -> None:
+        self._check_tenant = check_tenant  # raises RateLimitExceededError (429) when the caller's budget is spent
         self._endpoints = endpoints
         self._resolver = resolver
         self._zoo = zoo
@@ -97,8 +100,10 @@ class Admission:
         )
 
     async def admit(self, endpoint_name: str, caller: str, request: CompletionRequest) -> Admitted:
-        """A request to run now (sync, stream, OpenAI routes): where it may go, or the 404/400/503 error."""
-        return await self._admit_now(self._for_caller, (endpoint_name, caller), request)
+        """A request to run now (sync, stream, OpenAI routes): where it may go, or the 404/400/503/429 error."""
+        admitted = await self._admit_now(self._for_caller, (endpoint_name, caller), request)
+        await self._check_tenant(caller)
+        return admitted
 
     async def admit_to_queue(self, endpoint_name: str, caller: str, request: CompletionRequest) -> ModelEndpoint:
         """A request that waits in a queue (async submit): the endpoint, if it is ready or can become ready."""
@@ -109,6 +114,7 @@ class Admission:
         except EndpointNotReadyError:  # the cached record may be stale: confirm before turning the caller away
             endpoint = await self._for_caller.refresh(key)
             self._check_queueable(endpoint, request)
+        await self._check_tenant(caller)
         return endpoint
 
     async def admit_task(self, endpoint_id: str, endpoint_name: str, request: CompletionRequest) -> Admitted:

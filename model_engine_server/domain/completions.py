@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from model_engine_server.domain.exceptions import InvalidRequestError
+
 
 @dataclass(frozen=True)
 class CompletionRequest:
@@ -41,3 +43,23 @@ class StreamDelta:
     num_prompt_tokens: int | None = None
     num_completion_tokens: int | None = None
     token: TokenOutput | None = None
+
+
+def check_fits_context(request: CompletionRequest, context_length: int, model: str) -> None:
+    """400 before any engine work when the request cannot fit the model's context.
+
+    The gateway has no tokenizer, so it counts what is certain: every whitespace-separated word of the prompt is at
+    least one token (BPE and SentencePiece tokenizers never join words across whitespace). Prompts that pass may
+    still be refused by the engine, whose exact count then decides.
+    """
+    if request.max_new_tokens > context_length:
+        raise InvalidRequestError(
+            f"max_new_tokens ({request.max_new_tokens}) exceeds the context length of {model} "
+            f"({context_length} tokens)."
+        )
+    at_least = len(request.prompt.split())
+    if at_least + request.max_new_tokens > context_length:
+        raise InvalidRequestError(
+            f"prompt is too long: at least {at_least} tokens plus max_new_tokens ({request.max_new_tokens}) exceed "
+            f"the context length of {model} ({context_length} tokens)."
+        )

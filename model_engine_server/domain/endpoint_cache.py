@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from model_engine_server.domain.entities import ModelEndpoint
+from model_engine_server.domain.exceptions import DomainError
 
 ENDPOINT_CACHE_SECONDS = 1.0
 _STALE_FACTOR = 10  # an entry older than this many cache periods is not served, even once
@@ -24,7 +25,8 @@ K = TypeVar("K", bound=Hashable)
 class EndpointCache(Generic[K]):
     """``lookup(key)`` answers the endpoint or raises (e.g. ``EndpointNotFoundError``); answers are cached by key.
 
-    A failed lookup is never cached: the next request asks again.
+    A failed lookup is never cached: the next request asks again. When the lookup fails because the registry is
+    unreachable (anything but a domain error), a known endpoint keeps its last record.
     """
 
     def __init__(
@@ -51,7 +53,16 @@ class EndpointCache(Generic[K]):
                 # together at expiry would otherwise all queue on the database at once.
                 self._refresh(key)
                 return cached[1]
-        return await self.refresh(key)
+        try:
+            return await self.refresh(key)
+        except DomainError:
+            raise
+        except Exception:
+            if cached is None:
+                raise
+            # The registry is unreachable (not: the endpoint is gone). Endpoints already known keep serving from
+            # the last record read, so a database outage does not stop completions.
+            return cached[1]
 
     async def refresh(self, key: K) -> ModelEndpoint:
         """Ask the registry now (joining a lookup already under way); the answer replaces the entry."""
@@ -69,9 +80,11 @@ class EndpointCache(Generic[K]):
         del self._pending[key]
         if done.cancelled():
             return
-        if done.exception() is not None:  # also marks the exception retrieved when nobody awaited it
-            self._cache.pop(key, None)
-            return
+        error = done.exception()  # also marks the exception retrieved when nobody awaited it
+        if isinstance(error, DomainError):
+            self._cache.pop(key, None)  # e.g. deleted, or no longer visible: the next request asks again
+        if error is not None:
+            return  # an unreachable registry keeps the last record (see get)
         if len(self._cache) >= _MAX_ENTRIES:
             self._cache.clear()
         self._cache[key] = (self._clock(), done.result())

@@ -31,17 +31,24 @@ def parse_framework(value: str) -> InferenceFramework:
         raise InvalidRequestError(f"inference_framework {value!r} is not supported; use one of: {supported}.") from None
 
 
+async def _no_quota(_owner: str) -> None:
+    return None
+
+
 class EndpointOperations:
     def __init__(
         self,
         registry: EndpointRepository,
         zoo: ModelZoo,
         on_change: Callable[[], None],
+        check_quota: Callable[[str], Awaitable[None]] = _no_quota,
+        *,
         fine_tuned_models: FineTunedModelLookup | None = None,
     ) -> None:
         self._registry = registry
         self._zoo = zoo
         self._on_change = on_change
+        self._check_quota = check_quota  # raises RateLimitExceededError when the owner has max_endpoints already
         self._fine_tuned_models = fine_tuned_models
 
     async def create(self, owner: str, name: str, requested: dict[str, Any]) -> ModelEndpoint:
@@ -50,6 +57,7 @@ class EndpointOperations:
         values = self._with_zoo_defaults(await self._with_fine_tuned_checkpoint(owner, requested))
         config = EndpointConfig(**values)
         validate_endpoint_config(config, self._zoo)
+        await self._check_quota(owner)
         endpoint = await self._registry.create(owner=owner, name=name, config=config)
         self._on_change()
         return endpoint
@@ -87,7 +95,9 @@ class EndpointOperations:
         return values
 
 
-_NULLABLE = frozenset({"quantize", "checkpoint_path", "gpu_type", "storage", "default_callback_url"})
+_NULLABLE = frozenset(
+    {"quantize", "checkpoint_path", "gpu_type", "storage", "default_callback_url", "chat_template_override"}
+)
 
 
 def _known(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The records the platform is about: model endpoints, their requested shape and their observed state.
+"""The records the platform is about: model endpoints (their requested shape and observed state), API keys and
+async task records.
 
 Plain dataclasses and enums; no I/O and no framework imports, so every layer can use them.
 """
@@ -63,6 +64,8 @@ class EndpointConfig:
     high_priority: bool = False
     post_inference_hooks: list[str] = field(default_factory=list)
     default_callback_url: str | None = None
+    # A Jinja chat template replacing the tokenizer's for chat completions (applied per request by the engine).
+    chat_template_override: str | None = None
 
 
 @dataclass
@@ -93,3 +96,47 @@ class ModelEndpoint:
     unavailable_workers: int = 0
     # Bumped on every update, so orchestrators can tell which revision their servers run.
     revision: int = 1
+
+
+class EndpointOrder(StrEnum):
+    """How a list of endpoints is sorted (``?order_by=``)."""
+
+    NEWEST = "newest"
+    OLDEST = "oldest"
+    ALPHABETICAL = "alphabetical"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored API key: never the key itself (only its hash is stored), just what identifies it."""
+
+    id: str
+    owner: str
+    prefix: str
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+    expires_at: datetime | None = None
+    admin: bool = False  # may manage every tenant's keys and limits
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """Who a valid (not revoked) key acts as; ``expires_at`` is checked by the caller at each use."""
+
+    key_id: str
+    owner: str
+    admin: bool
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AsyncTaskRecord:
+    """Who submitted an async task, for which endpoint, and until when its result may be read."""
+
+    id: str
+    owner: str
+    endpoint_id: str | None  # None once the endpoint's record is gone
+    endpoint_name: str
+    created_at: datetime
+    expires_at: datetime

@@ -8,8 +8,10 @@ DomainError
 ├── ConflictError                it exists already / conflicting state (409)
 ├── PayloadTooLargeError         an upload past the size limit (413)
 ├── AuthenticationError          no or unknown credentials (401)
+├── ForbiddenError               known caller, not allowed (403)
 ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
 ├── OverloadedError              upstream or queue is full (429)
+│   └── RateLimitExceededError   a tenant's limit or quota (429 with Retry-After)
 ├── UpstreamError                an inference server failed or answered badly (502/504)
 │   └── UpstreamTimeoutError
 ├── BrokerUnavailableError       the task broker cannot be reached (503)
@@ -29,7 +31,9 @@ class DomainError(Exception):
 
 
 class InvalidRequestError(DomainError):
-    pass
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param  # the request field at fault, when one is (OpenAI's error envelope names it)
 
 
 class NotFoundError(DomainError):
@@ -89,3 +93,16 @@ class PermissionDeniedError(OrchestrationError):
 
 class PayloadTooLargeError(DomainError):
     """The upload is larger than the configured limit (413)."""
+
+
+class RateLimitExceededError(OverloadedError):
+    """A tenant went past one of its limits (429 with ``Retry-After``); ``limit`` names it."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class ForbiddenError(DomainError):
+    """The caller is known but may not do this (403), e.g. a tenant managing another tenant's keys."""

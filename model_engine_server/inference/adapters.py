@@ -102,15 +102,17 @@ def error_from_response(status_code: int, content: bytes) -> DomainError:
     return UpstreamError(f"The model server failed with HTTP {status_code}: {message}")
 
 
-def _decode_event(data: str) -> JsonObject:
+def decode_event(data: str) -> JsonObject:
+    """One ``data:`` payload of an engine stream as an object; raises ``UpstreamError`` for garbage and for an
+    in-band engine error (TGI's ``{"error": "..."}``, vLLM's ``{"error": {...}}`` or ``{"object": "error"}``)."""
     try:
         event = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise UpstreamError(f"The model server sent an invalid stream event: {data[:200]!r}") from exc
     if not isinstance(event, dict):
         raise UpstreamError(f"The model server sent an invalid stream event: {data[:200]!r}")
-    if "error" in event and event["error"] is not None:
-        message = _error_message(event) or repr(event["error"])
+    if event.get("error") is not None or event.get("object") == "error":
+        message = _error_message(event) or repr(event.get("error"))
         raise UpstreamError(f"The model server failed mid-stream: {message}")
     return event
 
@@ -199,7 +201,7 @@ class _TgiStreamParser:
         self._count = 0
 
     def feed(self, data: str) -> list[StreamDelta]:
-        event = _decode_event(data)
+        event = decode_event(data)
         raw_token = _require_dict(event.get("token"), "token")
         self._count += 1
         token = _tgi_token(raw_token)
@@ -309,7 +311,7 @@ class _OpenAiStreamParser:
             return []
         if data.strip() == "[DONE]":
             return self._finish(None, None)
-        event = _decode_event(data)
+        event = decode_event(data)
         deltas: list[StreamDelta] = []
         for choice in event.get("choices") or []:
             if not isinstance(choice, dict):

@@ -146,7 +146,7 @@ async def _never_disconnected() -> bool:
 
 
 def _validate(service: InferenceService, item: BatchItem, row: int) -> ValidRequest:
-    from model_engine_server.inference.server.validation import RequestValidationError
+    from model_engine_server.inference.server.validation import GenerationRequestError
 
     prompt = item.prompt if item.messages is None else service.apply_chat_template(item.messages)
     try:
@@ -162,7 +162,7 @@ def _validate(service: InferenceService, item: BatchItem, row: int) -> ValidRequ
         return service.validator.validate(
             prompt or "", max_new_tokens=item.max_new_tokens, sampling=sampling, stop=item.stop
         )
-    except RequestValidationError as error:
+    except GenerationRequestError as error:
         raise BatchJobError(f"bad input row {row}: {error.message}") from error
 
 

@@ -22,13 +22,20 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from model_engine_server.domain.model_zoo import ModelZoo
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
 # Written last into a converted checkpoint; its presence is what makes a cache entry complete.
 CONVERSION_MARKER = "llm-engine-conversion.json"
+# Part of the cache key: a change to what a conversion writes bumps it, so older cache entries are converted anew.
+# 2: a standard checkpoint (architectures named, tied weights stored as the input embedding, generation config).
+CHECKPOINT_FORMAT = 2
 _CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", CONVERSION_MARKER)
 
 
@@ -46,7 +53,7 @@ def resolve_model(model_id: str, cache_dir: Path, zoo: ModelZoo | None = None) -
                 f"Model {model_id!r} has no bundled weights on this machine; pass --model-id with a local "
                 "checkpoint directory or a .gguf file instead."
             )
-        gguf = _bundled_gguf_path(entry.bundled_gguf.package, entry.bundled_gguf.filename)
+        gguf = bundled_gguf_path(entry.bundled_gguf.package, entry.bundled_gguf.filename)
         return convert_gguf(gguf, cache_dir, name=model_id)
     path = Path(model_id).expanduser()
     if path.is_file() and path.suffix == ".gguf":
@@ -62,7 +69,7 @@ def resolve_model(model_id: str, cache_dir: Path, zoo: ModelZoo | None = None) -
     )
 
 
-def _bundled_gguf_path(package: str, filename: str) -> Path:
+def bundled_gguf_path(package: str, filename: str) -> Path:
     # find_spec locates the package without importing it: the package's own __init__ may need extra dependencies.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -80,7 +87,7 @@ def _bundled_gguf_path(package: str, filename: str) -> Path:
 def cache_entry_dir(gguf: Path, cache_dir: Path, name: str) -> Path:
     """Where the converted checkpoint of ``gguf`` lives; keyed by the file's identity so a new file re-converts."""
     stat = gguf.stat()
-    identity = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    identity = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:format-{CHECKPOINT_FORMAT}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return cache_dir / f"{name}-{digest}"
 
@@ -119,9 +126,10 @@ def convert_gguf(gguf: Path, cache_dir: Path, name: str) -> Path:
 
 
 def _write_checkpoint(gguf: Path, out: Path) -> None:
+    """Write a standard Hugging Face checkpoint that transformers, vLLM and TGI all load the same way."""
     # Imported here: the control plane imports this module without needing torch.
     import torch
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("Reading the tokenizer from %s", gguf.name)
@@ -129,14 +137,54 @@ def _write_checkpoint(gguf: Path, out: Path) -> None:
     logger.info("De-quantizing %s", gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     logger.info("Writing safetensors")
-    # save_pretrained refuses GGUF-quantized models, but the de-quantized weights are plain tensors:
-    # write them directly (save_model handles tied embeddings) and drop the quantization note from the config.
-    save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    save_file(standard_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(standard_config(model), indent=2, sort_keys=True))
     model.generation_config.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+    _name_portable_tokenizer_class(out / "tokenizer_config.json")
     # The marker goes last so a checkpoint without it is known to be incomplete.
-    marker = {"source": str(gguf.resolve()), "size": gguf.stat().st_size, "converted_at": time.time()}
+    marker = {
+        "source": str(gguf.resolve()),
+        "size": gguf.stat().st_size,
+        "format": CHECKPOINT_FORMAT,
+        "converted_at": time.time(),
+    }
     (out / CONVERSION_MARKER).write_text(json.dumps(marker))
+
+
+def _name_portable_tokenizer_class(tokenizer_config: Path) -> None:
+    # transformers 5 records its own backend class name, which older releases cannot import; every release loads
+    # tokenizer.json through PreTrainedTokenizerFast.
+    settings = json.loads(tokenizer_config.read_text())
+    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tokenizer_config.write_text(json.dumps(settings, indent=2, sort_keys=True))
+
+
+def standard_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """The weights under their standard names, each tensor once.
+
+    With tied embeddings, other engines read the input embedding and skip ``lm_head.weight``, so the embedding is the
+    copy that must be written (save_model's de-duplication could keep the head instead).
+    """
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    head = model.get_output_embeddings()
+    head_names = {f"{name}.weight" for name, module in model.named_modules(remove_duplicate=False) if module is head}
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        if tied and name in head_names:
+            continue
+        state[name] = tensor.detach().contiguous().clone()
+    return state
+
+
+def standard_config(model: Any) -> dict[str, object]:
+    """``config.json`` as a hub checkpoint has it: the architecture named, no GGUF quantization note."""
+    config: dict[str, object] = model.config.to_dict()
+    config.pop("quantization_config", None)
+    config["architectures"] = [type(model).__name__]
+    # Engines pinned to transformers 4 (TGI) read these older spellings; without rope_theta they would assume 10000.
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and rope.get("rope_type") == "default" and "rope_theta" in rope:
+        config["rope_theta"] = rope["rope_theta"]
+    config["torch_dtype"] = config.get("dtype")
+    return config

@@ -14,7 +14,7 @@ failure leaves here as a domain error:
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -99,11 +99,31 @@ class UpstreamClient:
         self, upstreams: Sequence[str], adapter: EngineAdapter, request: CompletionRequest
     ) -> CompletionOutput:
         """One completion from the least busy replica."""
-        content = orjson.dumps(adapter.generate_body(request))
+        raw = await self.post(upstreams, adapter.generate_path, orjson.dumps(adapter.generate_body(request)))
+        return adapter.parse_generate(decode_json(raw), request)
+
+    async def stream(
+        self, upstreams: Sequence[str], adapter: EngineAdapter, request: CompletionRequest
+    ) -> AsyncIterator[StreamDelta]:
+        """Deltas as the engine produces them. Closing the iterator early closes the upstream connection, which is
+        how inference servers learn to stop generating."""
+        parser = adapter.stream_parser(request)
+        data_lines = self.stream_data(upstreams, adapter.stream_path, orjson.dumps(adapter.stream_body(request)))
+        try:
+            async for data in data_lines:
+                for delta in parser.feed(data):
+                    yield delta
+        finally:
+            await data_lines.aclose()
+        for delta in parser.end():
+            yield delta
+
+    async def post(self, upstreams: Sequence[str], path: str, content: bytes) -> bytes:
+        """The body of the least busy replica's 200 answer to ``POST path``; any other answer raises its error."""
         for base_url in self._candidates(upstreams):
             self._in_flight[base_url] = self.in_flight(base_url) + 1
             try:
-                response = await self._post(base_url + adapter.generate_path, content, _JSON_HEADERS)
+                response = await self._post(base_url + path, content, _JSON_HEADERS)
                 try:
                     raw = await response.aread()
                 finally:
@@ -116,34 +136,23 @@ class UpstreamClient:
                 self._in_flight[base_url] -= 1
             if response.status_code != 200:
                 raise error_from_response(response.status_code, raw)
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise UpstreamError("The model server answered with invalid JSON.") from exc
-            return adapter.parse_generate(body, request)
+            return raw
         raise EndpointNotReadyError("No replica of the endpoint accepted a connection.")
 
-    async def stream(
-        self, upstreams: Sequence[str], adapter: EngineAdapter, request: CompletionRequest
-    ) -> AsyncIterator[StreamDelta]:
-        """Deltas as the engine produces them. Closing the iterator early closes the upstream connection, which is
-        how inference servers learn to stop generating."""
-        content = orjson.dumps(adapter.stream_body(request))
+    async def stream_data(self, upstreams: Sequence[str], path: str, content: bytes) -> AsyncGenerator[str]:
+        """The ``data:`` payloads of the least busy replica's event stream for ``POST path``. Closing the generator
+        early closes the upstream connection."""
         for base_url in self._candidates(upstreams):
             self._in_flight[base_url] = self.in_flight(base_url) + 1
             try:
-                response = await self._post(base_url + adapter.stream_path, content, _SSE_HEADERS)
+                response = await self._post(base_url + path, content, _SSE_HEADERS)
                 try:
                     if response.status_code != 200:
                         raise error_from_response(response.status_code, await response.aread())
-                    parser = adapter.stream_parser(request)
                     async for line in response.aiter_lines():
                         data = sse_data(line)
                         if data is not None:
-                            for delta in parser.feed(data):
-                                yield delta
-                    for delta in parser.end():
-                        yield delta
+                            yield data
                     return
                 finally:
                     await response.aclose()
@@ -154,6 +163,13 @@ class UpstreamClient:
             finally:
                 self._in_flight[base_url] -= 1
         raise EndpointNotReadyError("No replica of the endpoint accepted a connection.")
+
+
+def decode_json(raw: bytes) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("The model server answered with invalid JSON.") from exc
 
 
 def sse_data(line: str) -> str | None:

@@ -1,9 +1,10 @@
-"""Pick the orchestrator the settings ask for. Kubernetes support is imported only when it is used."""
+"""Pick the orchestrator (who runs replicas) and the upstream resolver (where requests go) the settings ask for.
+Kubernetes support is imported only when it is used."""
 
 from __future__ import annotations
 
 from model_engine_server.config import OrchestratorKind, Settings
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import Orchestrator, UpstreamResolver
 
 
 def build_orchestrator(settings: Settings) -> Orchestrator:
@@ -14,3 +15,18 @@ def build_orchestrator(settings: Settings) -> Orchestrator:
     from model_engine_server.orchestration.local import LocalOrchestrator
 
     return LocalOrchestrator(settings)
+
+
+def build_upstream_resolver(settings: Settings, orchestrator: Orchestrator | None = None) -> UpstreamResolver:
+    """Where requests go. ``orchestrator`` is the one this process runs, if any: a local orchestrator answers from
+    its own, current state; any other process reads the replicas from the state file the local orchestrator keeps.
+    On Kubernetes, the endpoint's Service."""
+    if settings.orchestrator is OrchestratorKind.KUBERNETES:
+        from model_engine_server.orchestration.kubernetes import KubernetesServiceResolver
+
+        return KubernetesServiceResolver(settings)
+    from model_engine_server.orchestration.local import LocalOrchestrator, LocalReplicaDirectory
+
+    if isinstance(orchestrator, LocalOrchestrator):
+        return orchestrator
+    return LocalReplicaDirectory(settings.data_dir)

@@ -6,11 +6,9 @@ import asyncio
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from model_engine_server.config import Settings
 from model_engine_server.db.file_registry import FileRegistry, new_file_id
-from model_engine_server.db.job_registry import JobRegistry
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.fine_tuning import MERGED_RESULT_DIR
 from model_engine_server.domain.jobs import Job, JobKind
 from model_engine_server.domain.ports import JobRunner, Orchestrator
@@ -60,17 +58,15 @@ def build_job_runner(settings: Settings, orchestrator: Orchestrator) -> JobRunne
     return LocalJobRunner(settings)
 
 
-def build_job_reconciler(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], orchestrator: Orchestrator
-) -> JobReconciler:
+def build_job_reconciler(settings: Settings, registry: Registry, orchestrator: Orchestrator) -> JobReconciler:
     storage = settings.storage_config()
     return JobReconciler(
-        JobRegistry(sessions),
+        registry.jobs,
         build_job_runner(settings, orchestrator),
         build_object_store(storage),
         max_restarts=settings.job_max_restarts,
         on_success={
-            JobKind.BATCH_COMPLETION: register_batch_output(FileRegistry(sessions), storage),
+            JobKind.BATCH_COMPLETION: register_batch_output(registry.files, storage),
             JobKind.FINE_TUNE: register_fine_tuned_model(build_object_store(storage)),
         },
     )

@@ -18,10 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from model_engine_server.db.job_registry import JobRegistry
-from model_engine_server.db.models import utcnow
 from model_engine_server.domain.jobs import Job, JobKind, JobStatus, RunState
 from model_engine_server.domain.ports import JobRunner
 from model_engine_server.storage.port import ObjectStore
@@ -62,9 +61,9 @@ class JobReconciler:
             await self._finish(job, JobStatus.CANCELLED, "Cancelled by the user.")
         elif job.status is JobStatus.QUEUED:
             await self.runner.start_job(job)
-            if await self.registry.update(job.id, status=JobStatus.RUNNING, started_at=utcnow()):
+            if await self.registry.update(job.id, status=JobStatus.RUNNING, started_at=datetime.now(UTC)):
                 await self.registry.add_event(job.id, f"Started {job.parallelism} worker(s).")
-        elif job.started_at and utcnow() > job.started_at + timedelta(seconds=job.max_runtime_sec):
+        elif job.started_at and datetime.now(UTC) > job.started_at + timedelta(seconds=job.max_runtime_sec):
             await self.runner.stop_job(job)
             await self._finish(
                 job,
@@ -83,7 +82,12 @@ class JobReconciler:
         observed = await self.runner.observe_job(job)
         if observed.state is RunState.SUCCEEDED:
             hook = self._on_success.get(job.kind)
-            result = {**job.result, **(await hook(job) if hook else {})}
+            try:
+                result = {**job.result, **(await hook(job) if hook else {})}
+            except Exception as error:  # e.g. the output is not where the workers said they wrote it
+                log.exception("Job %s: recording its result failed", job.id)
+                await self._finish(job, JobStatus.FAILED, f"the workers finished but the result is unusable: {error}")
+                return
             await self.registry.update(job.id, result=result, progress_done=job.progress_total)
             await self._finish(job, JobStatus.COMPLETED, None)
         elif observed.state is RunState.FAILED:
@@ -106,7 +110,7 @@ class JobReconciler:
             )
 
     async def _finish(self, job: Job, status: JobStatus, reason: str | None) -> None:
-        if await self.registry.update(job.id, status=status, status_reason=reason, completed_at=utcnow()):
+        if await self.registry.update(job.id, status=status, status_reason=reason, completed_at=datetime.now(UTC)):
             level = "error" if status is JobStatus.FAILED else "info"
             await self.registry.add_event(job.id, f"Job {status.value}" + (f": {reason}" if reason else "."), level)
             log.info("Job %s %s%s", job.id, status.value, f": {reason}" if reason else "")

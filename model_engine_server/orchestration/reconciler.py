@@ -21,10 +21,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from model_engine_server.db.repositories import EndpointRegistry
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.domain.exceptions import DomainError
-from model_engine_server.domain.ports import Orchestrator
+from model_engine_server.domain.ports import ObservedEndpoints, Orchestrator
 from model_engine_server.orchestration.jobs import JobReconciler
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class _Applied:
 class Reconciler:
     def __init__(
         self,
-        registry: EndpointRegistry,
+        registry: ObservedEndpoints,
         orchestrator: Orchestrator,
         policy: ReconcilePolicy | None = None,
         jobs: JobReconciler | None = None,

@@ -18,11 +18,11 @@ from typing import Any
 from celery import Celery
 from celery import states as celery_states
 
-from model_engine_server.db.repositories import AsyncTaskRecord, AsyncTaskStore
 from model_engine_server.domain.admission import Admission
 from model_engine_server.domain.completions import CompletionOutput, CompletionRequest, TokenOutput
-from model_engine_server.domain.entities import ModelEndpoint
+from model_engine_server.domain.entities import AsyncTaskRecord, ModelEndpoint
 from model_engine_server.domain.exceptions import BrokerUnavailableError
+from model_engine_server.domain.ports import AsyncTaskRecords
 from model_engine_server.tasks.policy import IDLE_QUEUE, TASK_NAME, queue_for
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class AsyncTaskQueue:
     still starting). A delete seen a second late is harmless: the worker admits each task again when it runs.
     """
 
-    def __init__(self, app: Celery, store: AsyncTaskStore, ttl: timedelta, admission: Admission) -> None:
+    def __init__(self, app: Celery, store: AsyncTaskRecords, ttl: timedelta, admission: Admission) -> None:
         self._app = app
         self._store = store
         self._ttl = ttl
@@ -127,7 +127,7 @@ class AsyncTaskQueue:
             )
         return TaskState(status)
 
-    async def check_broker(self) -> None:
+    async def check(self) -> None:
         """Raise if the broker cannot be reached (a real round trip, for /readyz)."""
         await asyncio.wait_for(asyncio.to_thread(self._ping), BROKER_CHECK_TIMEOUT_SECONDS)
 

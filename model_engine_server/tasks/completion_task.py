@@ -65,6 +65,10 @@ def run_completion(
         raise AsyncTaskFailure(f"The worker failed unexpectedly ({type(exc).__name__}).") from None
     finally:
         runtime.gate.leave(endpoint_id)
+    try:
+        runtime.run(runtime.account(task.request.id, endpoint_name, output))
+    except Exception:  # usage is best effort: never fail a completed task over it
+        log.warning("Task %s: could not account its usage", task.request.id, exc_info=True)
     return output_to_json(output)
 
 

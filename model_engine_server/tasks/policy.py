@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from model_engine_server.domain.backoff import full_jitter
+
 TASK_NAME = "llm_engine.complete"
 QUEUE_PREFIX = "llm-engine.endpoint."
 # Every worker consumes this queue, so it has one before any endpoint exists; nothing is published to it.
@@ -23,9 +25,8 @@ def queue_for(endpoint_id: str) -> str:
 
 
 def retry_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)] so retries spread out."""
-    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2**attempt)
-    return (rng or random).uniform(0.0, ceiling)
+    """How long the ``attempt``-th retry of a task waits (full-jitter exponential backoff)."""
+    return full_jitter(attempt, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS, rng)
 
 
 def lease_renew_interval(visibility_timeout: float) -> float:

@@ -15,8 +15,7 @@ import httpx
 import redis
 
 from model_engine_server.config import Settings
-from model_engine_server.db.repositories import AsyncTaskStore, EndpointRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.db.registry import Registry
 from model_engine_server.domain.admission import Admission, Admitted
 from model_engine_server.domain.completions import CompletionOutput, CompletionRequest
 from model_engine_server.domain.entities import ModelEndpoint
@@ -26,36 +25,17 @@ from model_engine_server.domain.exceptions import (
     OverloadedError,
     UpstreamError,
 )
-from model_engine_server.domain.ports import Orchestrator, UpstreamResolver
+from model_engine_server.domain.ports import UpstreamResolver
 from model_engine_server.inference.adapters import adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
-from model_engine_server.orchestration.local.directory import LocalReplicaDirectory
 from model_engine_server.tasks.celery_app import uses_redis
 from model_engine_server.tasks.policy import lease_renew_interval, queue_for
+from model_engine_server.tenancy.counters import RedisCounters, limit_key_prefix
+from model_engine_server.tenancy.limiter import TenantLimiter
+from model_engine_server.tenancy.usage import UsageRecorder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class LocalResolver:
-    """One machine: the local orchestrator runs in another process; read its state file."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._directory = LocalReplicaDirectory(settings.data_dir)
-
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        return self._directory.upstreams(endpoint.id)
-
-
-class OrchestratorResolver:
-    """Kubernetes: the endpoint's Service URL, computed without API calls (the CLI builds the orchestrator: only it
-    may import the Kubernetes orchestrator)."""
-
-    def __init__(self, orchestrator: Orchestrator) -> None:
-        self._orchestrator = orchestrator
-
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        return await self._orchestrator.upstreams(endpoint)
 
 
 def is_retryable(error: DomainError) -> bool:
@@ -173,8 +153,8 @@ class WorkerRuntime:
     def __init__(
         self,
         settings: Settings,
+        resolver: UpstreamResolver,
         *,
-        resolver: UpstreamResolver | None = None,
         endpoint_names: frozenset[str] | None = None,
         concurrency: int | None = None,
     ) -> None:
@@ -186,19 +166,28 @@ class WorkerRuntime:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="worker-io", daemon=True)
         self._thread.start()
-        self._resolver = resolver or LocalResolver(settings)
+        self._resolver = resolver
         self.run(self._open())
 
     async def _open(self) -> None:
         # Created on the I/O loop: their connections belong to it.
-        self._database = create_engine(self.settings.database_url)
-        sessions = create_session_factory(self._database)
-        self.registry = EndpointRegistry(sessions)
-        self.store = AsyncTaskStore(sessions)
+        self._registry = Registry(self.settings.database_url)
+        self.store = self._registry.tasks
         # The rules every way in applies, by the endpoint id each task names (the task's own endpoint, not a newer
         # one that reuses its name).
-        self.admission = Admission(self.registry, self._resolver, self.settings.model_zoo())
+        self.admission = Admission(self._registry.endpoints, self._resolver, self.settings.model_zoo())
         self.upstream = UpstreamClient.from_settings(self.settings)
+        self.usage = UsageRecorder(self._registry.usage, self.settings.usage_flush_seconds)
+        await self.usage.start()
+        # Async tasks' generated tokens count against their owner's budget too, where the gateways keep it: in Redis
+        # (process-memory counters here would be invisible to the gateways).
+        redis_url = self.settings.rate_limit_redis_url
+        self._counters = RedisCounters(redis_url, prefix=limit_key_prefix(self.settings)) if redis_url else None
+        self.limiter = (
+            TenantLimiter(self.settings.tenant_limits(), self._registry.tenant_limits.get, self._counters)
+            if self._counters is not None
+            else None
+        )
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the I/O loop and wait for it (called from task threads and the consumer)."""
@@ -214,13 +203,24 @@ class WorkerRuntime:
         adapter = adapter_for(admitted.endpoint.config.inference_framework)
         return await self.upstream.complete(admitted.upstreams, adapter, request)
 
+    async def account(self, task_id: str, endpoint_name: str, output: CompletionOutput) -> None:
+        """Count a finished task's tokens in its owner's usage (written with the gateway's, per endpoint and day)."""
+        owner = await self.store.owner_of(task_id)
+        if owner is not None:
+            self.usage.record(owner, endpoint_name, output.num_prompt_tokens or 0, output.num_completion_tokens)
+            if self.limiter is not None:
+                await self.limiter.charge_tokens(owner, output.num_completion_tokens)
+
     async def wanted_queues(self) -> set[str]:
-        endpoints = await self.registry.list_all()
+        endpoints = await self._registry.endpoints.list_all()
         return {queue_for(e.id) for e in endpoints if self.endpoint_names is None or e.name in self.endpoint_names}
 
     async def _close(self) -> None:
+        await self.usage.close()
+        if self._counters is not None:
+            await self._counters.aclose()
         await self.upstream.aclose()
-        await self._database.dispose()
+        await self._registry.close()
 
     def close(self) -> None:
         if self.leases is not None:

@@ -127,20 +127,20 @@ def _on_task_done(task_id: str | None = None, request: Any = None, **_: Any) -> 
 
 def run_worker(
     settings: Settings,
+    resolver: UpstreamResolver,
     *,
     concurrency: int | None = None,
     endpoint_names: frozenset[str] | None = None,
-    resolver: UpstreamResolver | None = None,
 ) -> None:
     """Run a worker in this process until it is stopped (SIGTERM or Ctrl-C: warm shutdown, running tasks finish).
-    ``resolver`` finds an endpoint's replicas (default: the local orchestrator's state file)."""
+    ``resolver`` finds an endpoint's replicas (the CLI builds it: the orchestrator runs in another process)."""
     global _runtime
     # One line per request and per task is too much at hundreds of tasks a second; failures still log (ERROR).
     for noisy in ("httpx", "celery.app.trace", "celery.worker.strategy", "celery.worker.consumer.consumer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app = create_celery_app(settings)
     threads = concurrency or settings.async_worker_concurrency
-    _runtime = WorkerRuntime(settings, resolver=resolver, endpoint_names=endpoint_names, concurrency=threads)
+    _runtime = WorkerRuntime(settings, resolver, endpoint_names=endpoint_names, concurrency=threads)
     register_completion_task(app, _runtime)
     app.steps["consumer"].add(QueueDiscovery)
     signals.task_received.connect(_on_task_received, weak=False)

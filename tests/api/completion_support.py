@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,23 +19,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from benchmarks.instant_tgi import VOCABULARY
 from model_engine_server.api.app import create_app
-from model_engine_server.config import Settings
+from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus, ObservedState
-from tests.fakes import FakeOrchestrator
+from model_engine_server.testing import eventually_async
+from model_engine_server.testing.tgi import VOCABULARY
+from tests.fakes import FakeResolver
 
 ALICE = ("alice-key", "")
 BOB = ("bob-key", "")
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
+    """Wait (without blocking the loop) until ``condition`` holds; fail after ``timeout`` seconds."""
+    await eventually_async(condition, timeout=timeout)
 
 
 @contextlib.asynccontextmanager
@@ -55,11 +52,21 @@ async def serve_on_loopback(app: Any) -> AsyncIterator[str]:
         await task
 
 
+def loopback_settings(database_url: str, tmp_path: Path) -> Settings:
+    """Open auth on ``database_url`` (the ``sqlite_url`` fixture), with fast keep-alive pings (tests see them)."""
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        auth_mode=AuthMode.OPEN,
+        stream_keepalive_seconds=0.05,
+    )
+
+
 @dataclass
 class RunningGateway:
     url: str
     app: FastAPI
-    orchestrator: FakeOrchestrator
+    resolver: FakeResolver
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=20, **kwargs)
@@ -84,15 +91,15 @@ class RunningGateway:
         endpoint = await registry.get_owned(name, owner[0])
         observed = ObservedState(status=status, available_workers=len(upstreams), reason=reason)
         assert await registry.record_observed(endpoint.id, endpoint.revision, observed)
-        self.orchestrator.routes[name] = list(upstreams)
+        self.resolver.routes[name] = list(upstreams)
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    orchestrator = FakeOrchestrator()
-    app = create_app(settings, orchestrator=orchestrator)
+    resolver = FakeResolver()
+    app = create_app(settings, resolver=resolver)
     async with serve_on_loopback(app) as url:
-        yield RunningGateway(url, app, orchestrator)
+        yield RunningGateway(url, app, resolver)
 
 
 async def read_events(response: httpx.Response) -> list[dict[str, Any]]:
@@ -118,13 +125,27 @@ _OPENAI_FIELDS = frozenset(
         "presence_penalty",
         "frequency_penalty",
         "include_stop_str_in_output",
+        "echo",
+        "seed",
+        "min_p",
+        "repetition_penalty",
+        "min_tokens",
+        "ignore_eos",
     }
 )
+_CHAT_FIELDS = (_OPENAI_FIELDS - {"prompt", "echo"}) | {
+    "messages",
+    "max_completion_tokens",
+    "top_logprobs",
+    "chat_template_kwargs",
+    "chat_template",
+}
 
 
 @dataclass
 class FakeOpenAiServer:
-    """Generates the same words as the instant TGI server, in vLLM's wire format (usage chunk, ``[DONE]``)."""
+    """Generates the same words as the instant TGI server, in vLLM's wire format (usage chunk, ``[DONE]``); its chat
+    route (``chat`` below) has vLLM's chunk shapes too: a role-only first chunk, then content deltas."""
 
     token_delay: float = 0.0
     fail_after: int | None = None
@@ -133,10 +154,15 @@ class FakeOpenAiServer:
     url: str = ""
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/completions", self._completions, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/v1/completions", self._completions, methods=["POST"]),
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            ]
+        )
 
-    def _problem(self, body: dict[str, Any]) -> str | None:
-        unknown = set(body) - _OPENAI_FIELDS
+    def _problem(self, body: dict[str, Any], known: frozenset[str] = _OPENAI_FIELDS) -> str | None:
+        unknown = set(body) - known
         if unknown:
             return f"unknown fields {sorted(unknown)}"
         if not 0 <= body.get("temperature", 1.0) <= 2:
@@ -162,9 +188,64 @@ class FakeOpenAiServer:
                 return words, "stop"
         return words, "length"
 
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        problem = self._problem(body, _CHAT_FIELDS)
+        if problem is not None:
+            error = {"object": "error", "message": problem, "type": "BadRequestError", "param": None, "code": 400}
+            return JSONResponse(error, status_code=400)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or 16
+        words, finish_reason = self._generate({**body, "max_tokens": limit})
+        prompt_tokens = sum(len(message["content"].split()) for message in body["messages"])
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words)}
+        usage["total_tokens"] = prompt_tokens + len(words)
+        n = body.get("n", 1)
+        head = {"id": "chatcmpl-vllm", "created": 0, "model": body["model"]}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": "".join(words), "tool_calls": []}
+            choices = [
+                {"index": i, "message": message, "logprobs": None, "finish_reason": finish_reason, "stop_reason": None}
+                for i in range(n)
+            ]
+            usage = {**usage, "completion_tokens": n * len(words), "total_tokens": prompt_tokens + n * len(words)}
+            return JSONResponse({**head, "object": "chat.completion", "choices": choices, "usage": usage})
+        return StreamingResponse(
+            self._chat_chunks(body, head, words, finish_reason, usage), media_type="text/event-stream"
+        )
+
+    async def _chat_chunks(
+        self, body: dict[str, Any], head: dict[str, Any], words: list[str], finish_reason: str, usage: dict[str, int]
+    ) -> AsyncIterator[bytes]:
+        def chunk(delta: dict[str, str], reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            return _data({**head, "object": "chat.completion.chunk", "choices": [choice]})
+
+        finished = False
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            for index, word in enumerate(words):
+                if self.token_delay:
+                    await asyncio.sleep(self.token_delay)
+                if self.fail_after is not None and index == self.fail_after:
+                    error = {"message": "engine crashed", "type": "InternalServerError", "param": None, "code": 500}
+                    yield _data({"error": error})
+                    finished = True
+                    return
+                yield chunk({"content": word}, finish_reason if index == len(words) - 1 else None)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield _data({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+            finished = True
+        finally:
+            if not finished:
+                self.cancelled += 1
+
     async def _completions(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(body)
+        if isinstance(body.get("prompt"), list) and not body.get("stream"):
+            return self._batch(body)
         problem = self._problem(body)
         if problem is not None:
             error = {"object": "error", "message": problem, "type": "BadRequestError", "param": None, "code": 400}
@@ -236,6 +317,21 @@ class FakeOpenAiServer:
         finally:
             if not finished:
                 self.cancelled += 1
+
+    def _batch(self, body: dict[str, Any]) -> Response:
+        """A list of prompts (and ``n``): vLLM answers prompt i's choice j at index i * n + j."""
+        n = body.get("n", 1)
+        words, finish_reason = self._generate(body)
+        choices = [
+            {"index": i * n + j, "text": "".join(words), "logprobs": None, "finish_reason": finish_reason}
+            for i in range(len(body["prompt"]))
+            for j in range(n)
+        ]
+        prompt_tokens = sum(len(prompt.split()) for prompt in body["prompt"])
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(choices) * len(words)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        head = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"]}
+        return JSONResponse({**head, "choices": choices, "usage": usage})
 
 
 def _logprobs(words: list[str], start: int) -> dict[str, Any]:

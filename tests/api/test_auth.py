@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,7 +13,7 @@ from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.db.repositories import ApiKeyStore
 from model_engine_server.db.session import create_engine, create_session_factory
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 LIST = "/v1/llm/model-endpoints"
 
@@ -37,7 +39,7 @@ async def test_malformed_basic_credentials_are_401(gateway: httpx.AsyncClient) -
 @pytest.fixture
 async def keyed(database_url: str, tmp_path: object) -> AsyncIterator[tuple[httpx.AsyncClient, ApiKeyStore]]:
     settings = Settings(database_url=database_url, auth_mode=AuthMode.KEYS, bootstrap_api_key="llme_bootstrap-secret")
-    app = create_app(settings, orchestrator=FakeOrchestrator())
+    app = create_app(settings, resolver=FakeResolver())
     engine = create_engine(database_url)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -54,10 +56,21 @@ async def test_keys_mode_accepts_issued_keys_and_rejects_unknown_and_revoked(
     assert (await client.get(LIST, auth=(key, ""))).status_code == 200
     assert (await client.get(LIST, auth=("llme_made-up", ""))).status_code == 401
 
+    # Revoked through another connection (as `model-engine keys revoke` does): refused within a second.
     await keys.revoke(record.id)
-    response = await client.get(LIST, auth=(key, ""))
-    assert response.status_code == 401
+    response = await refused_within_a_second(client, {"x-api-key": key})
     assert "revoked" in response.json()["detail"]
+
+
+async def refused_within_a_second(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+    """Gateways cache key checks; a revocation reaches them within a second."""
+    deadline = time.monotonic() + 1.0
+    response = await client.get(LIST, headers=headers)
+    while response.status_code == 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        response = await client.get(LIST, headers=headers)
+    assert response.status_code == 401
+    return response
 
 
 async def test_keys_are_stored_hashed_and_bootstrap_key_works(keyed: tuple[httpx.AsyncClient, ApiKeyStore]) -> None:
@@ -76,3 +89,18 @@ async def test_keys_of_different_owners_are_isolated(keyed: tuple[httpx.AsyncCli
     await client.post(LIST, json={"name": "a-model", "model_name": "smollm2-135m"}, auth=(key_a, ""))
     assert (await client.get(f"{LIST}/a-model", auth=(key_b, ""))).status_code == 404
     assert (await client.get(f"{LIST}/a-model", auth=(key_a, ""))).status_code == 200
+
+
+async def test_bearer_token_names_the_same_tenant_in_open_mode(gateway: httpx.AsyncClient) -> None:
+    await gateway.post(LIST, json={"name": "e1", "model_name": "smollm2-135m"}, auth=("team-a", ""))
+    by_bearer = await gateway.get(LIST, headers={"Authorization": "Bearer team-a"})
+    assert [e["name"] for e in by_bearer.json()["model_endpoints"]] == ["e1"]
+
+
+async def test_keys_mode_accepts_issued_keys_as_bearer_tokens(keyed: tuple[httpx.AsyncClient, ApiKeyStore]) -> None:
+    client, keys = keyed
+    key, record = await keys.create("team-a")
+    assert (await client.get(LIST, headers={"Authorization": f"Bearer {key}"})).status_code == 200
+    assert (await client.get(LIST, headers={"Authorization": "Bearer llme_made-up"})).status_code == 401
+    await keys.revoke(record.id)
+    await refused_within_a_second(client, {"Authorization": f"Bearer {key}"})

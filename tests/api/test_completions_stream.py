@@ -3,7 +3,6 @@ and OpenAI-protocol servers on loopback."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,13 +11,14 @@ import httpx
 import orjson
 import pytest
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
-from model_engine_server.config import AuthMode, Settings
+from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
     FakeOpenAiServer,
     RunningGateway,
+    loopback_settings,
     read_events,
     running_fake_openai,
     running_gateway,
@@ -31,15 +31,8 @@ PARAMS = {"model_endpoint_name": "llm"}
 
 
 @pytest.fixture
-def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
-    database = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, database)
-    return Settings(
-        database_url=f"sqlite+aiosqlite:///{database}",
-        data_dir=tmp_path / "data",
-        auth_mode=AuthMode.OPEN,
-        stream_keepalive_seconds=0.05,
-    )
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
+    return loopback_settings(sqlite_url, tmp_path)
 
 
 @pytest.fixture
@@ -196,7 +189,8 @@ async def test_errors_before_the_first_event_are_plain_http_errors(
     assert not_ready.status_code == 503
     assert "not ready" in not_ready.json()["detail"]
     assert unknown.status_code == 404
-    assert bad.status_code == 422
+    assert bad.status_code == 400
+    assert bad.json()["detail"].startswith("temperature:")
     assert tgi.requests == []
 
 
@@ -222,7 +216,7 @@ async def test_stream_metrics_record_time_to_first_token(gateway: RunningGateway
         line = next(
             line
             for line in text.splitlines()
-            if line.startswith("llm_engine_completion_time_to_first_token_seconds_count")
+            if line.startswith('llm_engine_completion_time_to_first_token_seconds_count{protocol="native"}')
         )
         return float(line.split()[-1])
 

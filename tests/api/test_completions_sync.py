@@ -3,7 +3,6 @@ servers on loopback."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus
+from model_engine_server.testing import free_port
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
     BOB,
@@ -28,11 +28,9 @@ STREAM = "/v1/llm/completions-stream"
 
 
 @pytest.fixture
-def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
     # SQLite only: here the registry is just where the endpoint lives; its queries are tested on both databases.
-    database = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, database)
-    return Settings(database_url=f"sqlite+aiosqlite:///{database}", data_dir=tmp_path / "data", auth_mode=AuthMode.OPEN)
+    return Settings(database_url=sqlite_url, data_dir=tmp_path / "data", auth_mode=AuthMode.OPEN)
 
 
 @pytest.fixture
@@ -203,13 +201,14 @@ async def test_vllm_greedy_sends_temperature_zero_without_sampling_fields(
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({"prompt": "", "max_new_tokens": 5, "temperature": 0.1}, 422, "prompt"),
-        ({"prompt": "x", "max_new_tokens": 5, "temperature": 1.5}, 422, "temperature"),
-        ({"prompt": "x", "max_new_tokens": 5, "temperature": -0.1}, 422, "temperature"),
-        ({"prompt": "x", "max_new_tokens": 0, "temperature": 0.1}, 422, "max_new_tokens"),
+        ({"prompt": "", "max_new_tokens": 5, "temperature": 0.1}, 400, "prompt: String should have at least 1"),
+        ({"prompt": "x", "max_new_tokens": 5, "temperature": 1.5}, 400, "temperature: Input should be less"),
+        ({"prompt": "x", "max_new_tokens": 5, "temperature": -0.1}, 400, "temperature: Input should be greater"),
+        ({"prompt": "x", "max_new_tokens": 0, "temperature": 0.1}, 400, "max_new_tokens: Input should be"),
         ({"prompt": "x", "max_new_tokens": 5000, "temperature": 0.1}, 400, "context length"),
-        ({"prompt": "x", "temperature": 0.1}, 422, "max_new_tokens"),
-        ({"prompt": "x", "max_new_tokens": 5, "temperature": 0.1, "top_p": 0}, 422, "top_p"),
+        ({"prompt": "word " * 2040, "max_new_tokens": 10, "temperature": 0.1}, 400, "prompt is too long"),
+        ({"prompt": "x", "temperature": 0.1}, 400, "max_new_tokens: Field required"),
+        ({"prompt": "x", "max_new_tokens": 5, "temperature": 0.1, "top_p": 0}, 400, "top_p: Input should be"),
         ({"prompt": "x", "max_new_tokens": 5, "temperature": 0.1, "presence_penalty": 0.5}, 400, "presence_penalty"),
     ],
 )
@@ -312,12 +311,7 @@ async def test_requests_go_to_the_replica_with_fewest_in_flight(gateway: Running
 
 @pytest.fixture
 def unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 async def test_a_deleted_endpoint_is_404_at_once_even_while_its_lookup_is_cached(
@@ -328,7 +322,7 @@ async def test_a_deleted_endpoint_is_404_at_once_even_while_its_lookup_is_cached
     assert (await post(gateway, body)).status_code == 200  # the endpoint's lookup is cached now
     registry = gateway.app.state.services.endpoints
     endpoint = await registry.get_owned("llm", ALICE[0])
-    gateway.orchestrator.routes.pop("llm")  # the reconciler stopped its servers ...
+    gateway.resolver.routes.pop("llm")  # the reconciler stopped its servers ...
     await registry.remove(endpoint.id)  # ... and removed the record
 
     response = await post(gateway, body)

@@ -9,7 +9,7 @@ import pytest
 
 from model_engine_server.api.app import create_app
 from model_engine_server.config import Settings
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 A = ("team-a", "")
 B = ("team-b", "")
@@ -57,7 +57,7 @@ async def test_other_tenants_files_are_not_found(gateway: httpx.AsyncClient) -> 
 @pytest.fixture
 async def small_limit_gateway(settings: Settings) -> httpx.AsyncClient:
     limited = settings.model_copy(update={"file_max_bytes": 1000})
-    app = create_app(limited, orchestrator=FakeOrchestrator())
+    app = create_app(limited, resolver=FakeResolver())
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
             yield c

@@ -43,6 +43,7 @@ NOT_SET_BY_CHART = {
     "inference_server_command": "the local orchestrator's; endpoints run as pods here",
     "kubernetes_kubeconfig": "in-cluster config from the ServiceAccount token",
     "embedded_broker_polling_seconds": "the embedded SQLite broker's; the chart's broker is Redis",
+    "rate_limit_redis_url": "follows LLM_ENGINE_BROKER_URL: the limit counters share the broker's Redis",
 }
 # Stand-ins for Secrets the operator creates (external databases, own bootstrap key).
 EXTERNAL_SECRET_VALUES = {

@@ -19,7 +19,7 @@ from model_engine_server.db.models import Base
 from model_engine_server.db.session import create_engine
 from tests.conftest import POSTGRES_ADMIN_DSN, admin_sql
 
-TABLES = {"model_endpoints", "api_keys", "async_tasks", "files", "jobs", "job_events"}
+TABLES = {"model_endpoints", "api_keys", "async_tasks", "tenant_limits", "usage_records", "files", "jobs", "job_events"}
 
 
 def _inspect(database_url: str) -> tuple[set[str], list[object]]:

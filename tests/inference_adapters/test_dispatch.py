@@ -16,7 +16,7 @@ from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.inference.adapters import VllmAdapter
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.upstream import UpstreamClient
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 REQUEST = CompletionRequest(prompt="x", max_new_tokens=4, temperature=0.0)
 
@@ -72,9 +72,9 @@ async def upstream() -> UpstreamClient:
 
 
 def dispatcher(registry: Registry, upstream: UpstreamClient, clock: Clock | None = None) -> CompletionDispatcher:
-    orchestrator = FakeOrchestrator()
-    orchestrator.routes["llm"] = ["http://10.0.0.1:80"]
-    admission = Admission(registry, orchestrator, ModelZoo(), clock=clock or Clock())
+    resolver = FakeResolver()
+    resolver.routes["llm"] = ["http://10.0.0.1:80"]
+    admission = Admission(registry, resolver, ModelZoo(), clock=clock or Clock())
     return CompletionDispatcher(admission, upstream)
 
 

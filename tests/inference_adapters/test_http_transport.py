@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -28,7 +29,20 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
     return head + (await reader.readexactly(length) if length else b"")
 
 
-async def _serve(handler: Handler) -> tuple[asyncio.Server, Server]:
+def _answer(raw: bytes) -> Handler:
+    """A handler that reads one request and writes ``raw`` (status line, headers and body) in reply."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+
+    return handler
+
+
+@contextlib.asynccontextmanager
+async def _serve(handler: Handler) -> AsyncIterator[Server]:
+    """A raw TCP server on loopback answering each connection with ``handler``; closed when the block ends."""
     state = Server()
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -43,7 +57,11 @@ async def _serve(handler: Handler) -> tuple[asyncio.Server, Server]:
 
     server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
     state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    return server, state
+    try:
+        yield state
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.fixture
@@ -60,32 +78,21 @@ async def test_sequential_requests_share_one_connection(client: httpx.AsyncClien
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()
 
-    server, state = await _serve(echo)
-    try:
+    async with _serve(echo) as state:
         for index in range(5):
             response = await client.post(state.url + "/x", content=b"hello %d" % index)
             assert response.status_code == 200
             assert response.content == b"hello %d" % index
         assert state.connections == 1
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_connection_closed_by_the_server_while_idle_is_replaced(client: httpx.AsyncClient) -> None:
-    async def one_shot(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # keep-alive implied, then hang up
-        await writer.drain()
+    one_shot = _answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # keep-alive implied, then hang up
 
-    server, state = await _serve(one_shot)
-    try:
+    async with _serve(one_shot) as state:
         for _ in range(3):
             assert (await client.post(state.url, content=b"x")).text == "ok"
         assert state.connections == 3
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_large_chunked_body_streams_through_in_order(client: httpx.AsyncClient) -> None:
@@ -100,14 +107,10 @@ async def test_large_chunked_body_streams_through_in_order(client: httpx.AsyncCl
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 
-    server, state = await _serve(chunked)
-    try:
+    async with _serve(chunked) as state:
         async with client.stream("POST", state.url, content=b"x") as response:
             received = b"".join([chunk async for chunk in response.aiter_bytes()])
         assert received == b"".join(pieces)
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_only_plain_http_is_supported(client: httpx.AsyncClient) -> None:
@@ -116,29 +119,15 @@ async def test_only_plain_http_is_supported(client: httpx.AsyncClient) -> None:
 
 
 async def test_body_delimited_by_connection_close(client: httpx.AsyncClient) -> None:
-    async def legacy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
-        await writer.drain()
+    legacy = _answer(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
 
-    server, state = await _serve(legacy)
-    try:
+    async with _serve(legacy) as state:
         assert (await client.post(state.url, content=b"x")).text == "all of it"
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_server_hanging_up_mid_body_is_a_read_error(client: httpx.AsyncClient) -> None:
-    async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
-        await writer.drain()
+    truncated = _answer(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
 
-    server, state = await _serve(truncated)
-    try:
+    async with _serve(truncated) as state:
         with pytest.raises(httpx.ReadError):
             await client.post(state.url, content=b"x")
-    finally:
-        server.close()
-        await server.wait_closed()

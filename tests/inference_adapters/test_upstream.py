@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
-from benchmarks.instant_tgi import running_instant_tgi
 from model_engine_server.config import Settings
 from model_engine_server.domain.completions import CompletionRequest
 from model_engine_server.domain.exceptions import EndpointNotReadyError, UpstreamError, UpstreamTimeoutError
 from model_engine_server.inference.adapters import TgiAdapter
 from model_engine_server.inference.upstream import UpstreamClient, UpstreamPolicy, sse_data
+from model_engine_server.testing import free_port
+from model_engine_server.testing.tgi import running_instant_tgi
 from tests.api.completion_support import wait_until
 
 ADAPTER = TgiAdapter()
@@ -25,13 +25,6 @@ async def client() -> AsyncIterator[UpstreamClient]:
     upstream = UpstreamClient(UpstreamPolicy(connect_timeout=1.0, read_timeout=0.5))
     yield upstream
     await upstream.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_policy_reads_the_timeouts_from_settings() -> None:

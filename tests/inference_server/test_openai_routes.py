@@ -91,6 +91,18 @@ def test_chat_completion_stream_sends_role_then_deltas(client: httpx.Client) -> 
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+def test_a_chat_template_in_the_request_replaces_the_tokenizers(client: httpx.Client) -> None:
+    template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"  # the bare text, no roles
+    chat = client.post(
+        "/v1/chat/completions",
+        json={"messages": MESSAGES, "max_tokens": 6, "temperature": 0, "chat_template": template},
+    ).json()
+    plain = client.post("/v1/completions", json={"prompt": MESSAGES[0]["content"], "max_tokens": 6, "temperature": 0})
+
+    assert chat["usage"] == plain.json()["usage"]
+    assert chat["choices"][0]["message"]["content"] == plain.json()["choices"][0]["text"]
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
@@ -100,6 +112,7 @@ def test_chat_completion_stream_sends_role_then_deltas(client: httpx.Client) -> 
         ("/v1/completions", {"max_tokens": 4}),
         ("/v1/chat/completions", {"messages": [], "max_tokens": 4}),
         ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 100_000}),
+        ("/v1/chat/completions", {"messages": MESSAGES, "logprobs": True}),  # not computed for chat: refused
     ],
 )
 def test_invalid_openai_requests_are_400(client: httpx.Client, path: str, body: dict[str, object]) -> None:

@@ -8,8 +8,8 @@ import os
 import httpx
 import pytest
 
+from model_engine_server.testing.peers import run_peer_script
 from tests.inference_server.conftest import RunningServer
-from tests.peer_clients import run_peer_script
 
 pytestmark = pytest.mark.model
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from model_engine_server.orchestration.local.processes import free_port
-from tests.peer_clients import run_peer_script
+from model_engine_server.testing.peers import run_peer_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_CACHE = Path(os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or REPO_ROOT / ".llm-engine" / "test-model-cache")

@@ -14,11 +14,11 @@ from kubernetes import client as k8s
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointConfig, InferenceFramework, ModelEndpoint, ObservedState
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator, naming
-from model_engine_server.orchestration.kubernetes.client import KubeApi, RetryPolicy
+from model_engine_server.orchestration.kubernetes.client import KubeApi, KubeRetryPolicy
 from tests.kubernetes.emulator import KubeEmulator
 
 NAMESPACE = "llm-engine-endpoints"
-FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
+FAST_RETRY = KubeRetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(data_dir=tmp_path, kubernetes_namespace=NAMESPACE, **overrides)
 
 
-def make_api(emulator: KubeEmulator, retry: RetryPolicy = FAST_RETRY) -> KubeApi:
+def make_api(emulator: KubeEmulator, retry: KubeRetryPolicy = FAST_RETRY) -> KubeApi:
     configuration = k8s.Configuration(host=emulator.url)
     configuration.retries = False
     return KubeApi(k8s.ApiClient(configuration), NAMESPACE, "llm-engine", retry)
@@ -72,7 +72,7 @@ OrchestratorFactory = Callable[..., Awaitable[KubernetesOrchestrator]]
 async def make_orchestrator(emulator: KubeEmulator, tmp_path: Path) -> AsyncIterator[OrchestratorFactory]:
     started: list[KubernetesOrchestrator] = []
 
-    async def factory(retry: RetryPolicy = FAST_RETRY, **overrides: Any) -> KubernetesOrchestrator:
+    async def factory(retry: KubeRetryPolicy = FAST_RETRY, **overrides: Any) -> KubernetesOrchestrator:
         orchestrator = KubernetesOrchestrator(
             make_settings(tmp_path, **overrides), api=make_api(emulator, retry), retry=retry
         )
@@ -132,51 +132,46 @@ def deployment_of(emulator: KubeEmulator, endpoint: ModelEndpoint) -> dict[str, 
     return obj
 
 
+def deployment_status(deployment: dict[str, Any], replicas: int, ready: int) -> dict[str, Any]:
+    """The status patch a Deployment controller writes: the current generation, ``ready`` of ``replicas`` up."""
+    return {
+        "status": {
+            "observedGeneration": deployment["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": replicas - ready or None,
+        }
+    }
+
+
+def pod_of(deployment: dict[str, Any], suffix: str, status: dict[str, Any]) -> dict[str, Any]:
+    """A pod of ``deployment`` (owned by it, with its labels and spec) in ``status``."""
+    name = deployment["metadata"]["name"]
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-{suffix}",
+            "labels": deployment["spec"]["template"]["metadata"]["labels"],
+            "ownerReferences": [owner],
+        },
+        "spec": deployment["spec"]["template"]["spec"],
+        "status": status,
+    }
+
+
 def roll_out(emulator: KubeEmulator, endpoint: ModelEndpoint, available: int | None = None) -> None:
     """The Deployment controller reports the current generation rolled out with ``available`` ready replicas."""
     deployment = deployment_of(emulator, endpoint)
     replicas = deployment["spec"]["replicas"]
     ready = replicas if available is None else available
     emulator.patch(
-        "apps",
-        "deployments",
-        NAMESPACE,
-        deployment["metadata"]["name"],
-        {
-            "status": {
-                "observedGeneration": deployment["metadata"]["generation"],
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": ready,
-                "availableReplicas": ready,
-                "unavailableReplicas": replicas - ready or None,
-            }
-        },
+        "apps", "deployments", NAMESPACE, deployment["metadata"]["name"], deployment_status(deployment, replicas, ready)
     )
 
 
 def add_pod(emulator: KubeEmulator, endpoint: ModelEndpoint, suffix: str, status: dict[str, Any]) -> None:
-    deployment = deployment_of(emulator, endpoint)
-    emulator.put(
-        "",
-        "pods",
-        NAMESPACE,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{deployment['metadata']['name']}-{suffix}",
-                "labels": deployment["spec"]["template"]["metadata"]["labels"],
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "name": deployment["metadata"]["name"],
-                        "uid": deployment["metadata"]["uid"],
-                    }
-                ],
-            },
-            "spec": deployment["spec"]["template"]["spec"],
-            "status": status,
-        },
-    )
+    emulator.put("", "pods", NAMESPACE, pod_of(deployment_of(emulator, endpoint), suffix, status))

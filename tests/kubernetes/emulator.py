@@ -333,6 +333,9 @@ class KubeEmulator:
             return web.json_response(self._delete(key, cascade))
         if request.method == "PUT":
             body = await request.json()
+            # Read again after the await: another request may have replaced it meanwhile (the API server's
+            # compare-and-swap on resourceVersion is atomic).
+            existing = self.objects.get(key)
             if existing is None:
                 return _not_found(plural, name)
             sent_version = body.get("metadata", {}).get("resourceVersion")

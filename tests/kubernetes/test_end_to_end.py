@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -26,10 +24,13 @@ import pytest
 
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, OrchestratorKind, Settings
+from model_engine_server.orchestration.factory import build_upstream_resolver
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
+from model_engine_server.testing import eventually_async, free_port
+from model_engine_server.testing.platform import stop_process
 from tests.api.completion_support import serve_on_loopback
-from tests.kubernetes.conftest import FAST_RETRY, NAMESPACE, make_api
+from tests.kubernetes.conftest import FAST_RETRY, NAMESPACE, deployment_status, make_api, pod_of
 from tests.kubernetes.emulator import KubeEmulator
 
 pytestmark = pytest.mark.model
@@ -41,13 +42,6 @@ ENDPOINT_KINDS = [
     ("policy", "poddisruptionbudgets"),
     ("", "pods"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Node:
@@ -102,21 +96,7 @@ class Node:
                 env={**os.environ, "OMP_NUM_THREADS": "1"},
             )
         self.emulator.put("", "pods", NAMESPACE, self.pod(deployment, ready=False))
-        self.emulator.patch(
-            "apps",
-            "deployments",
-            NAMESPACE,
-            self.deployment,
-            {
-                "status": {
-                    "observedGeneration": deployment["metadata"]["generation"],
-                    "replicas": 1,
-                    "updatedReplicas": 1,
-                    "availableReplicas": 0,
-                    "unavailableReplicas": 1,
-                }
-            },
-        )
+        self.emulator.patch("apps", "deployments", NAMESPACE, self.deployment, deployment_status(deployment, 1, 0))
 
     def mark_ready(self) -> None:
         assert self.deployment is not None
@@ -125,68 +105,31 @@ class Node:
             return
         self.ready = True
         self.emulator.put("", "pods", NAMESPACE, self.pod(deployment, ready=True))
-        self.emulator.patch(
-            "apps",
-            "deployments",
-            NAMESPACE,
-            self.deployment,
-            {
-                "status": {
-                    "observedGeneration": deployment["metadata"]["generation"],
-                    "replicas": 1,
-                    "updatedReplicas": 1,
-                    "readyReplicas": 1,
-                    "availableReplicas": 1,
-                    "unavailableReplicas": None,
-                }
-            },
-        )
+        self.emulator.patch("apps", "deployments", NAMESPACE, self.deployment, deployment_status(deployment, 1, 1))
 
     def pod(self, deployment: dict[str, Any], ready: bool) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{deployment['metadata']['name']}-0",
-                "labels": deployment["spec"]["template"]["metadata"]["labels"],
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "name": deployment["metadata"]["name"],
-                        "uid": deployment["metadata"]["uid"],
-                    }
-                ],
-            },
-            "spec": deployment["spec"]["template"]["spec"],
-            "status": {
-                "phase": "Running",
-                "podIP": "127.0.0.1",
-                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                "containerStatuses": [{"name": "engine", "ready": ready, "restartCount": 0, "state": {"running": {}}}],
-            },
+        engine = {"name": "engine", "ready": ready, "restartCount": 0, "state": {"running": {}}}
+        status = {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [engine],
         }
+        return pod_of(deployment, "0", status)
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout=30)
         self.process, self.deployment, self.ready = None, None, False
 
 
 @contextlib.asynccontextmanager
 async def kubernetes_mode_gateway(
-    emulator: KubeEmulator, tmp_path: Path, sqlite_template: Path, node_port: int
+    emulator: KubeEmulator, tmp_path: Path, database_url: str, node_port: int
 ) -> AsyncIterator[str]:
-    database = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, database)
     settings = Settings(
         data_dir=tmp_path / "data",
-        database_url=f"sqlite+aiosqlite:///{database}",
+        database_url=database_url,
         auth_mode=AuthMode.OPEN,
         orchestrator=OrchestratorKind.KUBERNETES,
         kubernetes_namespace=NAMESPACE,
@@ -195,7 +138,11 @@ async def kubernetes_mode_gateway(
     orchestrator = KubernetesOrchestrator(settings, api=make_api(emulator), retry=FAST_RETRY)
     await orchestrator.start()
     reconcilers: list[Reconciler] = []
-    app = create_app(settings, orchestrator=orchestrator, on_registry_change=lambda: [r.poke() for r in reconcilers])
+    app = create_app(
+        settings,
+        resolver=build_upstream_resolver(settings),
+        on_registry_change=lambda: [r.poke() for r in reconcilers],
+    )
     async with serve_on_loopback(app) as url:
         reconciler = Reconciler(app.state.services.endpoints, orchestrator, ReconcilePolicy(interval_seconds=0.5))
         reconcilers.append(reconciler)
@@ -212,26 +159,18 @@ async def kubernetes_mode_gateway(
 
 async def poll(check: Any, timeout: float, what: str) -> Any:
     """Run the blocking ``check`` in a thread until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
+    return await eventually_async(lambda: asyncio.to_thread(check), timeout=timeout, what=what, interval=0.2)
 
 
 @pytest.mark.timeout(600)
 async def test_sdk_creates_serves_and_deletes_an_endpoint_on_the_emulated_cluster(
-    emulator: KubeEmulator, tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+    emulator: KubeEmulator, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llmengine import Completion, Model
     from llmengine.data_types import LLMInferenceFramework
 
     node = Node(emulator, free_port(), tmp_path / "node.log")
-    async with kubernetes_mode_gateway(emulator, tmp_path, sqlite_template, node.port) as url:
+    async with kubernetes_mode_gateway(emulator, tmp_path, sqlite_url, node.port) as url:
         monkeypatch.setenv("LLM_ENGINE_BASE_PATH", url)
         monkeypatch.setenv("SCALE_API_KEY", "alice")
         node_task = asyncio.create_task(node.run())

@@ -159,3 +159,11 @@ async def test_a_job_deleted_behind_our_back_is_recreated(harness: Harness) -> N
     restarted = await harness.until(job, lambda j: j.restarts == 1)
     assert restarted.status is JobStatus.RUNNING
     assert harness.kube_job(job) is not None
+
+
+async def test_a_job_that_succeeds_without_its_output_fails_saying_so(harness: Harness) -> None:
+    job = await harness.submit()
+    await harness.until(job, lambda j: j.status is JobStatus.RUNNING)
+    harness.set_status(job, {"conditions": [{"type": "Complete", "status": "True"}]})  # but no output was written
+    failed = await harness.until(job, lambda j: j.status is JobStatus.FAILED)
+    assert str(failed.status_reason).startswith("the workers finished but the result is unusable")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
-from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator, naming
+from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator, KubernetesServiceResolver, naming
 from tests.kubernetes.conftest import (
     NAMESPACE,
     OrchestratorFactory,
@@ -55,7 +55,8 @@ async def test_create_applies_owned_labelled_objects_and_reports_ready(
     roll_out(emulator, endpoint)
     state = await observe_until(orchestrator, endpoint, lambda s: s.status == EndpointStatus.READY)
     assert (state.available_workers, state.unavailable_workers, state.missing) == (1, 0, False)
-    assert await orchestrator.upstreams(endpoint) == [f"http://{name}.{NAMESPACE}.svc.cluster.local:80"]
+    resolver = KubernetesServiceResolver(orchestrator.settings)
+    assert await resolver.upstreams(endpoint) == [f"http://{name}.{NAMESPACE}.svc.cluster.local:80"]
 
 
 async def test_update_rolls_the_deployment_and_reapply_is_a_no_op(

@@ -24,7 +24,8 @@ from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.exceptions import OrchestrationError
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.orchestration.kubernetes import naming
-from model_engine_server.orchestration.kubernetes.manifests import EngineKind, build_manifests, owned_by
+from model_engine_server.orchestration.kubernetes.engines import EngineKind
+from model_engine_server.orchestration.kubernetes.manifests import build_manifests, owned_by
 from tests.kubernetes.conftest import make_endpoint
 
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -16,8 +13,10 @@ from typing import Any, TypeVar
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint
 from model_engine_server.orchestration.local import SupervisionPolicy
+from model_engine_server.testing import eventually_async
 
-FAKE_SERVER = Path(__file__).with_name("fake_tgi_server.py")
+# The test kit's TGI server; its --model-id may name a JSON control file (see model_engine_server/testing/tgi).
+FAKE_SERVER_COMMAND = f"{sys.executable} -m model_engine_server.testing.tgi"
 
 FAST_POLICY = SupervisionPolicy(
     health_interval_seconds=0.1,
@@ -34,11 +33,11 @@ T = TypeVar("T")
 
 
 def fake_settings(data_dir: Path, **overrides: Any) -> Settings:
-    return Settings(data_dir=data_dir, inference_server_command=f"{sys.executable} {FAKE_SERVER}", **overrides)
+    return Settings(data_dir=data_dir, inference_server_command=FAKE_SERVER_COMMAND, **overrides)
 
 
 def control_file(directory: Path, name: str = "model", **behaviour: Any) -> Path:
-    """A fake model: the JSON file the fake server reads at start-up (see fake_tgi_server.py)."""
+    """A fake model: the JSON file the fake server reads at start-up (see model_engine_server/testing/tgi)."""
     path = directory / f"{name}.json"
     path.write_text(json.dumps(behaviour))
     return path
@@ -62,12 +61,4 @@ def make_endpoint(name: str, checkpoint: Path | str | None, *, revision: int = 1
 
 async def eventually(probe: Callable[[], Awaitable[T] | T], accept: Callable[[T], bool], timeout: float = 20.0) -> T:
     """Poll ``probe`` (sync or async) until ``accept`` holds; fail with the last result after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        value: T = await result if inspect.isawaitable(result) else result  # type: ignore[assignment]
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.05)
+    return await eventually_async(probe, accept, timeout=timeout, interval=0.05)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,36 +19,24 @@ from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, 
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_alive
 from model_engine_server.orchestration.local.state import StateFile
-from tests.orchestration.helpers import FAKE_SERVER, control_file
+from model_engine_server.testing import eventually, free_port
+from model_engine_server.testing.platform import model_engine_command, platform_env
+from tests.orchestration.helpers import FAKE_SERVER_COMMAND, control_file
 
 pytestmark = pytest.mark.timeout(120)
 
-MODEL_ENGINE = [sys.executable, "-c", "from model_engine_server.cli import app; app(prog_name='model-engine')"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+MODEL_ENGINE = model_engine_command()
 
 
 def command_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ENGINE_")}
-    env.update(
-        LLM_ENGINE_DATA_DIR=str(data_dir),
-        LLM_ENGINE_INFERENCE_SERVER_COMMAND=f"{sys.executable} {FAKE_SERVER}",
-        LLM_ENGINE_RECONCILE_INTERVAL_SECONDS="0.5",
-        **settings,
+    """The test kit's clean platform environment, with the kit's TGI server as every replica."""
+    return platform_env(
+        data_dir, inference_server_command=FAKE_SERVER_COMMAND, reconcile_interval_seconds="0.5", **settings
     )
-    return env
 
 
-def wait_until(condition: object, timeout: float, describe: object = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out: {describe() if callable(describe) else describe}"
-        time.sleep(0.1)
+def wait_until(condition: Callable[[], object], timeout: float, describe: str | Callable[[], str] = "") -> None:
+    eventually(condition, timeout=timeout, what=describe, interval=0.1)
 
 
 def ready_pids(data_dir: Path) -> list[int]:
@@ -84,7 +69,8 @@ def test_serve_creates_the_demo_endpoint_and_ctrl_c_stops_its_servers(tmp_path: 
     process = run([*MODEL_ENGINE, "serve", "--port", str(port), "--no-worker"], command_env(data_dir), output)
     try:
         wait_until(lambda: bool(ready_pids(data_dir)) or process.poll() is not None, 60, output.read_text)
-        wait_until(lambda: "is ready" in output.read_text(), 30, output.read_text)
+        # The demo's own line, not the replica log line "… is ready" printed before it.
+        wait_until(lambda: "is ready. Try it" in output.read_text(), 30, output.read_text)
         demo = httpx.get(f"http://127.0.0.1:{port}/v1/llm/model-endpoints/smollm2-135m", auth=("admin", ""))
         assert demo.status_code == 200, demo.text
         assert demo.json()["status"] == "READY"
@@ -134,7 +120,7 @@ def test_orchestrator_command_reconciles_until_sigterm(tmp_path: Path, output: P
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
     upgrade(database_url)
     endpoint = asyncio.run(create_endpoint(database_url, control_file(tmp_path)))
-    env = command_env(data_dir, LLM_ENGINE_DATABASE_URL=database_url)
+    env = command_env(data_dir, database_url=database_url)
     process = run([*MODEL_ENGINE, "orchestrator"], env, output)
     try:
         wait_until(

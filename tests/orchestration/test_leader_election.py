@@ -15,7 +15,8 @@ from model_engine_server.db.migrate import upgrade
 from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, InferenceFramework, ModelEndpoint
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
 from model_engine_server.orchestration.kubernetes.client import LEASES
-from model_engine_server.runtime import ControlPlane, reconcile_while_leading
+from model_engine_server.runtime.control_plane import ControlPlane
+from model_engine_server.runtime.leadership import reconcile_while_leading
 from tests.kubernetes.conftest import NAMESPACE, emulator, make_api  # noqa: F401 (emulator is a fixture)
 from tests.kubernetes.emulator import KubeEmulator
 from tests.orchestration.helpers import eventually

@@ -1,4 +1,4 @@
-"""The local orchestrator with real processes: the controllable fake TGI server (see fake_tgi_server.py)."""
+"""The local orchestrator with real processes: the test kit's TGI server, controlled per start."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
-from model_engine_server.orchestration.local import LocalOrchestrator, ReplicaPhase
+from model_engine_server.orchestration.local import LocalOrchestrator, LocalReplicaDirectory, ReplicaPhase
 from model_engine_server.orchestration.local.processes import process_alive
 from tests.orchestration.helpers import FAST_POLICY, control_file, eventually, fake_settings, make_endpoint
 
@@ -92,12 +92,13 @@ async def test_apply_twice_does_not_start_more_processes(orchestrator: LocalOrch
     assert (await orchestrator.observe(endpoint)).status is EndpointStatus.READY
 
 
-async def test_an_orchestrator_that_is_not_started_routes_to_the_running_ones_replicas(
+async def test_another_process_routes_to_the_same_replicas_through_the_state_file(
     orchestrator: LocalOrchestrator, tmp_path: Path
 ) -> None:
-    """`model-engine gateway` beside `model-engine orchestrator`: the gateway's orchestrator reads the state file."""
+    """`model-engine gateway` beside `model-engine orchestrator`, or the async worker: the replica directory reads
+    the state file and answers what the running orchestrator answers."""
     endpoint = make_endpoint("shared", control_file(tmp_path, startup_seconds=0.3))
-    beside = LocalOrchestrator(fake_settings(tmp_path / "data"), FAST_POLICY)
+    beside = LocalReplicaDirectory(tmp_path / "data", cache_seconds=0)
     await orchestrator.apply(endpoint)
     assert await beside.upstreams(endpoint) == []  # starting: not routable yet
     await wait_ready(orchestrator, endpoint)

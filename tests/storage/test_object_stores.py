@@ -14,7 +14,7 @@ from model_engine_server.storage.local import LocalObjectStore
 from model_engine_server.storage.locations import StorageConfig, UnsupportedLocationError, open_location
 from model_engine_server.storage.port import ObjectNotFoundError, ObjectStore
 from model_engine_server.storage.s3 import S3ObjectStore
-from tests.fakes import FakeOrchestrator
+from tests.fakes import FakeResolver
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -85,7 +85,7 @@ async def test_files_api_on_s3(bucket: str, s3_endpoint: str, database_url: str,
         object_store_url=f"s3://{bucket}/llm-engine",
         s3_endpoint_url=s3_endpoint,
     )
-    app = create_app(settings, orchestrator=FakeOrchestrator())
+    app = create_app(settings, resolver=FakeResolver())
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
             uploaded = await c.post("/v1/files", files={"file": ("p.json", b'{"prompts": ["x"]}')}, auth=("a", ""))

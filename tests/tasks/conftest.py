@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,7 +28,8 @@ from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.processes import process_start_time
 from model_engine_server.orchestration.local.state import DeploymentRecord, ReplicaRecord, StateFile
 from model_engine_server.tasks.worker import start_worker_process
-from tests.fakes import FakeOrchestrator
+from model_engine_server.testing.platform import stop_process
+from tests.fakes import FakeResolver
 
 REDIS_URL = os.environ.get("LLM_ENGINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -68,14 +68,13 @@ def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def task_settings(broker: dict[str, str], sqlite_template: Path, tmp_path: Path) -> Settings:
-    registry = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, registry)
+def task_settings(broker: dict[str, str], sqlite_url: str, tmp_path: Path) -> Settings:
     return Settings(
-        database_url=f"sqlite+aiosqlite:///{registry}",
+        database_url=sqlite_url,
         data_dir=tmp_path / "data",
         auth_mode=AuthMode.OPEN,
         async_task_visibility_timeout_seconds=6,
+        usage_flush_seconds=0.2,
         **broker,  # type: ignore[arg-type]
     )
 
@@ -100,13 +99,9 @@ class Workers:
     def stop_all(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                process.terminate()
+                process.terminate()  # all at once: they stop in parallel
         for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 @pytest.fixture
@@ -121,7 +116,7 @@ def workers(task_settings: Settings, tmp_path: Path) -> Iterator[Workers]:
 @contextlib.asynccontextmanager
 async def gateway_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The real gateway app (lifespan included) behind an httpx client."""
-    app = create_app(settings, orchestrator=FakeOrchestrator())
+    app = create_app(settings, resolver=FakeResolver())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
@@ -156,7 +151,8 @@ def announce_replicas(settings: Settings, endpoints: list[tuple[ModelEndpoint, l
             launch_key="test",
             desired_replicas=len(ports),
             replicas=[
-                ReplicaRecord(slot, pid, port, start_time, "test", os.devnull, 0) for slot, port in enumerate(ports)
+                ReplicaRecord(slot, pid, port, start_time, "test", os.devnull, 0, ready=True)
+                for slot, port in enumerate(ports)
             ],
         )
         for endpoint, ports in endpoints

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 
+from model_engine_server.testing import eventually_async
+
 FINAL = ("SUCCESS", "FAILURE")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str | Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            description = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout}s waiting for {description}")
-        await asyncio.sleep(0.05)
 
 
 async def task_state(client: httpx.AsyncClient, task_id: str, caller: str = "alice") -> dict[str, Any]:
@@ -38,8 +28,21 @@ async def wait_for_status(
         latest = await task_state(client, task_id)
         return latest["status"] in statuses
 
-    await eventually(reached, timeout, lambda: f"task {task_id} to reach {statuses} (last seen: {latest})")
+    await eventually_async(
+        reached, timeout=timeout, what=lambda: f"task {task_id} to reach {statuses} (last: {latest})"
+    )
     return latest
+
+
+async def post_async_completion(
+    client: httpx.AsyncClient, endpoint: str, prompt: str, max_new_tokens: int, caller: str
+) -> httpx.Response:
+    return await client.post(
+        "/v1/llm/completions-async",
+        params={"model_endpoint_name": endpoint},
+        json={"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": 0.0},
+        headers={"x-api-key": caller},
+    )
 
 
 async def submit(
@@ -49,12 +52,8 @@ async def submit(
     max_new_tokens: int = 5,
     caller: str = "alice",
 ) -> str:
-    response = await client.post(
-        "/v1/llm/completions-async",
-        params={"model_endpoint_name": endpoint},
-        json={"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": 0.0},
-        headers={"x-api-key": caller},
-    )
+    """The id of a new async task; fails the test unless the gateway accepted it."""
+    response = await post_async_completion(client, endpoint, prompt, max_new_tokens, caller)
     assert response.status_code == 200, response.text
     task_id: str = response.json()["task_id"]
     return task_id

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from benchmarks.instant_tgi import InstantTgiServer
+from model_engine_server.testing.serving import serving
+from model_engine_server.testing.tgi import InstantTgiServer
 
 
 @dataclass
@@ -99,11 +99,5 @@ def _response(status: int, body: dict[str, Any]) -> bytes:
     )
 
 
-@contextlib.asynccontextmanager
-async def running_scripted_tgi(**options: Any) -> AsyncIterator[ScriptedTgi]:
-    server = ScriptedTgi(**options)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+def running_scripted_tgi(**options: Any) -> contextlib.AbstractAsyncContextManager[ScriptedTgi]:
+    return serving(ScriptedTgi(**options))

@@ -7,8 +7,7 @@ Sync, stream and async submit go through the real gateway; the worker path runs 
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,49 +15,33 @@ from typing import Any
 import httpx
 import pytest
 
-from model_engine_server.config import AuthMode, Settings
+from model_engine_server.config import Settings
 from model_engine_server.db.repositories import EndpointRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.completions import CompletionRequest
 from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ModelEndpoint
+from model_engine_server.orchestration.factory import build_upstream_resolver
 from model_engine_server.tasks.celery_app import create_celery_app
 from model_engine_server.tasks.completion_task import register_completion_task
 from model_engine_server.tasks.errors import AsyncTaskFailure
 from model_engine_server.tasks.runtime import WorkerRuntime
-from tests.tasks.conftest import gateway_for
+from tests.api.completion_support import loopback_settings
 
 ALICE, BOB = "alice", "bob"
 TOO_LONG = 2049  # smollm2-135m has a 2048-token context
 
 
 @pytest.fixture
-def settings(sqlite_template: Path, tmp_path: Path) -> Settings:
-    registry = tmp_path / "registry.db"
-    shutil.copy(sqlite_template, registry)
-    # One attempt: a task that cannot be admitted ends at once with the reason instead of being retried later.
-    return Settings(
-        database_url=f"sqlite+aiosqlite:///{registry}",
-        data_dir=tmp_path / "data",
-        auth_mode=AuthMode.OPEN,
-        async_task_max_attempts=1,
-    )
+def task_settings(sqlite_url: str, tmp_path: Path) -> Settings:
+    """The embedded broker; one attempt, so a task that cannot be admitted ends at once with the reason."""
+    return loopback_settings(sqlite_url, tmp_path).model_copy(update={"async_task_max_attempts": 1})
 
 
 @pytest.fixture
-async def registry(settings: Settings) -> AsyncIterator[EndpointRegistry]:
-    engine = create_engine(settings.database_url)
-    try:
-        yield EndpointRegistry(create_session_factory(engine))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def worker(settings: Settings) -> Iterator[Any]:
+def worker(task_settings: Settings) -> Iterator[Any]:
     """The completion task of a worker process, bound to a real worker runtime; ``apply`` runs it here."""
-    runtime = WorkerRuntime(settings, concurrency=2)
+    runtime = WorkerRuntime(task_settings, build_upstream_resolver(task_settings), concurrency=2)
     try:
-        yield register_completion_task(create_celery_app(settings), runtime)
+        yield register_completion_task(create_celery_app(task_settings), runtime)
     finally:
         runtime.close()
 
@@ -103,7 +86,7 @@ async def worker_answer(worker: Any, endpoint: ModelEndpoint, max_new_tokens: in
 
 
 async def test_every_path_gives_the_same_status_and_reason(
-    settings: Settings, registry: EndpointRegistry, worker: Any
+    gateway_client: httpx.AsyncClient, registry: EndpointRegistry, worker: Any
 ) -> None:
     failed = await endpoint_in(registry, "failed", EndpointStatus.UPDATE_FAILED, "image pull error")
     deleting = await endpoint_in(registry, "deleting", EndpointStatus.DELETE_IN_PROGRESS)
@@ -125,21 +108,19 @@ async def test_every_path_gives_the_same_status_and_reason(
             "max_new_tokens (2049) exceeds the context length of smollm2-135m (2048 tokens).",
         ),
     ]
-    async with gateway_for(settings) as client:
-        for endpoint, caller, max_new_tokens, status, detail in cases:
-            answers = await gateway_answers(client, endpoint.name, caller, max_new_tokens)
-            assert answers == {"sync": (status, detail), "stream": (status, detail), "async": (status, detail)}
-            if caller == ALICE:  # a queued task only exists for a caller the gateway admitted
-                assert await worker_answer(worker, endpoint, max_new_tokens) == ("FAILURE", detail)
+    for endpoint, caller, max_new_tokens, status, detail in cases:
+        answers = await gateway_answers(gateway_client, endpoint.name, caller, max_new_tokens)
+        assert answers == {"sync": (status, detail), "stream": (status, detail), "async": (status, detail)}
+        if caller == ALICE:  # a queued task only exists for a caller the gateway admitted
+            assert await worker_answer(worker, endpoint, max_new_tokens) == ("FAILURE", detail)
 
 
 async def test_a_queued_request_may_wait_for_a_starting_endpoint_a_request_now_may_not(
-    settings: Settings, registry: EndpointRegistry, worker: Any
+    gateway_client: httpx.AsyncClient, registry: EndpointRegistry, worker: Any
 ) -> None:
     starting = await endpoint_in(registry, "starting", EndpointStatus.UPDATE_IN_PROGRESS, "loading weights")
     detail = "Model endpoint 'starting' is not ready (status UPDATE_IN_PROGRESS): loading weights."
-    async with gateway_for(settings) as client:
-        answers = await gateway_answers(client, "starting", ALICE)
+    answers = await gateway_answers(gateway_client, "starting", ALICE)
     assert answers["sync"] == answers["stream"] == (503, detail)
     assert answers["async"][0] == 200  # queued: it runs once the endpoint is ready
     # A worker that takes the task before the endpoint is ready says the same (with retries left, it waits).
@@ -147,7 +128,6 @@ async def test_a_queued_request_may_wait_for_a_starting_endpoint_a_request_now_m
     # READY without a ready replica (this machine runs none for it): the same reason on both paths that need one.
     await registry.set_status(starting.id, starting.revision, EndpointStatus.READY, None)
     no_replica = "Model endpoint 'starting' has no ready replica right now."
-    async with gateway_for(settings) as client:
-        answers = await gateway_answers(client, "starting", ALICE)
+    answers = await gateway_answers(gateway_client, "starting", ALICE)
     assert answers["sync"] == answers["stream"] == (503, no_replica)
     assert await worker_answer(worker, starting) == ("FAILURE", no_replica)

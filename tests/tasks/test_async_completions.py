@@ -9,13 +9,13 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from benchmarks.instant_tgi import running_instant_tgi
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
-from model_engine_server.orchestration.local.processes import free_port
+from model_engine_server.testing import eventually_async, free_port
+from model_engine_server.testing.tgi import running_instant_tgi
 from tests.tasks.conftest import Workers, announce_replicas, gateway_for, ready_endpoint
-from tests.tasks.helpers import eventually, submit, task_state, wait_for_status
+from tests.tasks.helpers import post_async_completion, submit, task_state, wait_for_status
 from tests.tasks.scripted_tgi import running_scripted_tgi
 
 
@@ -40,6 +40,15 @@ async def test_submit_then_success_is_the_sync_response(
             },
         }
 
+        # The worker counts the task's tokens in its owner's usage.
+        async def usage_recorded() -> bool:
+            response = await gateway_client.get("/v1/usage", headers={"x-api-key": "alice"})
+            return [
+                (u["endpoint_name"], u["prompt_tokens"], u["completion_tokens"]) for u in response.json()["usage"]
+            ] == [("demo", 3, 4)]
+
+        await eventually_async(usage_recorded, timeout=20, what="the task's usage")
+
 
 async def test_only_the_owner_reads_a_task_and_unknown_ids_are_404(
     gateway_client: httpx.AsyncClient, registry: EndpointRegistry
@@ -53,41 +62,36 @@ async def test_only_the_owner_reads_a_task_and_unknown_ids_are_404(
     assert unknown.status_code == 404
     assert "not found" in unknown.json()["detail"]
     # Submitting to someone else's (private) endpoint is a 404 too, and bad input a 4xx.
-    bobs = await gateway_client.post(
-        "/v1/llm/completions-async",
-        params={"model_endpoint_name": "private"},
-        json={"prompt": "hi", "max_new_tokens": 3, "temperature": 0},
-        headers={"x-api-key": "bob"},
-    )
+    bobs = await post_async_completion(gateway_client, "private", "hi", max_new_tokens=3, caller="bob")
     assert bobs.status_code == 404
-    bad = await gateway_client.post(
-        "/v1/llm/completions-async",
-        params={"model_endpoint_name": "private"},
-        json={"prompt": "hi", "max_new_tokens": 0, "temperature": 0},
-        headers={"x-api-key": "alice"},
-    )
-    assert bad.status_code == 422
+    bad = await post_async_completion(gateway_client, "private", "hi", max_new_tokens=0, caller="alice")
+    assert bad.status_code == 400
+    assert bad.json()["detail"] == "max_new_tokens: Input should be greater than 0"
 
 
 async def test_results_expire(
     gateway_client: httpx.AsyncClient, registry: EndpointRegistry, task_settings: Settings, workers: Workers
 ) -> None:
-    short = task_settings.model_copy(update={"async_task_result_ttl_seconds": 3})
-    async with running_instant_tgi() as upstream, gateway_for(short) as short_client:
+    # However long the task takes to run, its result is gone once the lifetime has passed: the test waits for the
+    # run (seen upstream) and then for the 404, never for a SUCCESS that must fit inside the lifetime.
+    short = task_settings.model_copy(update={"async_task_result_ttl_seconds": 1})
+    async with running_instant_tgi(record=True) as upstream, gateway_for(short) as short_client:
         endpoint = await ready_endpoint(registry, "short-lived")
         announce_replicas(task_settings, [(endpoint, [upstream.port])])
         workers.start()
-        warm_up = await submit(gateway_client, "short-lived")  # the default TTL: waits for the worker to be up
-        assert (await wait_for_status(gateway_client, warm_up))["status"] == "SUCCESS", workers.logs()
-        task_id = await submit(short_client, "short-lived")
-        assert (await wait_for_status(short_client, task_id, timeout=3))["status"] == "SUCCESS"
+        kept = await submit(gateway_client, "short-lived")  # the default lifetime
+        assert (await wait_for_status(gateway_client, kept))["status"] == "SUCCESS", workers.logs()
+        task_id = await submit(short_client, "short-lived", prompt="short lived")
 
         async def expired() -> bool:
             response = await short_client.get(f"/v1/async-tasks/{task_id}", headers={"x-api-key": "alice"})
             return response.status_code == 404
 
-        await eventually(expired, 10, "the task to expire")
-        assert (await task_state(gateway_client, warm_up))["status"] == "SUCCESS"  # others keep theirs
+        await eventually_async(
+            lambda: any(body.get("inputs") == "short lived" for _, body in upstream.requests), timeout=60
+        )
+        await eventually_async(expired, timeout=30, what="the task to expire")
+        assert (await task_state(gateway_client, kept))["status"] == "SUCCESS"  # others keep theirs
 
 
 async def test_upstream_503_and_429_are_retried_and_other_errors_fail_with_a_reason(
@@ -166,7 +170,7 @@ async def test_a_worker_killed_mid_task_does_not_lose_it_and_it_completes_once(
         async def running_upstream() -> bool:
             return slow.started == 1
 
-        await eventually(running_upstream, 60, "the task to reach the model server")
+        await eventually_async(running_upstream, timeout=60, what="the task to reach the model server")
         assert (await task_state(gateway_client, task_id))["status"] == "STARTED"
         os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait(timeout=10)
@@ -248,3 +252,28 @@ async def test_the_production_combination_postgres_and_redis(
                 assert state["result"]["output"]["text"] == " the quick brown"
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+async def test_async_tasks_spend_their_owners_token_budget(
+    broker: dict[str, str], registry: EndpointRegistry, task_settings: Settings, workers: Workers
+) -> None:
+    """The worker charges a finished task's generated tokens where the gateways count them (Redis)."""
+    settings = task_settings.model_copy(update={"tenant_tokens_per_minute": 4})  # counters under the test's prefix
+    async with running_instant_tgi() as upstream, gateway_for(settings) as client:
+        endpoint = await ready_endpoint(registry, "demo")
+        announce_replicas(settings, [(endpoint, [upstream.port])])
+        workers.start(settings)
+        task_id = await submit(client, "demo", max_new_tokens=4)
+        state = await wait_for_status(client, task_id)
+        assert state["status"] == "SUCCESS", workers.logs()
+
+        async def refused() -> bool:
+            response = await client.post(
+                "/v1/llm/completions-async?model_endpoint_name=demo",
+                json={"prompt": "again", "max_new_tokens": 1, "temperature": 0},
+                headers={"x-api-key": "alice"},
+            )
+            return response.status_code == 429 and "tokens_per_minute" in response.json()["detail"]
+
+        await eventually_async(refused, timeout=10, what="a 429 once the task's tokens were charged")

@@ -178,6 +178,14 @@ never from plain values.
   value: {{ .Values.gateway.upstreamReadTimeoutSeconds | quote }}
 - name: LLM_ENGINE_STREAM_KEEPALIVE_SECONDS
   value: {{ .Values.gateway.streamKeepaliveSeconds | quote }}
+- name: LLM_ENGINE_MAX_REQUEST_BODY_BYTES
+  value: {{ .Values.gateway.maxRequestBodyBytes | int64 | quote }}
+- name: LLM_ENGINE_REQUEST_BODY_TIMEOUT_SECONDS
+  value: {{ .Values.gateway.requestBodyTimeoutSeconds | quote }}
+- name: LLM_ENGINE_MAX_REQUEST_HEADER_BYTES
+  value: {{ .Values.gateway.maxRequestHeaderBytes | int64 | quote }}
+- name: LLM_ENGINE_MAX_QUERY_STRING_BYTES
+  value: {{ .Values.gateway.maxQueryStringBytes | int64 | quote }}
 - name: LLM_ENGINE_ASYNC_TASK_RESULT_TTL_SECONDS
   value: {{ .Values.asyncTasks.resultTtlSeconds | int64 | quote }}
 - name: LLM_ENGINE_ASYNC_TASK_VISIBILITY_TIMEOUT_SECONDS
@@ -186,6 +194,24 @@ never from plain values.
   value: {{ .Values.asyncTasks.maxAttempts | int64 | quote }}
 - name: LLM_ENGINE_BROKER_KEY_PREFIX
   value: {{ .Values.asyncTasks.brokerKeyPrefix | quote }}
+- name: LLM_ENGINE_TENANT_REQUESTS_PER_MINUTE
+  value: {{ .Values.tenants.requestsPerMinute | int64 | quote }}
+- name: LLM_ENGINE_TENANT_TOKENS_PER_MINUTE
+  value: {{ .Values.tenants.tokensPerMinute | int64 | quote }}
+- name: LLM_ENGINE_TENANT_MAX_CONCURRENT_REQUESTS
+  value: {{ .Values.tenants.maxConcurrentRequests | int64 | quote }}
+- name: LLM_ENGINE_TENANT_MAX_ENDPOINTS
+  value: {{ .Values.tenants.maxEndpoints | int64 | quote }}
+- name: LLM_ENGINE_TENANT_MAX_JOBS
+  value: {{ .Values.tenants.maxJobs | int64 | quote }}
+- name: LLM_ENGINE_API_KEY_CACHE_SECONDS
+  value: {{ .Values.tenants.apiKeyCacheSeconds | quote }}
+- name: LLM_ENGINE_FAIR_QUEUEING
+  value: {{ .Values.tenants.fairQueueing | quote }}
+- name: LLM_ENGINE_FAIR_QUEUE_OVERCOMMIT
+  value: {{ .Values.tenants.fairQueueOvercommit | quote }}
+- name: LLM_ENGINE_USAGE_FLUSH_SECONDS
+  value: {{ .Values.tenants.usageFlushSeconds | quote }}
 - name: LLM_ENGINE_ASYNC_WORKER_CONCURRENCY
   value: {{ .Values.worker.concurrency | int64 | quote }}
 - name: LLM_ENGINE_ASYNC_ENDPOINT_CONCURRENCY

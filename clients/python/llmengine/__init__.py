@@ -1,17 +1,20 @@
 """llmengine: the Python SDK of LLM Engine.
 
-    from llmengine import Completion, Model
+    from llmengine import ChatCompletion, Completion, Model
 
     Model.create(name="demo", model="smollm2-135m", inference_framework_image_tag="latest", ...)
     print(Completion.create(model="demo", prompt="Hello", max_new_tokens=10).output.text)
+    print(ChatCompletion.create(model="demo", messages=[{"role": "user", "content": "Hi"}]).output.text)
 
 Configure with ``LLM_ENGINE_BASE_PATH`` and ``SCALE_API_KEY`` (or ``llmengine.api_engine.set_base_path`` /
 ``set_api_key``). The public names match the published ``scale-llm-engine`` client.
 """
 
 from llmengine._core.retry import RetryPolicy
-from llmengine._transport import close_connections
+from llmengine._transport import aclose_connections, close_connections
 from llmengine._version import __version__
+from llmengine.chat_completion import AsyncChatCompletionStream, ChatCompletion, ChatCompletionStream
+from llmengine.chat_types import ChatCompletionChunk, ChatCompletionResponse
 from llmengine.completion import AsyncCompletionTask, Completion, CompletionTask
 from llmengine.data_types import (
     CompletionOutput,
@@ -47,10 +50,12 @@ from llmengine.data_types import (
     UpdateLLMEndpointResponse,
 )
 from llmengine.file import File
+from llmengine.fine_tuning import FineTune
 from llmengine.job_types import (
     BatchCompletionsJob,
     BatchCompletionsJobStatus,
     BatchCompletionsModelConfig,
+    CancelFineTuneResponse,
     CreateBatchCompletionsModelConfig,
     CreateBatchCompletionsRequestContent,
     CreateBatchCompletionsResponse,
@@ -59,10 +64,17 @@ from llmengine.job_types import (
     CreateBatchCompletionsV1Response,
     CreateBatchCompletionsV2ModelConfig,
     CreateBatchCompletionsV2Response,
+    CreateFineTuneResponse,
     DeleteFileResponse,
+    FineTuneStatus,
     GetFileContentResponse,
     GetFileResponse,
+    GetFineTuneEventsResponse,
+    GetFineTuneResponse,
     ListFilesResponse,
+    ListFineTunesResponse,
+    LLMFineTuneEvent,
+    ModelDownloadResponse,
     ToolConfig,
     UploadFileResponse,
 )
@@ -70,11 +82,16 @@ from llmengine.model import Model
 from llmengine.streaming import AsyncCompletionStream, CompletionStream
 
 __all__ = [
+    "AsyncChatCompletionStream",
     "AsyncCompletionStream",
     "AsyncCompletionTask",
     "BatchCompletionsJob",
     "BatchCompletionsJobStatus",
     "BatchCompletionsModelConfig",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionResponse",
+    "ChatCompletionStream",
     "Completion",
     "CompletionOutput",
     "CompletionStream",
@@ -100,6 +117,15 @@ __all__ = [
     "DeleteFileResponse",
     "DeleteLLMEndpointResponse",
     "File",
+    "FineTune",
+    "FineTuneStatus",
+    "CancelFineTuneResponse",
+    "CreateFineTuneResponse",
+    "GetFineTuneEventsResponse",
+    "GetFineTuneResponse",
+    "ListFineTunesResponse",
+    "LLMFineTuneEvent",
+    "ModelDownloadResponse",
     "GetAsyncTaskV1Response",
     "GetFileContentResponse",
     "GetFileResponse",
@@ -127,5 +153,6 @@ __all__ = [
     "UpdateLLMEndpointResponse",
     "UploadFileResponse",
     "__version__",
+    "aclose_connections",
     "close_connections",
 ]

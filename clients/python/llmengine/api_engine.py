@@ -1,10 +1,15 @@
-"""Where the SDK sends requests and with which key.
+"""Where the SDK sends requests, with which key, and through which HTTP client.
 
 Values set here win over the environment (``LLM_ENGINE_BASE_PATH``, ``SCALE_API_KEY``), which is read on every
 call, so changing the environment at run time works too. Function names match the published client.
+
+``set_http_client`` / ``set_async_http_client`` hand the SDK your own ``httpx.Client`` / ``httpx.AsyncClient``
+(proxies, TLS, connection limits, an ``httpx.MockTransport`` in tests); the SDK uses it as given and never closes it.
 """
 
 from __future__ import annotations
+
+import httpx
 
 from llmengine import _constants
 from llmengine._constants import DEFAULT_TIMEOUT
@@ -14,7 +19,11 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "get_api_key",
     "get_base_path",
+    "get_async_http_client",
+    "get_http_client",
     "get_retry_policy",
+    "set_async_http_client",
+    "set_http_client",
     "set_api_key",
     "set_base_path",
     "set_retry_policy",
@@ -23,6 +32,8 @@ __all__ = [
 _base_path: str | None = None
 _api_key: str | None = None
 _retry_policy = RetryPolicy()
+_http_client: httpx.Client | None = None
+_async_http_client: httpx.AsyncClient | None = None
 
 
 def set_base_path(path: str | None) -> None:
@@ -56,3 +67,23 @@ def set_retry_policy(policy: RetryPolicy) -> None:
 
 def get_retry_policy() -> RetryPolicy:
     return _retry_policy
+
+
+def set_http_client(client: httpx.Client | None) -> None:
+    """Send every sync call through ``client``; None goes back to the SDK's own pooled client."""
+    global _http_client
+    _http_client = client
+
+
+def get_http_client() -> httpx.Client | None:
+    return _http_client
+
+
+def set_async_http_client(client: httpx.AsyncClient | None) -> None:
+    """Send every async call through ``client`` (use it on one event loop); None goes back to the SDK's own pools."""
+    global _async_http_client
+    _async_http_client = client
+
+
+def get_async_http_client() -> httpx.AsyncClient | None:
+    return _async_http_client

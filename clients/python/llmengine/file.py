@@ -28,7 +28,7 @@ class File:
         """Upload an open file (``open(path, "rb")``); answers its id. Not retried: an upload is not idempotent."""
         name = getattr(file, "name", "upload")
         content: Any = file  # text-mode files too, as the published client accepts them
-        response = _transport._shared_client().post(
+        response = _transport.sync_client().post(
             build_url(get_base_path(), "v1/files"),
             files={"file": (str(name).rsplit("/", 1)[-1], content)},
             headers=auth_headers(get_api_key()),

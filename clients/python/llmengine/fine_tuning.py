@@ -52,7 +52,9 @@ class FineTune:
 
     @classmethod
     def list(cls) -> ListFineTunesResponse:
-        return parse_body(_transport.request(RequestSpec("GET", FINE_TUNES_PATH, DEFAULT_TIMEOUT)), ListFineTunesResponse)
+        return parse_body(
+            _transport.request(RequestSpec("GET", FINE_TUNES_PATH, DEFAULT_TIMEOUT)), ListFineTunesResponse
+        )
 
     @classmethod
     def cancel(cls, fine_tune_id: str) -> CancelFineTuneResponse:

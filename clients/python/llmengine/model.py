@@ -7,6 +7,7 @@ from typing import Any, TypeAlias
 from llmengine import _transport
 from llmengine._constants import DEFAULT_TIMEOUT
 from llmengine._core.request_specs import (
+    RequestSpec,
     create_endpoint_request,
     delete_endpoint_request,
     get_endpoint_request,
@@ -27,9 +28,21 @@ from llmengine.data_types import (
     Quantization,
     UpdateLLMEndpointResponse,
 )
+from llmengine.job_types import ModelDownloadResponse
 
 # `Model.list` shadows the builtin inside the class body, so annotations there use this alias.
 _Hooks: TypeAlias = list[PostInferenceHooks]
+
+
+def _body_fields(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The request body from a method's arguments (its ``locals()`` on entry): ``model`` goes as ``model_name``."""
+    fields = {
+        ("model_name" if name == "model" else name): value
+        for name, value in arguments.items()
+        if name not in ("cls", "request_headers", "extra_kwargs")
+    }
+    fields["post_inference_hooks"] = hook_names(fields["post_inference_hooks"])
+    return {**fields, **arguments["extra_kwargs"]}
 
 
 class Model:
@@ -70,33 +83,8 @@ class Model:
         Poll ``Model.get(name).status`` until ``READY`` (or ``UPDATE_FAILED``, with ``spec.status_reason``).
         Hardware left as None is filled in by the gateway from the model zoo.
         """
-        fields: dict[str, Any] = {
-            "name": name,
-            "model_name": model,
-            "source": source,
-            "inference_framework": inference_framework,
-            "inference_framework_image_tag": inference_framework_image_tag,
-            "num_shards": num_shards,
-            "quantize": quantize,
-            "checkpoint_path": checkpoint_path,
-            "max_model_len": max_model_len,
-            "cpus": cpus,
-            "memory": memory,
-            "storage": storage,
-            "gpus": gpus,
-            "nodes_per_worker": nodes_per_worker,
-            "min_workers": min_workers,
-            "max_workers": max_workers,
-            "per_worker": per_worker,
-            "endpoint_type": endpoint_type,
-            "gpu_type": gpu_type,
-            "high_priority": high_priority,
-            "post_inference_hooks": hook_names(post_inference_hooks),
-            "default_callback_url": default_callback_url,
-            "public_inference": public_inference,
-            "labels": labels or {},
-            **extra_kwargs,
-        }
+        fields = _body_fields(locals())
+        fields["labels"] = labels or {}
         spec = create_endpoint_request(fields, DEFAULT_TIMEOUT, request_headers)
         return parse_body(_transport.request(spec), CreateLLMEndpointResponse)
 
@@ -140,29 +128,8 @@ class Model:
         **extra_kwargs: Any,
     ) -> UpdateLLMEndpointResponse:
         """Change the given fields of endpoint ``name`` (None leaves a field as it is); servers roll over."""
-        fields: dict[str, Any] = {
-            "model_name": model,
-            "inference_framework_image_tag": inference_framework_image_tag,
-            "source": source,
-            "num_shards": num_shards,
-            "quantize": quantize,
-            "checkpoint_path": checkpoint_path,
-            "cpus": cpus,
-            "memory": memory,
-            "storage": storage,
-            "gpus": gpus,
-            "min_workers": min_workers,
-            "max_workers": max_workers,
-            "per_worker": per_worker,
-            "endpoint_type": endpoint_type,
-            "gpu_type": gpu_type,
-            "high_priority": high_priority,
-            "post_inference_hooks": hook_names(post_inference_hooks),
-            "default_callback_url": default_callback_url,
-            "public_inference": public_inference,
-            "labels": labels,
-            **extra_kwargs,
-        }
+        fields = _body_fields(locals())
+        del fields["name"]  # it names the endpoint in the URL
         spec = update_endpoint_request(name, fields, DEFAULT_TIMEOUT, request_headers)
         return parse_body(_transport.request(spec), UpdateLLMEndpointResponse)
 
@@ -173,3 +140,10 @@ class Model:
         """Delete the endpoint and stop its servers; ``deleted`` is True once the gateway accepted it."""
         spec = delete_endpoint_request(model_endpoint_name, DEFAULT_TIMEOUT, request_headers)
         return parse_body(_transport.request(spec), DeleteLLMEndpointResponse)
+
+    @classmethod
+    def download(cls, model_name: str, download_format: str = "hugging_face") -> ModelDownloadResponse:
+        """Expiring URLs of a fine-tuned model's files (``{file name: url}``), readable without credentials."""
+        body = {"model_name": model_name, "download_format": download_format}
+        spec = RequestSpec("POST", "v1/llm/model-endpoints/download", DEFAULT_TIMEOUT, json=body)
+        return parse_body(_transport.request(spec), ModelDownloadResponse)

@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks.instant_tgi import InstantTgiServer, running_instant_tgi
+from llmengine import api_engine
+
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.db.migrate import upgrade
 from model_engine_server.domain.entities import EndpointStatus
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import RunningGateway, running_gateway
 
 T = TypeVar("T")
@@ -64,6 +67,12 @@ class BackgroundGateway:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()
+
+    def new_endpoint(self, upstream: str = "tgi") -> str:
+        """A READY endpoint of the SDK's current key, served by the named instant server; returns its new name."""
+        name = f"llm-{uuid.uuid4().hex[:8]}"
+        self.add_endpoint(name, api_engine.get_api_key(), getattr(self, upstream))
+        return name
 
     def add_endpoint(
         self,

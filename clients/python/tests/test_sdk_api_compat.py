@@ -17,7 +17,7 @@ import llmengine
 import pytest
 from llmengine import data_types
 
-from tests.peer_clients import run_peer_script
+from model_engine_server.testing.peers import run_peer_script
 
 METHODS = [
     ("Completion", "create"),

@@ -10,31 +10,21 @@ from llmengine import AsyncCompletionTask, Completion, CompletionTask, TaskStatu
 from llmengine.errors import NotFoundError
 from sdk_inprocess_gateway import BackgroundGateway
 
-from benchmarks.instant_tgi import VOCABULARY
+from model_engine_server.testing.tgi import instant_text
 
 # Generous: the first task also waits for the worker process to start and discover the endpoint's queue.
 RESULT_TIMEOUT = 90
 
 
-def expected_text(tokens: int) -> str:
-    return "".join(" " + VOCABULARY[i] for i in range(tokens))
-
-
-def ready_endpoint(gateway: BackgroundGateway) -> str:
-    name = f"llm-{uuid.uuid4().hex[:8]}"
-    gateway.add_endpoint(name, api_engine.get_api_key(), gateway.tgi)
-    return name
-
-
 def test_a_submitted_completion_is_collected_with_result(
     completions: BackgroundGateway, async_worker: subprocess.Popen[bytes]
 ) -> None:
-    name = ready_endpoint(completions)
+    name = completions.new_endpoint()
     task = Completion.submit(model=name, prompt="Hello there world", max_new_tokens=4, temperature=0)
     assert isinstance(task, CompletionTask)
     assert task.status() in {TaskStatus.PENDING, TaskStatus.STARTED, TaskStatus.SUCCESS}
     result = task.result(timeout=RESULT_TIMEOUT)
-    assert result.output.text == expected_text(4)
+    assert result.output.text == instant_text(4)
     assert result.output.num_completion_tokens == 4
     assert result.output.num_prompt_tokens == 3
     assert task.status() is TaskStatus.SUCCESS
@@ -45,15 +35,15 @@ def test_a_submitted_completion_is_collected_with_result(
 async def test_asubmit_and_await_the_result(
     completions: BackgroundGateway, async_worker: subprocess.Popen[bytes]
 ) -> None:
-    name = ready_endpoint(completions)
+    name = completions.new_endpoint()
     tasks = [await Completion.asubmit(model_name=name, prompt="Hi", max_new_tokens=n) for n in (1, 2, 3)]
     assert all(isinstance(t, AsyncCompletionTask) for t in tasks)
     texts = [(await t.result(timeout=RESULT_TIMEOUT)).output.text for t in tasks]
-    assert texts == [expected_text(1), expected_text(2), expected_text(3)]
+    assert texts == [instant_text(1), instant_text(2), instant_text(3)]
 
 
 def test_only_the_submitter_can_read_a_task(completions: BackgroundGateway) -> None:
-    name = ready_endpoint(completions)
+    name = completions.new_endpoint()
     task = Completion.submit(model=name, prompt="Hi", max_new_tokens=2)
     api_engine.set_api_key(f"someone-else-{uuid.uuid4().hex[:8]}")
     with pytest.raises(NotFoundError):

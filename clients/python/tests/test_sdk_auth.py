@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from llmengine import Completion, Model, api_engine
 from llmengine.errors import UnauthorizedError
-from sdk_platform import Platform
+
+from model_engine_server.testing.platform import Platform
 
 
 def test_a_valid_key_is_accepted(keyed_gateway: Platform) -> None:

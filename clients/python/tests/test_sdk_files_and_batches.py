@@ -14,7 +14,8 @@ from llmengine import (
     File,
 )
 from llmengine.errors import BadRequestError, NotFoundError
-from sdk_platform import Platform
+
+from model_engine_server.testing.platform import Platform
 
 
 def test_file_lifecycle(gateway: Platform, tmp_path: Path) -> None:

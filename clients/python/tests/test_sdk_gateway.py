@@ -14,7 +14,8 @@ from llmengine import (
     api_engine,
 )
 from llmengine.errors import BadRequestError, ConflictError, NotFoundError
-from sdk_platform import Platform
+
+from model_engine_server.testing.platform import Platform
 
 TGI = LLMInferenceFramework.TEXT_GENERATION_INFERENCE
 

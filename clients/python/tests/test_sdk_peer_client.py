@@ -15,9 +15,9 @@ import pytest
 from llmengine import LLMInferenceFramework, Model, ModelEndpointStatus, api_engine
 from llmengine.errors import NotFoundError
 from sdk_inprocess_gateway import BackgroundGateway
-from sdk_platform import Platform
 
-from tests.peer_clients import run_peer_script
+from model_engine_server.testing.peers import run_peer_script
+from model_engine_server.testing.platform import Platform
 
 PEER_SCRIPT = """
 import json, os
@@ -121,13 +121,19 @@ print(json.dumps(out))
 """
 
 
-def test_the_published_client_gets_completions_sync_streamed_and_async(completions: BackgroundGateway) -> None:
+def run_on_a_new_endpoint(completions: BackgroundGateway, script: str) -> tuple[str, dict[str, Any]]:
+    """A READY endpoint of the current tenant, and what ``script`` (run by the published client) printed for it."""
     name = f"llm-{uuid.uuid4().hex[:8]}"
     completions.add_endpoint(name, api_engine.get_api_key(), completions.tgi)
     env = peer_env(completions.url) | {"ENDPOINT": name}
-    result = run_peer_script(PEER_COMPLETIONS_SCRIPT, env=env, timeout=300)
+    result = run_peer_script(script, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    output: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return name, output
+
+
+def test_the_published_client_gets_completions_sync_streamed_and_async(completions: BackgroundGateway) -> None:
+    _, out = run_on_a_new_endpoint(completions, PEER_COMPLETIONS_SCRIPT)
 
     assert out["sync"]["output"]["text"] == " the quick brown fox"
     assert out["sync"]["output"]["num_completion_tokens"] == 4
@@ -137,3 +143,91 @@ def test_the_published_client_gets_completions_sync_streamed_and_async(completio
     assert out["stream"][-1]["output"]["num_completion_tokens"] == 3
     assert out["async"] == " the quick"
     assert "".join(out["async_stream"]) == " the quick"
+
+
+PEER_BAD_REQUEST_SCRIPT = """
+import json, os
+import pydantic
+from llmengine import Completion, Model
+from llmengine.errors import BadRequestError
+
+name = os.environ["ENDPOINT"]
+invalid_completions = {
+    "max_new_tokens=0": dict(prompt="Hi", max_new_tokens=0),
+    "max_new_tokens=-1": dict(prompt="Hi", max_new_tokens=-1),
+    "empty prompt": dict(prompt="", max_new_tokens=2),
+    "temperature=1.5": dict(prompt="Hi", max_new_tokens=2, temperature=1.5),
+    "temperature=-0.1": dict(prompt="Hi", max_new_tokens=2, temperature=-0.1),
+    "top_p=0": dict(prompt="Hi", max_new_tokens=2, top_p=0),
+    "top_p=1.5": dict(prompt="Hi", max_new_tokens=2, top_p=1.5),
+    "top_k=-2": dict(prompt="Hi", max_new_tokens=2, top_k=-2),
+    "presence_penalty=3": dict(prompt="Hi", max_new_tokens=2, presence_penalty=3),
+    "frequency_penalty=-3": dict(prompt="Hi", max_new_tokens=2, frequency_penalty=-3),
+    "max_new_tokens over the context": dict(prompt="Hi", max_new_tokens=10**6),
+}
+def outcome(call):
+    try:
+        result = call()
+        if hasattr(result, "__next__"):
+            list(result)
+        return "accepted"
+    except BadRequestError as exc:
+        return "BadRequestError: " + str(exc)
+    except (pydantic.ValidationError, ValueError):
+        return "refused by the client before sending"
+    except Exception as exc:
+        return type(exc).__name__ + ": " + str(exc)
+
+out = {}
+for label, fields in invalid_completions.items():
+    for stream in (False, True):
+        call = lambda: Completion.create(model=name, stream=stream, **fields)
+        out[f"{label} stream={stream}"] = outcome(call)
+invalid_creates = {
+    "empty name": dict(name=""),
+    "upper-case name": dict(name="Bad_Name"),
+    "min_workers=-1": dict(min_workers=-1),
+    "max_workers=0": dict(max_workers=0),
+    "min above max": dict(min_workers=3, max_workers=2),
+    "per_worker=0": dict(per_worker=0),
+    "unknown model": dict(model="no-such-model"),
+    "bad gpu_type": dict(gpu_type="nvidia-potato"),
+    "bad memory": dict(memory="lots"),
+}
+for label, fields in invalid_creates.items():
+    arguments = dict(name="fine-name", model="smollm2-135m", inference_framework_image_tag="latest",
+                     min_workers=0, max_workers=1, per_worker=1, gpus=0, memory="1Gi", cpus=1, storage="1Gi",
+                     gpu_type=None, endpoint_type="streaming")
+    arguments.update(fields)
+    out[f"create {label}"] = outcome(lambda: Model.create(**arguments))
+print(json.dumps(out))
+"""
+
+
+CHECKED_BY_THE_PUBLISHED_CLIENT = {
+    "presence_penalty=3",
+    "frequency_penalty=-3",
+    "top_k=-2",
+    "top_p=0",
+    "top_p=1.5",
+    "temperature=1.5",
+    "temperature=-0.1",
+    "create bad gpu_type",
+}
+
+
+def test_the_published_client_raises_bad_request_for_every_invalid_parameter(completions: BackgroundGateway) -> None:
+    name, out = run_on_a_new_endpoint(completions, PEER_BAD_REQUEST_SCRIPT)
+
+    # The published client checks a few fields itself (penalties >= 0, gpu_type); everything it sends is a 400.
+    refused_locally = {label for label, outcome in out.items() if outcome == "refused by the client before sending"}
+    assert {label.split(" stream=")[0] for label in refused_locally} <= CHECKED_BY_THE_PUBLISHED_CLIENT
+    sent = {label: outcome for label, outcome in out.items() if label not in refused_locally}
+    assert {label: outcome for label, outcome in sent.items() if not outcome.startswith("BadRequestError")} == {}
+    assert len(sent) == 16
+    # The message names the field that is wrong.
+    assert "max_new_tokens" in out["max_new_tokens=0 stream=False"]
+    assert "prompt" in out["empty prompt stream=True"]
+    assert "name" in out["create empty name"]
+    assert "min_workers" in out["create min above max"]
+    assert [e.name for e in Model.list().model_endpoints] == [name]  # no invalid create left a record

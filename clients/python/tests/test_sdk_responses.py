@@ -15,22 +15,10 @@ from llmengine import (
     ListLLMEndpointsResponse,
     ModelEndpointStatus,
     TaskStatus,
+    errors,
 )
 from llmengine._core.responses import completion_from_task, error_from_response, parse_body, retry_after_seconds
 from llmengine._core.retry import Failure, RetryPolicy, poll_intervals
-from llmengine.errors import (
-    APIError,
-    BadRequestError,
-    ConflictError,
-    LLMEngineError,
-    MalformedResponseError,
-    NotFoundError,
-    RateLimitExceededError,
-    ServerError,
-    TaskFailedError,
-    UnauthorizedError,
-    UnknownError,
-)
 
 # What the gateway returns for an endpoint (shape of DESIGN.md's wire contract).
 ENDPOINT = {
@@ -85,22 +73,24 @@ ENDPOINT = {
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [
-        (400, BadRequestError),
-        (422, BadRequestError),
-        (401, UnauthorizedError),
-        (404, NotFoundError),
-        (429, RateLimitExceededError),
-        (500, ServerError),
-        (503, ServerError),
-        (409, ConflictError),
-        (418, UnknownError),
+        (400, errors.BadRequestError),
+        (422, errors.BadRequestError),
+        (401, errors.UnauthorizedError),
+        (404, errors.NotFoundError),
+        (429, errors.RateLimitExceededError),
+        (500, errors.ServerError),
+        (503, errors.ServerError),
+        (409, errors.ConflictError),
+        (418, errors.UnknownError),
     ],
 )
-def test_each_status_class_has_its_error_type_carrying_the_detail(status: int, error_type: type[APIError]) -> None:
+def test_each_status_class_has_its_error_type_carrying_the_detail(
+    status: int, error_type: type[errors.APIError]
+) -> None:
     error = error_from_response(status, json.dumps({"detail": "Endpoint 'x' is not ready: loading"}).encode())
     assert isinstance(error, error_type)
-    assert isinstance(error, LLMEngineError)
-    assert isinstance(error, APIError)
+    assert isinstance(error, errors.LLMEngineError)
+    assert isinstance(error, errors.APIError)
     assert error.status_code == status
     assert error.detail == "Endpoint 'x' is not ready: loading"
     assert "Endpoint 'x' is not ready: loading" in str(error)
@@ -118,7 +108,7 @@ def test_validation_details_become_a_readable_message_and_stay_available_raw() -
 
 def test_a_body_that_is_not_json_is_still_shown() -> None:
     error = error_from_response(502, b"<html>Bad Gateway</html>")
-    assert isinstance(error, ServerError)
+    assert isinstance(error, errors.ServerError)
     assert "Bad Gateway" in str(error)
     assert "(empty response body)" in str(error_from_response(500, b""))
 
@@ -144,7 +134,7 @@ def test_an_endpoint_with_all_its_details_parses_and_unknown_fields_are_ignored(
 
 
 def test_a_status_outside_the_contract_is_refused() -> None:
-    with pytest.raises(MalformedResponseError, match="GetLLMEndpointResponse"):
+    with pytest.raises(errors.MalformedResponseError, match="GetLLMEndpointResponse"):
         parse_body(json.dumps(ENDPOINT | {"status": "STARTING"}).encode(), GetLLMEndpointResponse)
 
 
@@ -173,7 +163,7 @@ def test_a_running_task_has_no_completion_yet(status: TaskStatus) -> None:
 
 def test_a_failed_task_raises_with_the_workers_reason() -> None:
     task = GetAsyncTaskV1Response(task_id="t1", status=TaskStatus.FAILURE, traceback="upstream returned 422: bad")
-    with pytest.raises(TaskFailedError, match="upstream returned 422: bad") as caught:
+    with pytest.raises(errors.TaskFailedError, match="upstream returned 422: bad") as caught:
         completion_from_task(task)
     assert caught.value.task_id == "t1"
 
@@ -217,5 +207,5 @@ def test_polling_starts_quick_and_settles_at_the_ceiling() -> None:
 
 def test_a_conflict_is_still_an_unknown_error_for_code_written_against_the_published_client() -> None:
     error = error_from_response(409, b'{"detail": "Endpoint \'demo\' already exists."}')
-    assert isinstance(error, ConflictError)
-    assert isinstance(error, UnknownError)
+    assert isinstance(error, errors.ConflictError)
+    assert isinstance(error, errors.UnknownError)

@@ -9,16 +9,14 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from llmengine import Completion, LLMInferenceFramework, Model, ModelEndpointStatus, api_engine
 from llmengine.errors import NotFoundError
-from sdk_platform import Platform, poll_until, start_platform
 
-from benchmarks.instant_tgi import VOCABULARY
-
-SHIM = Path(__file__).with_name("sdk_instant_upstream.py")
+from model_engine_server.testing import eventually
+from model_engine_server.testing.platform import Platform, start_platform
+from model_engine_server.testing.tgi import instant_text
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         tmp_path_factory.mktemp("serve"),
         auth_mode="open",
         demo_model="",
-        inference_server_command=f"{sys.executable} {SHIM}",
+        inference_server_command=f"{sys.executable} -m model_engine_server.testing.tgi",
         reconcile_interval_seconds="0.5",
     )
     try:
@@ -55,12 +53,12 @@ def test_an_endpoint_from_creation_to_completions_to_deletion(platform: Platform
         inference_framework=LLMInferenceFramework.TEXT_GENERATION_INFERENCE,
         min_workers=1,
     )
-    poll_until(lambda: status_of(name) is ModelEndpointStatus.READY, timeout=90, what="endpoint READY")
+    eventually(lambda: status_of(name) is ModelEndpointStatus.READY, timeout=90, what="endpoint READY")
     endpoint = Model.get(name)
     assert endpoint.spec is not None and endpoint.spec.deployment_state is not None
     assert endpoint.spec.deployment_state.available_workers == 1
 
-    expected = "".join(" " + VOCABULARY[i] for i in range(3))
+    expected = instant_text(3)
     assert Completion.create(model=name, prompt="Hello", max_new_tokens=3).output.text == expected
     streamed = [
         e.output.text for e in Completion.create(model=name, prompt="Hello", max_new_tokens=3, stream=True) if e.output
@@ -70,6 +68,6 @@ def test_an_endpoint_from_creation_to_completions_to_deletion(platform: Platform
     assert task.result(timeout=90).output.text == expected
 
     assert Model.delete(name).deleted
-    poll_until(lambda: status_of(name) is None, timeout=60, what="endpoint removed")
+    eventually(lambda: status_of(name) is None, timeout=60, what="endpoint removed")
     with pytest.raises(NotFoundError):
         Completion.create(model=name, prompt="Hello")

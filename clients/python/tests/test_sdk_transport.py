@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
 
+import httpx
 import pytest
 from llmengine import (
     AsyncCompletionStream,
@@ -18,7 +20,6 @@ from llmengine import (
     _transport,
     api_engine,
 )
-from llmengine._core.request_specs import get_endpoint_request
 from llmengine.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -32,7 +33,6 @@ from llmengine.errors import (
     UnauthorizedError,
     ValidationError,
 )
-from sdk_platform import poll_until
 from sdk_scripted_server import Reply, ScriptedServer
 
 COMPLETION = {
@@ -157,19 +157,60 @@ def test_other_errors_are_raised_at_once(scripted: ScriptedServer, status: int, 
 
 def test_a_post_whose_answer_times_out_is_not_sent_again(scripted: ScriptedServer) -> None:
     # The gateway may be generating already: repeating the POST would do the work twice.
-    scripted.script(Reply(delay=1.0, body=json.dumps(COMPLETION).encode()))
+    scripted.script(Reply(stall_after=0, body=json.dumps(COMPLETION).encode()))
     with pytest.raises(APITimeoutError) as caught:
         Completion.create(model="demo", prompt="Hello", timeout=0.2)
     assert isinstance(caught.value, TimeoutError)
     assert len(scripted.received) == 1
 
 
-def test_a_get_whose_answer_times_out_is_retried(scripted: ScriptedServer) -> None:
+def test_a_get_whose_answer_times_out_is_retried() -> None:
+    # The timeout under test comes from the transport, so the retry that must succeed is not racing a short timeout.
     endpoint = {"name": "demo", "source": "hugging_face", "status": "READY", "inference_framework": "vllm"}
-    scripted.script(Reply(delay=1.0), ok(endpoint))
-    body = _transport.request(get_endpoint_request("demo", 0.2, None))
-    assert json.loads(body)["name"] == "demo"
-    assert len(scripted.received) == 2
+    attempts: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        if len(attempts) == 1:
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(200, json=endpoint)
+
+    api_engine.set_http_client(httpx.Client(transport=httpx.MockTransport(answer)))
+    assert Model.get("demo").name == "demo"
+    assert [r.method for r in attempts] == ["GET", "GET"]
+
+
+def test_an_injected_client_carries_every_call() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=COMPLETION)
+
+    api_engine.set_base_path("http://gateway.test/llm-engine")
+    api_engine.set_http_client(httpx.Client(transport=httpx.MockTransport(answer), headers={"x-proxy-auth": "p"}))
+    assert Completion.create(model="demo", prompt="Hello").output.text == " the quick"
+    assert str(seen[0].url) == "http://gateway.test/llm-engine/v1/llm/completions-sync?model_endpoint_name=demo"
+    assert seen[0].headers["x-proxy-auth"] == "p"
+
+
+async def test_the_async_face_reuses_one_pooled_client_per_event_loop(scripted: ScriptedServer) -> None:
+    scripted.script(ok(COMPLETION), ok(COMPLETION))
+    await Completion.acreate(model="demo", prompt="Hello")
+    first = await _transport.async_client()
+    await Completion.acreate(model="demo", prompt="Hello")
+    assert await _transport.async_client() is first and not first.is_closed
+
+
+def test_the_async_pool_is_closed_when_its_event_loop_shuts_down(scripted: ScriptedServer) -> None:
+    scripted.script(ok(COMPLETION))
+
+    async def call() -> httpx.AsyncClient:
+        await Completion.acreate(model="demo", prompt="Hello")
+        return await _transport.async_client()
+
+    client = asyncio.run(call())
+    assert client.is_closed
 
 
 def test_an_unreachable_gateway_is_a_connection_error_naming_the_url(scripted: ScriptedServer) -> None:
@@ -200,7 +241,7 @@ def test_leaving_a_stream_early_closes_the_connection(scripted: ScriptedServer) 
     with Completion.create(model="demo", prompt="Hello", stream=True) as stream:
         first = next(stream)
     assert first.output is not None and first.output.text == " t0"
-    poll_until(lambda: scripted.abandoned == 1, what="server sees the client hang up")
+    scripted.wait_abandoned(1)
 
 
 def test_an_error_before_the_first_event_raises_when_iteration_starts(scripted: ScriptedServer) -> None:
@@ -238,12 +279,15 @@ def test_an_unreadable_event_raises_and_closes_the_connection(scripted: Scripted
     assert next(stream).output is not None
     with pytest.raises(MalformedResponseError, match="DONE"):
         next(stream)
-    poll_until(lambda: scripted.abandoned == 1, what="server sees the client hang up")
+    scripted.wait_abandoned(1)
 
 
 def test_a_stream_that_goes_silent_times_out_between_events(scripted: ScriptedServer) -> None:
-    scripted.script(Reply(headers=SSE_HEADERS, chunks=[sse(token_event(" the")), sse(token_event(" x"))], pause=1.0))
-    stream = Completion.create(model="demo", prompt="Hello", stream=True, timeout=0.3)
+    scripted.script(
+        Reply(headers=SSE_HEADERS, chunks=[sse(token_event(" the")), sse(token_event(" x"))], stall_after=1)
+    )
+    # The first event must arrive within the same timeout, so it is generous; the server never sends the second.
+    stream = Completion.create(model="demo", prompt="Hello", stream=True, timeout=1.0)
     assert next(stream).output is not None
     with pytest.raises(APITimeoutError):
         next(stream)
@@ -272,7 +316,7 @@ async def test_leaving_an_async_stream_early_closes_the_connection(scripted: Scr
     async with await Completion.acreate(model="demo", prompt="Hello", stream=True) as stream:
         first = await stream.__anext__()
     assert first.output is not None and first.output.text == " t0"
-    poll_until(lambda: scripted.abandoned == 1, what="server sees the client hang up")
+    scripted.wait_abandoned(1)
 
 
 async def test_acreate_raises_the_typed_errors(scripted: ScriptedServer) -> None:
@@ -285,7 +329,7 @@ async def test_acreate_raises_the_typed_errors(scripted: ScriptedServer) -> None
 
 
 async def test_an_async_post_whose_answer_times_out_is_not_sent_again(scripted: ScriptedServer) -> None:
-    scripted.script(Reply(delay=1.0, body=json.dumps(COMPLETION).encode()))
+    scripted.script(Reply(stall_after=0, body=json.dumps(COMPLETION).encode()))
     with pytest.raises(APITimeoutError):
         await Completion.acreate(model="demo", prompt="Hello", timeout=0.2)
     assert len(scripted.received) == 1

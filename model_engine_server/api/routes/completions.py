@@ -54,18 +54,9 @@ async def create_completion_sync(
     request = body.to_domain()
     route = await _route(dispatcher, "sync", model_endpoint_name, caller, request)
     observation = RequestObservation("sync", route.endpoint.id, started)
-    outcome = "client_disconnected"  # a cancellation at the await below
-    try:
+    with observation.measuring():
         output = await dispatcher.complete(route, request)
-        outcome = "200"
-    except DomainError as exc:
-        outcome = str(status_for(exc))
-        raise
-    except Exception:
-        outcome = "500"
-        raise
-    finally:
-        observation.finish(outcome)
+        observation.tokens(output.num_prompt_tokens, output.num_completion_tokens)
     payload = sync_response_payload(uuid.uuid4().hex, output)
     return Response(orjson.dumps(payload), media_type="application/json")
 

@@ -13,7 +13,7 @@ from model_engine_server.api.schemas import (
     ListEndpointsResponse,
     UpdateEndpointRequest,
 )
-from model_engine_server.db.repositories import EndpointOrder
+from model_engine_server.domain.entities import EndpointOrder
 
 router = APIRouter(prefix="/v1/llm/model-endpoints", tags=["model endpoints"])
 

@@ -51,7 +51,28 @@ def _tenant_prefix(owner: str) -> str:
     return "files/" + hashlib.sha256(owner.encode()).hexdigest()[:32]
 
 
-@router.post("", response_model=UploadFileResponse)
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    response_model=UploadFileResponse,
+    openapi_extra=_UPLOAD_BODY,  # read by hand (request.form) so the size limit applies before parsing
+    responses={400: {"description": "No `file` field."}, 413: {"description": "Over LLM_ENGINE_FILE_MAX_BYTES."}},
+)
 async def upload_file(request: Request, caller: CallerDep, services: FilesAndJobsDep) -> UploadFileResponse:
     limit = services.settings.file_max_bytes
     declared = request.headers.get("content-length", "")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from model_engine_server.api.deps import ServicesDep
 
@@ -17,25 +16,30 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "The database and the task broker answer."},
+        503: {"description": "Not ready: `checks` says which dependency is unreachable and why."},
+    },
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready when every dependency answers a round trip (the database and the task broker)."""
     checks: dict[str, str] = {}
-    try:
-        async with services.database.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # any failure means not ready; say which
-        checks["database"] = f"unreachable: {type(exc).__name__}"
-    if services.async_tasks is not None:
+    for name, dependency in services.health.items():
         try:
-            await services.async_tasks.check_broker()
-            checks["broker"] = "ok"
+            await dependency.check()
+            checks[name] = "ok"
         except Exception as exc:  # any failure means not ready; say which
-            checks["broker"] = f"unreachable: {type(exc).__name__}"
+            checks[name] = f"unreachable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from model_engine_server.inference.server import openai
 from model_engine_server.inference.server.protocol import TgiInfo, TgiRequest
-from model_engine_server.inference.server.scheduler import ErrorEvent, Finished, OverloadedError, TokenEvent
+from model_engine_server.inference.server.scheduler import ErrorEvent, Finished, QueueFullError, TokenEvent
 from model_engine_server.inference.server.service import Generation, InferenceService
-from model_engine_server.inference.server.validation import RequestValidationError
+from model_engine_server.inference.server.validation import GenerationRequestError
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -95,10 +95,10 @@ async def run_tgi(
     service.metrics.request_count.inc()
     try:
         finished, headers = await generate_response(service, body, http)
-    except RequestValidationError as error:
+    except GenerationRequestError as error:
         service.metrics.request_failure.labels("validation").inc()
         return tgi_error(422, error.message, "validation")
-    except OverloadedError as error:
+    except QueueFullError as error:
         service.metrics.request_failure.labels("overloaded").inc()
         return tgi_error(429, str(error), "overloaded")
     except GenerationFailed as error:
@@ -121,10 +121,10 @@ def stream_tgi(service: InferenceService, body: TgiRequest) -> StreamingResponse
     try:
         valid = service.validator.validate_tgi(body.inputs, body.parameters, stream=True)
         generation = service.submit(valid, stream=True)
-    except RequestValidationError as error:
+    except GenerationRequestError as error:
         service.metrics.request_failure.labels("validation").inc()
         first = sse({"error": error.message, "error_type": "validation"})
-    except OverloadedError as error:
+    except QueueFullError as error:
         service.metrics.request_failure.labels("overloaded").inc()
         first = sse({"error": str(error), "error_type": "overloaded"})
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from model_engine_server import __version__
 from model_engine_server.config import Settings
 from model_engine_server.domain.model_zoo import ModelZoo
 
@@ -45,13 +45,6 @@ def derive_limits(
     if total > batch_total:
         raise ValueError(f"--max-total-tokens ({total}) must be <= --max-batch-total-tokens ({batch_total})")
     return Limits(max_input_tokens, total, batch_total)
-
-
-def _package_version() -> str:
-    try:
-        return version("model-engine-server")
-    except PackageNotFoundError:
-        return "0.1.0"
 
 
 def inference_server(
@@ -168,7 +161,7 @@ def build_service(
     )
     info = ServerInfo(
         model_id=model_id,
-        version=_package_version(),
+        version=__version__,
         max_input_tokens=limits.max_input_tokens,
         max_total_tokens=limits.max_total_tokens,
         max_stop_sequences=max_stop_sequences,

@@ -157,9 +157,12 @@ class ModelRunner:
         """One decode step for every row; returns the advanced batch and the next-token logits ``[batch, vocab]``."""
         ones = torch.ones((len(batch), 1), dtype=batch.attention_mask.dtype, device=self.device)
         mask = torch.cat([batch.attention_mask, ones], dim=1)
+        # Without left padding every row attends to its whole cache, so the model needs no mask: building the 4-D
+        # mask from the 2-D one costs a quarter of a small batch's decode step on CPU (measured, SmolLM2 batch 1).
+        padded = min(batch.lengths) < batch.attention_mask.shape[1]
         out = self.model(
             input_ids=batch.next_tokens[:, None],
-            attention_mask=mask,
+            attention_mask=mask if padded else None,
             position_ids=batch.positions[:, None],
             past_key_values=batch.cache,
             use_cache=True,

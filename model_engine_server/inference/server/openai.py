@@ -24,9 +24,9 @@ from model_engine_server.inference.server.protocol import (
     Usage,
     _OpenAiSampling,
 )
-from model_engine_server.inference.server.scheduler import ErrorEvent, Finished, OverloadedError, TokenEvent
+from model_engine_server.inference.server.scheduler import ErrorEvent, Finished, QueueFullError, TokenEvent
 from model_engine_server.inference.server.service import Generation, InferenceService
-from model_engine_server.inference.server.validation import RequestValidationError, ValidRequest
+from model_engine_server.inference.server.validation import GenerationRequestError, ValidRequest
 
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 router = APIRouter(prefix="/v1")
@@ -73,7 +73,7 @@ class StopTrimmer:
 
 def _validate(service: InferenceService, body: _OpenAiSampling, prompt_ids: list[int], max_tokens: int | None) -> Any:
     if body.n != 1:
-        raise RequestValidationError("only `n` = 1 is supported")
+        raise GenerationRequestError("only `n` = 1 is supported")
     temperature = 1.0 if body.temperature is None else body.temperature
     sampling = service.validator.sampling(
         seed=body.seed,
@@ -147,7 +147,7 @@ async def _collect(generation: Generation, http: Request) -> Finished | ErrorEve
 
 
 def _run_errors(service: InferenceService, error: Exception) -> Response:
-    if isinstance(error, RequestValidationError):
+    if isinstance(error, GenerationRequestError):
         service.metrics.request_failure.labels("validation").inc()
         return error_response(400, error.message, "BadRequestError")
     service.metrics.request_failure.labels("overloaded").inc()
@@ -169,12 +169,12 @@ async def completions(service: Service, body: CompletionRequest, http: Request) 
         prompt = prompt[0]
     try:
         if isinstance(prompt, str) and not prompt:
-            raise RequestValidationError("`prompt` cannot be empty")
+            raise GenerationRequestError("`prompt` cannot be empty")
         ids = service.validator.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
         max_tokens = DEFAULT_COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
         valid = _validate(service, body, ids, max_tokens)
         generation = _submit(service, valid, body.stream)
-    except (RequestValidationError, OverloadedError) as error:
+    except (GenerationRequestError, QueueFullError) as error:
         return _run_errors(service, error)
     echo = prompt if body.echo and isinstance(prompt, str) else ""
     base = {
@@ -225,14 +225,16 @@ def _offsets(start: int, texts: list[str]) -> list[int]:
 
 @router.post("/chat/completions")
 async def chat_completions(service: Service, body: ChatCompletionRequest, http: Request) -> Response:
+    if body.logprobs:  # not computed for chat here: refuse rather than answer without them
+        return error_response(400, "`logprobs` is not supported on chat completions by this server", "BadRequestError")
     try:
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
-        prompt = service.apply_chat_template(messages)
+        prompt = service.apply_chat_template(messages, body.chat_template)
         # The template already places the special tokens; adding them again would duplicate BOS on some models.
         ids: list[int] = service.runner.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         valid = _validate(service, body, ids, body.max_completion_tokens or body.max_tokens)
         generation = _submit(service, valid, body.stream)
-    except (RequestValidationError, OverloadedError) as error:
+    except (GenerationRequestError, QueueFullError) as error:
         return _run_errors(service, error)
     except Exception as error:  # a template that rejects these messages (e.g. roles out of order) is the caller's
         return error_response(400, f"Cannot apply the chat template: {error}", "BadRequestError")

@@ -1,4 +1,5 @@
-"""Wire models: TGI's ``/generate`` family and the OpenAI completions/chat routes, field for field.
+"""Wire models the server parses: TGI's ``/generate`` request and ``/info``, and the OpenAI completions/chat
+requests, field for field (responses are built as plain dicts where they are written).
 
 Request models are lenient about types TGI's own client sends (``None`` for unset options, extra fields ignored);
 ranges are checked in ``validation.py`` so errors carry TGI's messages.
@@ -41,51 +42,6 @@ class TgiRequest(BaseModel):
     inputs: str
     parameters: TgiParameters = Field(default_factory=TgiParameters)
     stream: bool = False
-
-
-class TgiToken(BaseModel):
-    id: int
-    text: str
-    logprob: float | None
-    special: bool
-
-
-class TgiPrefillToken(BaseModel):
-    id: int
-    text: str
-    logprob: float | None
-
-
-class TgiDetails(BaseModel):
-    finish_reason: str
-    generated_tokens: int
-    seed: int | None
-    prefill: list[TgiPrefillToken]
-    tokens: list[TgiToken]
-
-
-class TgiResponse(BaseModel):
-    generated_text: str
-    details: TgiDetails | None = None
-
-
-class TgiStreamDetails(BaseModel):
-    finish_reason: str
-    generated_tokens: int
-    seed: int | None
-    input_length: int
-
-
-class TgiStreamResponse(BaseModel):
-    index: int
-    token: TgiToken
-    generated_text: str | None = None
-    details: TgiStreamDetails | None = None
-
-
-class TgiError(BaseModel):
-    error: str
-    error_type: str
 
 
 class TgiInfo(BaseModel):
@@ -156,6 +112,7 @@ class ChatCompletionRequest(_OpenAiSampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
     logprobs: bool = False
+    chat_template: str | None = None  # replaces the tokenizer's template for this request (as vLLM's does)
 
 
 class Usage(BaseModel):

@@ -26,7 +26,7 @@ from model_engine_server.inference.server.sampling import SamplingParams, TokenC
 logger = logging.getLogger(__name__)
 
 
-class OverloadedError(Exception):
+class QueueFullError(Exception):
     """More requests are in flight than ``max_concurrent_requests`` allows."""
 
 
@@ -166,7 +166,7 @@ class Scheduler:
     def submit(self, request: GenerationRequest) -> None:
         with self._condition:
             if self._in_flight >= self.limits.max_concurrent_requests:
-                raise OverloadedError("Model is overloaded")
+                raise QueueFullError("Model is overloaded")
             self._in_flight += 1
             self._waiting.append(request)
             self.metrics.queue_size.set(len(self._waiting))

@@ -90,7 +90,7 @@ class InferenceService:
         self.info = info
 
     def submit(self, valid: ValidRequest, *, stream: bool, prompt_logprobs: bool = False) -> Generation:
-        """Queue a validated request; raises ``OverloadedError`` when too many are in flight."""
+        """Queue a validated request; raises ``QueueFullError`` when too many are in flight."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
         sink = LoopSink(asyncio.get_running_loop(), queue)
         request = GenerationRequest(
@@ -105,6 +105,9 @@ class InferenceService:
         self.scheduler.submit(request)
         return Generation(request, queue, self.scheduler)
 
-    def apply_chat_template(self, messages: list[dict[str, object]]) -> str:
-        text: str = self.runner.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def apply_chat_template(self, messages: list[dict[str, object]], template: str | None = None) -> str:
+        """The prompt for ``messages``: the tokenizer's chat template, or ``template`` when given."""
+        text: str = self.runner.tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
         return text

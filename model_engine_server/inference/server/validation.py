@@ -1,5 +1,5 @@
 """Request validation with TGI's rules and messages: a request either becomes a ``ValidRequest`` or raises
-``RequestValidationError`` (HTTP 422 ``{"error", "error_type": "validation"}``).
+``GenerationRequestError`` (HTTP 422 ``{"error", "error_type": "validation"}``).
 
 One deliberate difference: ``temperature == 0`` is accepted and means greedy (TGI rejects it), because the platform's
 own API defines 0 as greedy.
@@ -17,7 +17,7 @@ from model_engine_server.inference.server.sampling import SamplingParams
 _MAX_SEED = 2**64 - 1
 
 
-class RequestValidationError(Exception):
+class GenerationRequestError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(f"Input validation error: {message}")
         self.message = f"Input validation error: {message}"
@@ -49,15 +49,15 @@ class RequestValidator:
 
     def validate_tgi(self, inputs: str, params: TgiParameters, stream: bool) -> ValidRequest:
         if params.best_of not in (None, 1):
-            raise RequestValidationError(
+            raise GenerationRequestError(
                 "`best_of` != 1 is not supported when streaming tokens"
                 if stream
                 else f"`best_of` must be > 0 and <= 1. Given: {params.best_of}"
             )
         if stream and params.decoder_input_details:
-            raise RequestValidationError("`decoder_input_details` == true is not supported when streaming tokens")
+            raise GenerationRequestError("`decoder_input_details` == true is not supported when streaming tokens")
         if params.typical_p is not None and not 0.0 < params.typical_p < 1.0:
-            raise RequestValidationError("`typical_p` must be > 0.0 and < 1.0")
+            raise GenerationRequestError("`typical_p` must be > 0.0 and < 1.0")
         return self.validate(
             inputs,
             max_new_tokens=params.max_new_tokens,
@@ -87,19 +87,19 @@ class RequestValidator:
         presence_penalty: float | None = None,
     ) -> SamplingParams:
         if temperature is not None and temperature < 0.0:
-            raise RequestValidationError("`temperature` must be strictly positive")
+            raise GenerationRequestError("`temperature` must be strictly positive")
         if repetition_penalty is not None and repetition_penalty <= 0.0:
-            raise RequestValidationError("`repetition_penalty` must be strictly positive")
+            raise GenerationRequestError("`repetition_penalty` must be strictly positive")
         if frequency_penalty is not None and not -2.0 <= frequency_penalty <= 2.0:
-            raise RequestValidationError("`frequency_penalty` must be >= -2.0 and <= 2.0")
+            raise GenerationRequestError("`frequency_penalty` must be >= -2.0 and <= 2.0")
         if presence_penalty is not None and not -2.0 <= presence_penalty <= 2.0:
-            raise RequestValidationError("`presence_penalty` must be >= -2.0 and <= 2.0")
+            raise GenerationRequestError("`presence_penalty` must be >= -2.0 and <= 2.0")
         if top_p is not None and not 0.0 < top_p < 1.0:
-            raise RequestValidationError("`top_p` must be > 0.0 and < 1.0")
+            raise GenerationRequestError("`top_p` must be > 0.0 and < 1.0")
         if top_k is not None and top_k <= 0:
-            raise RequestValidationError("`top_k` must be strictly positive")
+            raise GenerationRequestError("`top_k` must be strictly positive")
         if seed is not None and not 0 <= seed <= _MAX_SEED:
-            raise RequestValidationError(f"`seed` must be between 0 and {_MAX_SEED}")
+            raise GenerationRequestError(f"`seed` must be between 0 and {_MAX_SEED}")
         return SamplingParams(
             seed=random.getrandbits(64) if seed is None else seed,
             do_sample=do_sample,
@@ -122,35 +122,35 @@ class RequestValidator:
     ) -> ValidRequest:
         limits = self.limits
         if isinstance(inputs, str) and not inputs:
-            raise RequestValidationError("`inputs` cannot be empty")
+            raise GenerationRequestError("`inputs` cannot be empty")
         if not inputs:
-            raise RequestValidationError("`inputs` cannot be empty")
+            raise GenerationRequestError("`inputs` cannot be empty")
         if len(stop) > limits.max_stop_sequences:
-            raise RequestValidationError(
+            raise GenerationRequestError(
                 f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(stop)}"
             )
         if any(not s for s in stop):
-            raise RequestValidationError("`stop` sequences cannot be empty")
+            raise GenerationRequestError("`stop` sequences cannot be empty")
         if max_new_tokens is not None and max_new_tokens <= 0:
-            raise RequestValidationError("`max_new_tokens` must be strictly positive")
+            raise GenerationRequestError("`max_new_tokens` must be strictly positive")
         if truncate is not None and not 0 < truncate <= limits.max_input_tokens:
-            raise RequestValidationError(
+            raise GenerationRequestError(
                 f"`truncate` must be strictly positive and less than {limits.max_input_tokens}. Given: {truncate}"
             )
         prompt_ids = self.tokenize(inputs) if isinstance(inputs, str) else list(inputs)
         if truncate is not None:
             prompt_ids = prompt_ids[-truncate:]
         if not prompt_ids:
-            raise RequestValidationError("`inputs` cannot be empty")
+            raise GenerationRequestError("`inputs` cannot be empty")
         input_length = len(prompt_ids)
         if input_length > limits.max_input_tokens:
-            raise RequestValidationError(
+            raise GenerationRequestError(
                 f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {input_length}"
             )
         if max_new_tokens is None:
             max_new_tokens = limits.max_total_tokens - input_length
         if input_length + max_new_tokens > limits.max_total_tokens:
-            raise RequestValidationError(
+            raise GenerationRequestError(
                 f"`inputs` tokens + `max_new_tokens` must be <= {limits.max_total_tokens}. "
                 f"Given: {input_length} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
             )

@@ -17,7 +17,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from model_engine_server.domain.exceptions import OrchestrationError
-from model_engine_server.orchestration.kubernetes.client import KubeApi, Obj, Resource, RetryPolicy, iter_events
+from model_engine_server.orchestration.kubernetes.client import KubeApi, KubeRetryPolicy, Obj, Resource, iter_events
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Watcher:
         label_selector: str,
         timeout_seconds: int,
         on_change: Callable[[], None],
-        retry: RetryPolicy,
+        retry: KubeRetryPolicy,
     ) -> None:
         self.api = api
         self.resource = resource
@@ -185,7 +185,7 @@ class ObjectCache:
         label_selector: str,
         timeout_seconds: int,
         on_change: Callable[[], None],
-        retry: RetryPolicy,
+        retry: KubeRetryPolicy,
     ) -> None:
         self.watchers = {r.kind: Watcher(api, r, label_selector, timeout_seconds, on_change, retry) for r in resources}
 

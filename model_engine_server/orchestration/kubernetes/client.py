@@ -4,7 +4,7 @@ Everything here runs in worker threads (the orchestrator calls it through ``asyn
 (``_preload_content=False``) so objects round-trip exactly as the API server sends them, and it is the one place
 ``ApiException`` and connection errors become domain errors:
 
-- 409 (conflict), 429, 5xx and dropped connections: retried with jittered exponential backoff (``RetryPolicy``);
+- 409 (conflict), 429, 5xx and dropped connections: retried with jittered exponential backoff (``KubeRetryPolicy``);
 - 403: ``PermissionDeniedError`` naming the verb and resource the Role must grant;
 - 404 on read or delete: ``None`` / success (absent is fine);
 - anything else (400, 422, …): ``OrchestrationError`` with the API server's message.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from model_engine_server.domain.backoff import full_jitter
 from model_engine_server.domain.exceptions import OrchestrationError, PermissionDeniedError
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,13 @@ READ_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class KubeRetryPolicy:
     attempts: int = 6
     base_delay: float = 0.25
     max_delay: float = 8.0
 
     def delay(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2**attempt)], so retrying clients spread out."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+        return full_jitter(attempt, self.base_delay, self.max_delay)
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ def load_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
 
 
 def _finish(configuration: k8s.Configuration) -> k8s.ApiClient:
-    configuration.retries = False  # RetryPolicy is the single retry policy; urllib3 must not retry underneath
+    configuration.retries = False  # KubeRetryPolicy is the single retry policy; urllib3 must not retry underneath
     return k8s.ApiClient(configuration)
 
 
@@ -136,12 +135,12 @@ class KubeApi:
         api_client: k8s.ApiClient,
         namespace: str,
         field_manager: str,
-        retry: RetryPolicy | None = None,
+        retry: KubeRetryPolicy | None = None,
     ) -> None:
         self.api_client = api_client
         self.namespace = namespace
         self.field_manager = field_manager
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or KubeRetryPolicy()
         self._apis: dict[str, Any] = {}
 
     # --- operations ------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from model_engine_server.domain.jobs import JOB_ENTRYPOINTS, Job, RunObservation
 from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.orchestration.kubernetes import naming
 from model_engine_server.orchestration.kubernetes.cache import ObjectCache
-from model_engine_server.orchestration.kubernetes.client import KubeApi, Resource, RetryPolicy
+from model_engine_server.orchestration.kubernetes.client import KubeApi, KubeRetryPolicy, Resource
 
 JOBS = Resource("Job", "batch", "v1", "jobs", "BatchV1Api", "namespaced_job")
 JOB_ID_LABEL = "llm-engine.io/job-id"
@@ -122,7 +122,7 @@ class KubernetesJobRunner:
                 naming.MANAGED_SELECTOR,
                 self._settings.kubernetes_watch_timeout_seconds,
                 _ignore_change,  # the reconciler's next pass reads the cache
-                RetryPolicy(),
+                KubeRetryPolicy(),
             )
             self._cache.start()
         return self._cache

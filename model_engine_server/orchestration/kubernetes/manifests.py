@@ -7,151 +7,34 @@ Pure functions of (endpoint, settings, model zoo): no API calls, so every manife
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from model_engine_server.config import Settings
-from model_engine_server.domain.entities import EndpointConfig, InferenceFramework, ModelEndpoint
+from model_engine_server.domain.entities import EndpointConfig, ModelEndpoint
 from model_engine_server.domain.exceptions import OrchestrationError
 from model_engine_server.domain.model_zoo import ModelZoo, ZooEntry
 from model_engine_server.orchestration.kubernetes import naming
+from model_engine_server.orchestration.kubernetes.engines import (
+    CHECKPOINT_DIR,
+    CONTAINER_PORT,
+    ENGINES,
+    MODEL_DIR,
+    EngineKind,
+    EngineWeights,
+    select_engine,
+)
 
 Manifest = dict[str, Any]
 
 CONTAINER_NAME = "engine"
-CONTAINER_PORT = 8080
 SERVICE_PORT = 80
 GPU_RESOURCE = "nvidia.com/gpu"
-MODEL_DIR = "/models"
-CHECKPOINT_DIR = f"{MODEL_DIR}/checkpoint"
 DEFAULT_CONTEXT_LENGTH = 4096  # for a checkpoint_path whose model_name the zoo does not know
 # Probe budgets: a 70B model can take half an hour to load on a cold node; readiness reacts within seconds.
 STARTUP_BUDGET_SECONDS_GPU = 45 * 60
 STARTUP_BUDGET_SECONDS_CPU = 15 * 60
 STARTUP_PERIOD_SECONDS = 10
 SHM_SIZE = "1Gi"
-
-
-class EngineKind(StrEnum):
-    TGI = "text_generation_inference"
-    VLLM = "vllm"
-    BUILTIN = "builtin"
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where the engine reads weights from: a hub repo id, or the local directory a checkpoint is placed in."""
-
-    model_id: str  # hub repository, or CHECKPOINT_DIR when a checkpoint is placed in the pod
-    served_name: str  # the endpoint's model_name (a zoo name unless a checkpoint is given)
-    context_length: int
-    max_input_tokens: int
-
-
-class TgiEngine:
-    """``text-generation-launcher`` from the TGI image (TGI protocol)."""
-
-    def image(self, config: EndpointConfig, settings: Settings) -> str:
-        return f"{settings.tgi_image_repository}:{_resolve_tag(config, settings)}"
-
-    def command(self) -> list[str]:
-        return ["text-generation-launcher"]
-
-    def args(self, config: EndpointConfig, source: ModelSource) -> list[str]:
-        args = [
-            "--model-id",
-            source.model_id,
-            "--num-shard",
-            str(config.num_shards),
-            "--max-input-tokens",
-            str(source.max_input_tokens),
-            "--max-total-tokens",
-            str(source.context_length),
-            "--hostname",
-            "0.0.0.0",
-            "--port",
-            str(CONTAINER_PORT),
-        ]
-        if config.quantize:
-            args += ["--quantize", config.quantize]
-        return args
-
-
-class VllmEngine:
-    """vLLM's OpenAI-compatible server from the vllm-openai image."""
-
-    def image(self, config: EndpointConfig, settings: Settings) -> str:
-        return f"{settings.vllm_image_repository}:{_resolve_tag(config, settings)}"
-
-    def command(self) -> list[str]:
-        return ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-
-    def args(self, config: EndpointConfig, source: ModelSource) -> list[str]:
-        args = [
-            "--model",
-            source.model_id,
-            "--served-model-name",
-            source.served_name,
-            "--tensor-parallel-size",
-            str(config.num_shards),
-            "--max-model-len",
-            str(source.context_length),
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(CONTAINER_PORT),
-        ]
-        if config.quantize:
-            args += ["--quantization", config.quantize]
-        return args
-
-
-class BuiltinEngine:
-    """``model-engine inference-server``: TGI protocol plus OpenAI routes, so it stands in for either engine."""
-
-    def image(self, config: EndpointConfig, settings: Settings) -> str:  # noqa: ARG002 - one image for all
-        return f"{settings.builtin_image_repository}:{settings.builtin_image_tag}"
-
-    def command(self) -> list[str]:
-        return ["model-engine", "inference-server"]
-
-    def args(self, config: EndpointConfig, source: ModelSource) -> list[str]:  # noqa: ARG002 - no sharding flags
-        # The built-in server resolves zoo names itself (incl. GGUF files bundled in its image).
-        model_id = source.model_id if source.model_id == CHECKPOINT_DIR else source.served_name
-        return [
-            "--model-id",
-            model_id,
-            "--max-input-tokens",
-            str(source.max_input_tokens),
-            "--max-total-tokens",
-            str(source.context_length),
-            "--hostname",
-            "0.0.0.0",
-            "--port",
-            str(CONTAINER_PORT),
-        ]
-
-
-ENGINES: dict[EngineKind, TgiEngine | VllmEngine | BuiltinEngine] = {
-    EngineKind.TGI: TgiEngine(),
-    EngineKind.VLLM: VllmEngine(),
-    EngineKind.BUILTIN: BuiltinEngine(),
-}
-
-
-def select_engine(config: EndpointConfig, settings: Settings) -> EngineKind:
-    if config.gpus == 0 and settings.kubernetes_builtin_engine_without_gpus:
-        return EngineKind.BUILTIN
-    if config.inference_framework == InferenceFramework.VLLM:
-        return EngineKind.VLLM
-    return EngineKind.TGI
-
-
-def _resolve_tag(config: EndpointConfig, settings: Settings) -> str:
-    tag = config.inference_framework_image_tag
-    if tag == "latest":
-        tag = settings.latest_image_tags.get(config.inference_framework.value, tag)
-    return tag
 
 
 @dataclass(frozen=True)
@@ -215,7 +98,7 @@ def _metadata(endpoint: ModelEndpoint, settings: Settings, **extra: Any) -> Mani
     }
 
 
-def _model_source(endpoint: ModelEndpoint, zoo: ModelZoo) -> ModelSource:
+def _model_source(endpoint: ModelEndpoint, zoo: ModelZoo) -> EngineWeights:
     config = endpoint.config
     entry: ZooEntry | None = zoo.get(config.model_name)
     if entry is None and not config.checkpoint_path:
@@ -225,7 +108,7 @@ def _model_source(endpoint: ModelEndpoint, zoo: ModelZoo) -> ModelSource:
     context = entry.context_length if entry else DEFAULT_CONTEXT_LENGTH
     max_input = entry.max_input_tokens if entry else context - min(1024, context // 4)
     model_id = CHECKPOINT_DIR if config.checkpoint_path else entry.hf_repo  # type: ignore[union-attr]
-    return ModelSource(
+    return EngineWeights(
         model_id=model_id, served_name=config.model_name, context_length=context, max_input_tokens=max_input
     )
 

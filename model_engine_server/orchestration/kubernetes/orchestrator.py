@@ -22,6 +22,7 @@ from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.domain.exceptions import OrchestrationError
 from model_engine_server.domain.model_zoo import ModelZoo
+from model_engine_server.orchestration import events
 from model_engine_server.orchestration.kubernetes import manifests, naming, status
 from model_engine_server.orchestration.kubernetes.cache import ObjectCache
 from model_engine_server.orchestration.kubernetes.client import (
@@ -33,9 +34,9 @@ from model_engine_server.orchestration.kubernetes.client import (
     SCALED_OBJECTS,
     SERVICES,
     KubeApi,
+    KubeRetryPolicy,
     Obj,
     Resource,
-    RetryPolicy,
     load_api_client,
 )
 
@@ -55,11 +56,11 @@ class KubernetesOrchestrator:
         settings: Settings,
         zoo: ModelZoo | None = None,
         api: KubeApi | None = None,
-        retry: RetryPolicy | None = None,
+        retry: KubeRetryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.zoo = zoo or settings.model_zoo()
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or KubeRetryPolicy()
         self._api = api
         self._owns_client = False
         self._cache: ObjectCache | None = None
@@ -195,20 +196,8 @@ class KubernetesOrchestrator:
             return f"Deployment {name} was changed outside LLM Engine"
         return None
 
-    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        service = naming.resource_name(endpoint)
-        return [
-            self.settings.kubernetes_service_url_template.format(
-                service=service, namespace=self.settings.kubernetes_namespace
-            )
-        ]
-
     async def wait_for_change(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return
-        self._changed.clear()
+        await events.wait_for_change(self._changed, timeout)
 
     def _notify_from_thread(self) -> None:
         loop = self._loop

@@ -1,8 +1,8 @@
-"""A read-only view of the local orchestrator's replicas for other processes (the async worker).
+"""Where requests go when the local orchestrator runs in another process (the async worker; a gateway beside
+``model-engine orchestrator``): the ``UpstreamResolver`` over the state file it rewrites after every change.
 
-The orchestrator runs inside ``model-engine serve``; a worker process cannot ask it, so it reads the state file the
-orchestrator rewrites after every change. Replicas whose process is gone are left out; a replica that is still
-starting refuses connections, and the upstream client then tries the next one.
+The same answer the orchestrator gives in its own process: replicas that were ready at the last write and whose
+process still runs, current generation first.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from model_engine_server.domain.entities import ModelEndpoint
 from model_engine_server.orchestration.local.processes import process_alive
 from model_engine_server.orchestration.local.state import StateFile
 
@@ -28,18 +29,17 @@ class LocalReplicaDirectory:
         self._loaded_at = -float("inf")
         self._urls: dict[str, list[str]] = {}
 
-    def upstreams(self, endpoint_id: str) -> list[str]:
-        """Base URLs of the live replicas serving ``endpoint_id`` (current generation first)."""
+    async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
         now = time.monotonic()
         if now - self._loaded_at >= self._cache_seconds:
             self._urls = self._read()
             self._loaded_at = now
-        return list(self._urls.get(endpoint_id, []))
+        return list(self._urls.get(endpoint.id, []))
 
     def _read(self) -> dict[str, list[str]]:
         urls: dict[str, list[str]] = {}
         for deployment in self._state.load():
-            live = [r for r in deployment.replicas if process_alive(r.pid, r.start_time)]
+            live = [r for r in deployment.replicas if r.ready and process_alive(r.pid, r.start_time)]
             live.sort(key=lambda r: r.launch_key != deployment.launch_key)
             urls[deployment.endpoint_id] = [f"http://127.0.0.1:{r.port}" for r in live]
         return urls

@@ -2,7 +2,8 @@
 
 One supervisor task owns the process lifecycle of every endpoint (start, restart with backoff, roll over, scale);
 each replica has a watcher task that health-checks it and notices when it exits. ``apply``/``delete`` change what is
-wanted and wake the supervisor; ``observe``/``upstreams`` read in-process state and never block on I/O.
+wanted and wake the supervisor; ``observe``/``upstreams`` read in-process state and never block on I/O. Other
+processes (the async worker, a gateway run alone) find the replicas through ``LocalReplicaDirectory``.
 
 A replica's life: STARTING → READY ⇄ UNHEALTHY → STOPPING → EXITED. An exit that we did not ask for is a crash: the
 slot is restarted after a growing delay, and ``crash_loop_after`` crashes in a row turn the endpoint UPDATE_FAILED with
@@ -13,15 +14,12 @@ while the old ones keep serving, and stops the old ones once every new replica i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shlex
 import signal
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 
 import httpx
@@ -29,120 +27,39 @@ import httpx
 from model_engine_server.config import Settings
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.domain.model_zoo import ModelZoo
+from model_engine_server.orchestration import events
+from model_engine_server.orchestration.events import wait_event
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.launch import LaunchSpec, build_launch_spec
 from model_engine_server.orchestration.local.policy import SupervisionPolicy
 from model_engine_server.orchestration.local.processes import (
+    LAUNCHED_BY,
     free_port,
-    group_alive,
+    launched_by,
     log_tail,
     process_alive,
     process_start_time,
     signal_group,
 )
-from model_engine_server.orchestration.local.state import DeploymentRecord, ReplicaRecord, StateFile
+from model_engine_server.orchestration.local.replicas import (
+    Deployment,
+    Replica,
+    ReplicaPhase,
+    ReplicaView,
+    SlotHealth,
+    adopted_deployment,
+    deployment_record,
+)
+from model_engine_server.orchestration.local.state import StateFile
+from model_engine_server.orchestration.local.supervisor import ProcessStartError, start_process, stop_process_group
+from model_engine_server.orchestration.local.watcher import ReplicaWatcher
 
 log = logging.getLogger(__name__)
 
-_EXIT_POLL_SECONDS = 0.5  # adopted processes are not our children, so their exit is polled
-_GROUP_EXIT_SECONDS = 5.0  # SIGKILLed processes vanish within milliseconds; this bounds a stuck kernel
-_PEER_VIEW_CACHE_SECONDS = 0.5  # how stale the state file may be when another process runs the servers
-
-
-async def _wait_event(event: asyncio.Event, timeout: float) -> bool:
-    """Wait for ``event`` at most ``timeout`` seconds; whether it was set.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that races with the event, which would
-    leave a cancelled supervisor running forever.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await event.wait()
-    return event.is_set()
-
-
-class ReplicaPhase(StrEnum):
-    STARTING = "starting"
-    READY = "ready"
-    UNHEALTHY = "unhealthy"
-    STOPPING = "stopping"
-    EXITED = "exited"
-
-
-@dataclass(eq=False)
-class Replica:
-    slot: int
-    launch_key: str
-    port: int
-    pid: int
-    start_time: int | None
-    log_path: Path
-    log_offset: int  # where this run's output starts in the (appended) log file
-    process: asyncio.subprocess.Process | None  # None when adopted from an earlier platform run
-    started_at: float = field(default_factory=time.monotonic)
-    phase: ReplicaPhase = ReplicaPhase.STARTING
-    ready_since: float | None = None
-    last_healthy_at: float | None = None
-    health_failures: int = 0
-    exit_code: int | None = None
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    stop_task: asyncio.Task[None] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def describe_exit(self) -> str:
-        if self.exit_code is None:
-            return "exited"
-        if self.exit_code < 0:
-            with contextlib.suppress(ValueError):
-                return f"was killed by {signal.Signals(-self.exit_code).name}"
-        return f"exited with code {self.exit_code}"
-
-
-@dataclass
-class SlotHealth:
-    """Crash history of one replica slot; survives the replica processes that fill the slot."""
-
-    crashes: int = 0
-    restart_at: float = 0.0
-    last_reason: str | None = None
-
-
-@dataclass(eq=False)
-class Deployment:
-    endpoint_id: str
-    name: str
-    revision: int
-    launch_key: str
-    desired: int
-    launch: LaunchSpec | None  # None for a deployment re-adopted from the state file and not applied yet
-    current: dict[int, Replica] = field(default_factory=dict)  # slot -> replica of the wanted generation
-    previous: list[Replica] = field(default_factory=list)  # ready replicas of older generations, still serving
-    retiring: list[Replica] = field(default_factory=list)  # being stopped in the background
-    slots: dict[int, SlotHealth] = field(default_factory=dict)
-    deleting: bool = False
-
-    def replicas(self) -> list[Replica]:
-        return [*self.current.values(), *self.previous, *self.retiring]
-
-
-@dataclass(frozen=True)
-class ReplicaView:
-    """A read-only look at one replica, for the CLI and tests."""
-
-    slot: int
-    pid: int
-    port: int
-    phase: ReplicaPhase
-    log_path: Path
-    current: bool
-
 
 class LocalOrchestrator:
-    """Implements ``domain.ports.Orchestrator`` with processes on this machine."""
+    """Implements ``domain.ports.Orchestrator`` with processes on this machine, and ``UpstreamResolver`` for the
+    process it runs in (``start()`` first: an orchestrator that was not started runs nothing and routes nowhere)."""
 
     def __init__(
         self, settings: Settings, policy: SupervisionPolicy | None = None, zoo: ModelZoo | None = None
@@ -157,14 +74,15 @@ class LocalOrchestrator:
         self._changed = asyncio.Event()  # wakes ``wait_for_change``
         self._supervisor: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
-        self._peer_view: dict[str, list[str]] = {}
-        self._peer_view_at = -float("inf")
+        self._watcher: ReplicaWatcher | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._http = httpx.AsyncClient(timeout=self._policy.health_timeout_seconds, trust_env=False)
+        self._watcher = ReplicaWatcher(self._http, self._policy, self._notify)
         self._adopt_from_state()
+        self._stop_orphans()
         self._save_state()
         self._supervisor = asyncio.create_task(self._supervise(), name="local-orchestrator-supervisor")
 
@@ -240,31 +158,17 @@ class LocalOrchestrator:
             reason = f"Starting {unavailable} of {d.desired} replica(s); output in {self._log_dir(d.name)}"
         return ObservedState(EndpointStatus.UPDATE_IN_PROGRESS, available, unavailable, reason)
 
+    # --- the UpstreamResolver port, for the process it runs in --------------------------------------------------------
+
     async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        if self._supervisor is None:
-            # Not started: another process runs the servers (`model-engine gateway` beside `model-engine
-            # orchestrator`); the state file it keeps says which replicas are ready.
-            return self._ready_in_state_file(endpoint.id)
+        """Ready replicas, current generation first (other processes read the same from the state file)."""
         d = self._deployments.get(endpoint.id)
         if d is None or d.deleting:
             return []
         return [r.base_url for r in [*d.current.values(), *d.previous] if r.phase is ReplicaPhase.READY]
 
     async def wait_for_change(self, timeout: float) -> None:
-        await _wait_event(self._changed, timeout)
-        self._changed.clear()
-
-    def _ready_in_state_file(self, endpoint_id: str) -> list[str]:
-        now = time.monotonic()
-        if now - self._peer_view_at >= _PEER_VIEW_CACHE_SECONDS:
-            self._peer_view = {
-                d.endpoint_id: [
-                    f"http://127.0.0.1:{r.port}" for r in d.replicas if r.ready and process_alive(r.pid, r.start_time)
-                ]
-                for d in self._state.load()
-            }
-            self._peer_view_at = now
-        return list(self._peer_view.get(endpoint_id, []))
+        await events.wait_for_change(self._changed, timeout)
 
     # --- read-only views -------------------------------------------------------------------------------------------
 
@@ -290,7 +194,7 @@ class LocalOrchestrator:
                     self._save_state()
             except Exception:  # one bad tick must not end supervision of every endpoint
                 log.exception("Local orchestrator supervision failed; retrying")
-            await _wait_event(self._kick, self._policy.health_interval_seconds)
+            await wait_event(self._kick, self._policy.health_interval_seconds)
             self._kick.clear()
 
     async def _converge(self, d: Deployment) -> None:
@@ -377,17 +281,7 @@ class LocalOrchestrator:
     async def _terminate(self, r: Replica) -> None:
         if not r.exited.is_set():
             r.phase = ReplicaPhase.STOPPING
-            signal_group(r.pid, signal.SIGTERM)
-            if not await _wait_event(r.exited, self._policy.stop_grace_seconds):
-                log.warning(
-                    "Replica pid %d ignored SIGTERM for %.0fs; killing it", r.pid, self._policy.stop_grace_seconds
-                )
-                signal_group(r.pid, signal.SIGKILL)
-                await r.exited.wait()
-        signal_group(r.pid, signal.SIGKILL)  # children the server left behind in its process group
-        deadline = time.monotonic() + _GROUP_EXIT_SECONDS
-        while group_alive(r.pid) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)  # "stopped" means gone, ports and memory released, not just signalled
+        await stop_process_group(r.pid, r.exited.wait, self._policy.stop_grace_seconds, "Replica")
         for task in r.tasks:
             task.cancel()
 
@@ -401,141 +295,51 @@ class LocalOrchestrator:
         env["LLM_ENGINE_DATA_DIR"] = str(self._settings.data_dir)
         env["LLM_ENGINE_MODEL_CACHE_DIR"] = str(self._settings.models_dir)
         env["PYTHONUNBUFFERED"] = "1"  # crash output must reach the log before the process dies
+        env[LAUNCHED_BY] = str(self._state.path)
         return env
 
     async def _spawn(self, d: Deployment, launch: LaunchSpec, slot: int) -> None:
         port = free_port()
         argv = launch.argv(port)
         log_path = self._log_dir(d.name) / f"replica-{slot}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log_file:
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            log_file.write(
-                f"\n===== {stamp} replica {slot} of {d.name} (revision {d.revision}), port {port}: "
-                f"{shlex.join(argv)}\n".encode()
-            )
-            log_file.flush()
-            offset = log_file.tell()
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                    env=self._child_env(),
-                )
-            except OSError as exc:
-                log_file.write(f"could not start {argv[0]}: {exc}\n".encode())
-                failed = Replica(slot, launch.key, port, -1, None, log_path, offset, None)
-                self._record_crash(d, failed, f"could not be started ({exc.strerror or exc})", time.monotonic())
-                return
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        banner = f"===== {stamp} replica {slot} of {d.name} (revision {d.revision}), port {port}: {shlex.join(argv)}"
+        try:
+            process, offset = await start_process(argv, log_path, env=self._child_env(), banner=banner)
+        except ProcessStartError as exc:
+            failed = Replica(slot, launch.key, port, -1, None, log_path, exc.log_offset, None)
+            self._record_crash(d, failed, f"could not be started ({exc.reason})", time.monotonic())
+            return
         r = Replica(slot, launch.key, port, process.pid, process_start_time(process.pid), log_path, offset, process)
         log.info("Endpoint %s: started replica %d (pid %d, port %d); output in %s", d.name, slot, r.pid, port, log_path)
         d.current[slot] = r
+        # Recorded before anything else can happen: a crash of this process from here on leaves a server that the
+        # next start adopts rather than one it cannot see and starts again.
+        self._save_state()
         self._watch(r)
-
-    def _watch(self, r: Replica) -> None:
-        r.tasks = [
-            asyncio.create_task(self._wait_for_exit(r), name=f"exit-{r.pid}"),
-            asyncio.create_task(self._probe_health(r), name=f"health-{r.pid}"),
-        ]
-
-    async def _wait_for_exit(self, r: Replica) -> None:
-        if r.process is not None:
-            r.exit_code = await r.process.wait()
-        else:
-            while process_alive(r.pid, r.start_time):
-                await asyncio.sleep(_EXIT_POLL_SECONDS)
-        if r.phase is not ReplicaPhase.STOPPING:
-            log.warning("Replica pid %d (port %d) %s", r.pid, r.port, r.describe_exit())
-        r.phase = ReplicaPhase.EXITED
-        r.exited.set()
-        self._notify()
-
-    async def _probe_health(self, r: Replica) -> None:
-        assert self._http is not None
-        while not r.exited.is_set():
-            try:
-                healthy = (await self._http.get(f"{r.base_url}/health")).status_code == 200
-            except httpx.HTTPError:
-                healthy = False
-            if r.phase in (ReplicaPhase.STOPPING, ReplicaPhase.EXITED):
-                return
-            self._record_health(r, healthy)
-            ready = r.phase is ReplicaPhase.READY
-            policy = self._policy
-            await _wait_event(
-                r.exited, policy.ready_health_interval_seconds if ready else policy.health_interval_seconds
-            )
-
-    def _record_health(self, r: Replica, healthy: bool) -> None:
-        now = time.monotonic()
-        if healthy:
-            r.health_failures = 0
-            r.last_healthy_at = now
-            if r.phase is not ReplicaPhase.READY:
-                r.phase, r.ready_since = ReplicaPhase.READY, now
-                log.info("Replica pid %d (port %d) is ready", r.pid, r.port)
-                self._notify()
-            return
-        if r.phase is ReplicaPhase.READY:
-            r.health_failures += 1
-            if r.health_failures >= self._policy.unhealthy_after_failures:
-                r.phase, r.ready_since = ReplicaPhase.UNHEALTHY, None
-                log.warning(
-                    "Replica pid %d (port %d) failed %d health checks; no traffic until it recovers",
-                    r.pid,
-                    r.port,
-                    r.health_failures,
-                )
-                self._notify()
 
     # --- state across platform restarts ------------------------------------------------------------------------------
 
+    def _watch(self, r: Replica) -> None:
+        assert self._watcher is not None, "start() creates the watcher"
+        self._watcher.watch(r)
+
     def _adopt_from_state(self) -> None:
         for record in self._state.load():
-            d = Deployment(
-                record.endpoint_id,
-                record.name,
-                record.revision,
-                record.launch_key,
-                record.desired_replicas,
-                launch=None,
-            )
-            for rr in record.replicas:
-                if not process_alive(rr.pid, rr.start_time):
-                    continue
-                r = Replica(
-                    rr.slot, rr.launch_key, rr.port, rr.pid, rr.start_time, Path(rr.log_path), rr.log_offset, None
-                )
-                if rr.launch_key == record.launch_key and rr.slot not in d.current:
-                    d.current[rr.slot] = r
-                else:
-                    d.previous.append(r)
+            d = adopted_deployment(record, process_alive)
+            for r in [*d.current.values(), *d.previous]:
                 self._watch(r)
                 log.info("Endpoint %s: re-adopted replica %d (pid %d, port %d)", d.name, r.slot, r.pid, r.port)
             if d.current or d.previous:
                 self._deployments[d.endpoint_id] = d
 
+    def _stop_orphans(self) -> None:
+        """Replicas a previous run of this orchestrator started but was killed before recording: nothing routes to
+        them, and the state would start their slots again — stop them instead of running them twice."""
+        adopted = {r.pid for d in self._deployments.values() for r in d.replicas()}
+        for pid in launched_by(self._state.path) - adopted:
+            log.warning("Stopping replica pid %d: started by an earlier run that did not record it", pid)
+            signal_group(pid, signal.SIGKILL)
+
     def _save_state(self) -> None:
-        records = []
-        for d in self._deployments.values():
-            if d.deleting:
-                continue
-            replicas = [
-                ReplicaRecord(
-                    r.slot,
-                    r.pid,
-                    r.port,
-                    r.start_time,
-                    r.launch_key,
-                    str(r.log_path),
-                    r.log_offset,
-                    r.phase is ReplicaPhase.READY,
-                )
-                for r in [*d.current.values(), *d.previous]
-                if not r.exited.is_set()
-            ]
-            records.append(DeploymentRecord(d.endpoint_id, d.name, d.revision, d.launch_key, d.desired, replicas))
-        self._state.save(records)
+        self._state.save([deployment_record(d) for d in self._deployments.values() if not d.deleting])

@@ -84,3 +84,20 @@ def log_tail(path: Path, offset: int, lines: int, max_chars: int) -> str:
     tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     joined = " | ".join(tail)
     return joined if len(joined) <= max_chars else "…" + joined[-max_chars:]
+
+
+# In every replica's environment: the state file of the orchestrator that started it.
+LAUNCHED_BY = "LLM_ENGINE_LAUNCHED_BY"
+
+
+def launched_by(state_file: Path) -> set[int]:
+    """Live replicas whose environment says this orchestrator's state file launched them (found in /proc)."""
+    marker = f"{LAUNCHED_BY}={state_file}".encode()
+    found = set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                found.add(int(environ.parent.name))
+        except (OSError, ValueError):
+            continue  # exited while we looked, or not ours to read
+    return found

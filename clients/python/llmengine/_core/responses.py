@@ -60,6 +60,8 @@ def _detail(content: bytes) -> Any:
         return text[:_MAX_RAW_ERROR_CHARS] or "(empty response body)"
     if isinstance(payload, dict) and "detail" in payload:
         return payload["detail"]
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict) and "message" in payload["error"]:
+        return payload["error"]["message"]  # OpenAI's envelope, from the OpenAI-compatible routes
     return payload
 
 

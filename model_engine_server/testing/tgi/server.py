@@ -1,9 +1,10 @@
 """A tiny text-generation-inference (TGI) protocol server that answers instantly.
 
 It stands in for a model server wherever the model itself is beside the point: the gateway-overhead benchmark (so
-the gateway's own cost is visible), the async-task benchmark, and the gateway's tests. It speaks TGI's HTTP protocol
-(``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``), validates parameters the way TGI
-does (so a wrong mapping shows up as a 422), and generates deterministic text:
+the gateway's own cost is visible), the async-task benchmark, the gateway's and the SDK's tests. It speaks TGI's
+HTTP protocol (``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``, and TGI's OpenAI routes
+from ``messages.py``), validates parameters the way TGI does (so a wrong mapping shows up as a 422), and generates
+deterministic text:
 
 - tokens are words of ``VOCABULARY`` in order, each preceded by a space; token i has log-prob ``-(i % 4 + 1) / 4``;
 - a prompt counts one token per whitespace-separated word;
@@ -16,20 +17,23 @@ stream sends that many tokens and then TGI's in-band error event), ``max_concurr
 
 It is written on asyncio and httptools directly, because a framework would cost more than the gateway it measures.
 
-    python -m benchmarks.instant_tgi --port 0    # prints "listening on http://127.0.0.1:<port>"
+Run it in-process with ``running_instant_tgi(...)``, or as a process: ``python -m model_engine_server.testing.tgi``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httptools
 import orjson
+
+from model_engine_server.testing.serving import serving
+from model_engine_server.testing.tgi.messages import OPENAI_PATHS as _OPENAI_PATHS
+from model_engine_server.testing.tgi.messages import messages_api_answer, messages_api_problem
 
 VOCABULARY = tuple("the quick brown fox jumps over a lazy dog while seven wizards quietly hex bright zebras".split())
 EOS_TEXT = "</s>"
@@ -45,6 +49,8 @@ class InstantTgiServer:
     eos_after: int | None = None
     max_concurrent: int | None = None
     max_total_tokens: int = 4096
+    model_id: str = "instant-tgi"
+    ready_at: float = 0.0  # time.monotonic() before which /health answers 503, like TGI loading a model
     record: bool = False
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     cancelled: int = 0
@@ -74,6 +80,8 @@ class InstantTgiServer:
 
     def validate(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """TGI's checks on the request; returns (status, error body) when it would refuse it."""
+        if path in _OPENAI_PATHS:
+            return messages_api_problem(path, body, self.max_total_tokens) or self._overloaded()
         inputs = body.get("inputs")
         parameters = body.get("parameters") or {}
         if not isinstance(inputs, str) or not isinstance(parameters, dict):
@@ -89,6 +97,9 @@ class InstantTgiServer:
                 )
         if problem is not None:
             return 422, {"error": problem, "error_type": "validation"}
+        return self._overloaded()
+
+    def _overloaded(self) -> tuple[int, dict[str, Any]] | None:
         if self.max_concurrent is not None and self.in_flight > self.max_concurrent:
             return 429, {"error": "Model is overloaded", "error_type": "overloaded"}
         return None
@@ -165,7 +176,7 @@ class InstantTgiServer:
 
     def info(self) -> dict[str, Any]:
         return {
-            "model_id": "instant-tgi",
+            "model_id": self.model_id,
             "model_dtype": "none",
             "model_device_type": "cpu",
             "max_concurrent_requests": self.max_concurrent or 128,
@@ -302,12 +313,13 @@ class _Connection(asyncio.Protocol):
     def _handle(self, method: str, path: str, raw: bytes) -> None:
         server = self._server
         if method == "GET" and path == "/health":
-            self._write(_response(200, b""))
+            loading = time.monotonic() < server.ready_at
+            self._write(_response(503, b'{"error":"loading"}') if loading else _response(200, b""))
             return
         if method == "GET" and path == "/info":
             self._write(_response(200, orjson.dumps(server.info())))
             return
-        if method != "POST" or path not in ("/generate", "/generate_stream"):
+        if method != "POST" or path not in ("/generate", "/generate_stream", *_OPENAI_PATHS):
             self._write(_response(404, b'{"error":"not found"}'))
             return
         try:
@@ -323,12 +335,20 @@ class _Connection(asyncio.Protocol):
             server.in_flight -= 1
             self._write(_response(refusal[0], orjson.dumps(refusal[1])))
             return
-        if path == "/generate":
+        if path in _OPENAI_PATHS:
+            whole, events = messages_api_answer(server, path, body)
+            if whole is not None:
+                server.in_flight -= 1
+                server.served += 1
+                self._write(_response(200, whole))
+                return
+        elif path == "/generate":
             server.in_flight -= 1
             server.served += 1
             self._write(_response(200, orjson.dumps(server.generate_response(body))))
             return
-        events = server.stream_events(body)
+        else:
+            events = server.stream_events(body)
         if server.token_delay <= 0:
             server.in_flight -= 1
             server.served += 1
@@ -375,45 +395,6 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
-@contextlib.asynccontextmanager
-async def running_instant_tgi(**options: Any) -> AsyncIterator[InstantTgiServer]:
+def running_instant_tgi(**options: Any) -> contextlib.AbstractAsyncContextManager[InstantTgiServer]:
     """``async with running_instant_tgi(token_delay=0.01) as server: ... server.url ...``"""
-    server = InstantTgiServer(**options)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
-    parser.add_argument("--fail-after", type=int, default=None, help="streams fail after this many tokens")
-    parser.add_argument("--eos-after", type=int, default=None, help="end with </s> after this many tokens")
-    args = parser.parse_args(argv)
-
-    async def serve() -> None:
-        server = InstantTgiServer(
-            host=args.host,
-            port=args.port,
-            token_delay=args.token_delay,
-            fail_after=args.fail_after,
-            eos_after=args.eos_after,
-        )
-        await server.start()
-        print(f"listening on {server.url}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        import uvloop
-
-        uvloop.run(serve())
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()
+    return serving(InstantTgiServer(**options))

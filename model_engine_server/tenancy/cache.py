@@ -1,0 +1,63 @@
+"""A small read-through cache for the request path: entries live ``ttl`` seconds (the safety net), ``invalidate``
+drops them at once (the change feed), and concurrent misses for one key share a single lookup."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+MAX_ENTRIES = 100_000  # many distinct keys (e.g. guessed API keys): start over rather than grow without bound
+
+
+class TtlCache(Generic[K, V]):
+    def __init__(
+        self, lookup: Callable[[K], Awaitable[V]], ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._lookup = lookup
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._pending: dict[K, asyncio.Future[V]] = {}
+        # Bumped by every invalidation: a lookup that started before it must not store its (maybe stale) answer.
+        self._generation = 0
+
+    async def get(self, key: K) -> V:
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() - entry[0] < self._ttl:
+            return entry[1]
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(key))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda done: self._forget(key, done))
+        return await asyncio.shield(pending)
+
+    async def _load(self, key: K) -> V:
+        generation = self._generation
+        value = await self._lookup(key)
+        if generation == self._generation:
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (self._clock(), value)
+        return value
+
+    def _forget(self, key: K, done: asyncio.Future[V]) -> None:
+        if self._pending.get(key) is done:
+            del self._pending[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: an error reaches the waiters, not the event loop's log
+
+    def invalidate(self, key: K) -> None:
+        self._generation += 1
+        self._entries.pop(key, None)
+        self._pending.pop(key, None)  # waiters keep their future; the next request looks up afresh
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+        self._pending.clear()

@@ -1,0 +1,136 @@
+"""One platform for the fault tests: ``model-engine serve`` (gateway, reconciler, local orchestrator, async worker)
+on a private PostgreSQL and a private Redis, with instant TGI-protocol servers as the inference servers (the faults
+are not about the model). Shared by the whole package; each test leaves it healthy for the next."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import MODEL_ENGINE, EngineProcess, engine_env, free_port, poll_until
+from tests.resilience.services import PrivatePostgres, PrivateRedis
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOKEN_DELAY = 0.05  # streamed tokens arrive 50 ms apart, so a stream can be hit mid-way
+OWNER = ("resilience", "")
+
+
+def inference_servers(data_dir: str, endpoint: str | None = None) -> set[int]:
+    """Pids of the inference servers a platform started (found in /proc: they outlive a killed parent), only those
+    of ``endpoint`` when given (their output goes to ``logs/endpoints/<endpoint>/``)."""
+    marker = f"LLM_ENGINE_DATA_DIR={data_dir}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"model_engine_server.testing.tgi" not in (entry / "cmdline").read_bytes():
+                continue
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if endpoint is not None and f"/endpoints/{endpoint}/" not in os.readlink(entry / "fd" / "1"):
+                continue
+        except OSError:
+            continue
+        found.add(int(entry.name))
+    return found
+
+
+def report(figure: str) -> None:
+    """A measured figure for docs/reliability.md (shown with ``pytest -s``)."""
+    print(f"\n[reliability] {figure}")  # noqa: T201
+
+
+@dataclass
+class Platform:
+    serve: EngineProcess
+    postgres: PrivatePostgres
+    redis: PrivateRedis
+
+    @property
+    def url(self) -> str:
+        return self.serve.url
+
+    def servers(self, endpoint: str | None = None) -> set[int]:
+        return inference_servers(self.serve.env["LLM_ENGINE_DATA_DIR"], endpoint)
+
+    def client(self, timeout: float = 10) -> httpx.Client:
+        return httpx.Client(base_url=self.url, auth=OWNER, timeout=timeout)
+
+    def create_ready_endpoint(self, name: str, workers: int = 1) -> None:
+        body = {"name": name, "model_name": "smollm2-135m", "min_workers": workers, "max_workers": workers}
+        with self.client() as client:
+            created = client.post("/v1/llm/model-endpoints", json=body)
+            assert created.status_code == 200, created.text
+
+            def ready() -> bool:
+                endpoint = client.get(f"/v1/llm/model-endpoints/{name}").json()
+                return (
+                    endpoint["status"] == "READY"
+                    and endpoint["spec"]["deployment_state"]["available_workers"] == workers
+                )
+
+            poll_until(ready, 60, f"endpoint {name} READY with {workers} replicas")
+
+    def complete(self, client: httpx.Client, name: str, **fields: object) -> httpx.Response:
+        body = {"prompt": "hello there", "max_new_tokens": 3, "temperature": 0, **fields}
+        return client.post("/v1/llm/completions-sync", params={"model_endpoint_name": name}, json=body)
+
+
+@pytest.fixture(scope="package")
+def postgres() -> Iterator[PrivatePostgres]:
+    # Not under pytest's temporary directory: the postgres user cannot enter root's.
+    directory = Path(tempfile.mkdtemp(prefix="llm-engine-pg-"))
+    server = PrivatePostgres(directory)
+    server.init()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="package")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PrivatePostgres, redis: PrivateRedis
+) -> Iterator[Platform]:
+    data_dir = tmp_path_factory.mktemp("platform")
+    env = engine_env(
+        data_dir,
+        database_url=postgres.url,
+        broker_url=redis.url,
+        inference_server_command=f"{sys.executable} -m model_engine_server.testing.tgi --token-delay {TOKEN_DELAY}",
+        demo_model="",
+        reconcile_interval_seconds="0.5",
+    )
+    env["PYTHONPATH"] = f"{REPO_ROOT}:{env.get('PYTHONPATH', '')}"
+    port = free_port()
+    serve = EngineProcess(
+        [MODEL_ENGINE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        data_dir / "serve.log",
+        url=f"http://127.0.0.1:{port}",
+    )
+    serve.start(timeout=120)
+    try:
+        yield Platform(serve, postgres, redis)
+    finally:
+        serve.stop()
