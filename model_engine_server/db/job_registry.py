@@ -94,8 +94,11 @@ class JobRegistry:
                 return FineTunedModel(name, owner, str(job.spec["model"]), job.result["checkpoint_path"], job.id)
         return None
 
-    async def count_active(self, owner: str, kind: JobKind) -> int:
-        query = select(func.count()).where(JobRow.owner == owner, JobRow.kind == kind.value, JobRow.status.in_(_ACTIVE))
+    async def count_active(self, owner: str, kind: JobKind | None = None) -> int:
+        """The owner's queued or running jobs (of ``kind``, or of every kind)."""
+        query = select(func.count()).where(JobRow.owner == owner, JobRow.status.in_(_ACTIVE))
+        if kind is not None:
+            query = query.where(JobRow.kind == kind.value)
         async with self._sessions() as session:
             return int(await session.scalar(query) or 0)
 
