@@ -25,6 +25,7 @@ from model_engine_server.db.tenancy import TenantLimitStore
 from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.domain.rules import is_loopback_host
 from model_engine_server.domain.tenancy import TenantLimitOverrides
+from model_engine_server.fine_tune_cli import fine_tune_run, fine_tunes_app
 from model_engine_server.inference.server.cli import inference_server
 from model_engine_server.job_cli import batch_run, jobs_app
 
@@ -42,7 +43,9 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(endpoints_app, name="endpoints")
 app.command("inference-server")(inference_server)
 app.command("batch-run")(batch_run)
+app.command("fine-tune-run")(fine_tune_run)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(fine_tunes_app, name="fine-tunes")
 
 console = Console()
 T = TypeVar("T")

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     # parts finish (and are written) one after another, so a restarted job loses little work.
     batch_max_in_flight_prompts: int = Field(default=128, ge=1)
     job_max_restarts: int = Field(default=3, ge=0)  # a job whose process dies is restarted (resuming) this often
+    fine_tune_max_concurrent_per_tenant: int = Field(default=4, ge=1)  # queued or running fine-tunes; 429 past it
+    fine_tune_max_runtime_seconds: int = Field(default=24 * 3600, ge=60)  # a longer fine-tune fails
     job_ttl_seconds_after_finished: int = Field(default=3600, ge=0)  # Kubernetes removes finished Jobs after this
 
     # --- tenants (docs/tenancy.md) -------------------------------------------------------------------------------

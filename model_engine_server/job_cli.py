@@ -16,7 +16,7 @@ from model_engine_server.config import load_settings
 from model_engine_server.db.job_registry import JobRegistry
 from model_engine_server.db.registry import Registry
 from model_engine_server.domain.exceptions import NotFoundError
-from model_engine_server.domain.jobs import Job, JobEvent
+from model_engine_server.domain.jobs import Job, JobEvent, JobKind
 
 T = TypeVar("T")
 jobs_app = typer.Typer(help="Batch-completion and fine-tune jobs (this installation's registry).", no_args_is_help=True)
@@ -47,7 +47,7 @@ def batch_run(
         raise typer.Exit(code=EXIT_JOB_ERROR) from None
 
 
-async def _with_registry(action: Callable[[JobRegistry], Awaitable[T]]) -> T:
+async def with_registry(action: Callable[[JobRegistry], Awaitable[T]]) -> T:
     registry = Registry(load_settings().database_url)
     try:
         return await action(registry.jobs)
@@ -65,9 +65,10 @@ def _progress_bar(job: Job) -> Progress:
 
 
 @jobs_app.command("list")
-def jobs_list() -> None:
+def jobs_list(kind: Annotated[JobKind | None, typer.Option(help="Only jobs of this kind.")] = None) -> None:
     """Every job in the registry, of all owners, with its progress."""
-    jobs = asyncio.run(_with_registry(lambda registry: registry.list_all()))
+    jobs = asyncio.run(with_registry(lambda registry: registry.list_all()))
+    jobs = [job for job in jobs if kind is None or job.kind is kind]
     table = Table("id", "kind", "owner", "status", "progress", "created", "reason")
     for job in jobs:
         table.add_row(
@@ -91,7 +92,7 @@ def jobs_get(job_id: JobIdArgument) -> None:
         return job, await registry.events(job_id)
 
     try:
-        job, events = asyncio.run(_with_registry(read))
+        job, events = asyncio.run(with_registry(read))
     except NotFoundError as error:
         console.print(f"[red]{error.message}[/red]")
         raise typer.Exit(1) from None
@@ -116,7 +117,7 @@ def jobs_cancel(job_id: JobIdArgument) -> None:
         return await registry.request_cancel(job_id)
 
     try:
-        cancelled = asyncio.run(_with_registry(cancel))
+        cancelled = asyncio.run(with_registry(cancel))
     except NotFoundError as error:
         console.print(f"[red]{error.message}[/red]")
         raise typer.Exit(1) from None

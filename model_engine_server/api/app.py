@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -21,6 +22,7 @@ from model_engine_server.api.routes import (
     completions,
     endpoints,
     files,
+    fine_tunes,
     health,
     openai,
     tenants,
@@ -81,7 +83,12 @@ def create_app(
             health={"database": registry, "broker": task_queue},
             tenancy=tenancy,
         )
-        app.state.files_and_jobs = FilesAndJobs.build(settings, registry, model_zoo, on_registry_change)
+        app.state.files_and_jobs = FilesAndJobs.build(
+            settings, registry, model_zoo, on_registry_change, tenancy.limiter
+        )
+        # Local download links are signed with a per-process key: they stop working when this process stops, which
+        # is sooner than their expiry only on a restart. (On S3 the store presigns them.)
+        app.state.download_secret = secrets.token_bytes(32)
         # One pooled client for every inference server this process talks to.
         upstream = UpstreamClient.from_settings(settings)
         app.state.completions = CompletionDispatcher(admission, upstream, tenancy.gate)
@@ -110,5 +117,6 @@ def create_app(
     app.include_router(batch_completions.router)
     app.include_router(api_keys.router)
     app.include_router(tenants.router)
+    app.include_router(fine_tunes.router)
     install_openapi(app)  # built on first request, so it covers every router included here
     return app

@@ -64,7 +64,7 @@ def get_endpoint_registry(services: ServicesDep) -> EndpointStore:
     return services.endpoints
 
 
-def get_endpoint_operations(services: ServicesDep) -> EndpointOperations:
+def get_endpoint_operations(request: Request, services: ServicesDep) -> EndpointOperations:
     tenancy = get_tenancy(services)
 
     async def check_endpoint_quota(owner: str) -> None:
@@ -72,7 +72,14 @@ def get_endpoint_operations(services: ServicesDep) -> EndpointOperations:
             current = await tenancy.limits.count_endpoints(owner)
             await tenancy.limiter.check_quota(owner, Limit.MAX_ENDPOINTS, current)
 
-    return EndpointOperations(services.endpoints, services.zoo, services.on_registry_change, check_endpoint_quota)
+    jobs = request.app.state.files_and_jobs.jobs  # fine-tuned models deploy by name
+    return EndpointOperations(
+        services.endpoints,
+        services.zoo,
+        services.on_registry_change,
+        check_endpoint_quota,
+        fine_tuned_models=jobs.find_fine_tuned_model,
+    )
 
 
 async def get_completion_dispatcher(request: Request) -> CompletionDispatcher:

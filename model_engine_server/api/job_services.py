@@ -15,8 +15,10 @@ from model_engine_server.db.job_registry import JobRegistry
 from model_engine_server.db.registry import Registry
 from model_engine_server.domain.exceptions import InvalidRequestError
 from model_engine_server.domain.model_zoo import ModelZoo
+from model_engine_server.domain.tenancy import Limit
 from model_engine_server.storage.locations import StorageConfig, build_object_store
 from model_engine_server.storage.port import ObjectStore
+from model_engine_server.tenancy.limiter import TenantLimiter
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -30,13 +32,25 @@ class FilesAndJobs:
     storage: StorageConfig
     zoo: ModelZoo
     on_change: Callable[[], None]  # wakes the reconciler after a job is recorded or cancelled
+    limiter: TenantLimiter  # the tenant's max_jobs quota, checked before a job is recorded
 
     @classmethod
     def build(
-        cls, settings: Settings, registry: Registry, zoo: ModelZoo, on_change: Callable[[], None]
+        cls,
+        settings: Settings,
+        registry: Registry,
+        zoo: ModelZoo,
+        on_change: Callable[[], None],
+        limiter: TenantLimiter,
     ) -> FilesAndJobs:
         storage = settings.storage_config()
-        return cls(settings, registry.files, registry.jobs, build_object_store(storage), storage, zoo, on_change)
+        store = build_object_store(storage)
+        return cls(settings, registry.files, registry.jobs, store, storage, zoo, on_change, limiter)
+
+    async def check_job_quota(self, owner: str) -> None:
+        """429 when the owner already has ``max_jobs`` batch or fine-tune jobs queued or running."""
+        if (await self.limiter.limits(owner)).max_jobs:
+            await self.limiter.check_quota(owner, Limit.MAX_JOBS, await self.jobs.count_active(owner))
 
 
 async def get_files_and_jobs(request: Request) -> FilesAndJobs:

@@ -8,11 +8,12 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from model_engine_server.db.models import JobEventRow, JobRow, utcnow
 from model_engine_server.domain.exceptions import NotFoundError
+from model_engine_server.domain.fine_tuning import FineTunedModel
 from model_engine_server.domain.jobs import Job, JobEvent, JobKind, JobResources, JobStatus
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -85,6 +86,21 @@ class JobRegistry:
             query = query.where(JobRow.kind == kind.value)
         async with self._sessions() as session:
             return [_entity(row) for row in await session.scalars(query)]
+
+    async def find_fine_tuned_model(self, owner: str, name: str) -> FineTunedModel | None:
+        """The owner's successful fine-tune whose result is the model ``name``."""
+        for job in await self.list_owned(owner, JobKind.FINE_TUNE):
+            if job.status is JobStatus.COMPLETED and job.result.get("fine_tuned_model") == name:
+                return FineTunedModel(name, owner, str(job.spec["model"]), job.result["checkpoint_path"], job.id)
+        return None
+
+    async def count_active(self, owner: str, kind: JobKind | None = None) -> int:
+        """The owner's queued or running jobs (of ``kind``, or of every kind)."""
+        query = select(func.count()).where(JobRow.owner == owner, JobRow.status.in_(_ACTIVE))
+        if kind is not None:
+            query = query.where(JobRow.kind == kind.value)
+        async with self._sessions() as session:
+            return int(await session.scalar(query) or 0)
 
     async def list_active(self) -> list[Job]:
         """Jobs the reconciler still has work for: queued or running."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from model_engine_server.domain.entities import EndpointConfig, InferenceFramework, ModelEndpoint
 from model_engine_server.domain.exceptions import InvalidRequestError
+from model_engine_server.domain.fine_tuning import FineTunedModel
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import EndpointRepository
 from model_engine_server.domain.rules import validate_endpoint_config, validate_endpoint_name
@@ -18,6 +19,8 @@ from model_engine_server.domain.rules import validate_endpoint_config, validate_
 # Resource fields that default to the zoo entry's hardware when a create request leaves them out.
 _ZOO_DEFAULTED = ("cpus", "gpus", "memory", "gpu_type")
 _CONFIG_FIELDS = frozenset(f.name for f in fields(EndpointConfig))
+# (owner, model name) -> that owner's fine-tuned model of that name, if any.
+FineTunedModelLookup = Callable[[str, str], Awaitable[FineTunedModel | None]]
 
 
 def parse_framework(value: str) -> InferenceFramework:
@@ -39,16 +42,19 @@ class EndpointOperations:
         zoo: ModelZoo,
         on_change: Callable[[], None],
         check_quota: Callable[[str], Awaitable[None]] = _no_quota,
+        *,
+        fine_tuned_models: FineTunedModelLookup | None = None,
     ) -> None:
         self._registry = registry
         self._zoo = zoo
         self._on_change = on_change
         self._check_quota = check_quota  # raises RateLimitExceededError when the owner has max_endpoints already
+        self._fine_tuned_models = fine_tuned_models
 
     async def create(self, owner: str, name: str, requested: dict[str, Any]) -> ModelEndpoint:
         """Create from the fields the caller gave; hardware the caller left out comes from the model zoo."""
         validate_endpoint_name(name)
-        values = self._with_zoo_defaults(requested)
+        values = self._with_zoo_defaults(await self._with_fine_tuned_checkpoint(owner, requested))
         config = EndpointConfig(**values)
         validate_endpoint_config(config, self._zoo)
         await self._check_quota(owner)
@@ -69,9 +75,19 @@ class EndpointOperations:
         self._on_change()
         return endpoint
 
+    async def _with_fine_tuned_checkpoint(self, owner: str, requested: dict[str, Any]) -> dict[str, Any]:
+        """A fine-tuned model of the owner's is served from its merged checkpoint, on its base model's hardware."""
+        model_name = str(requested.get("model_name", ""))
+        if requested.get("checkpoint_path") or self._zoo.get(model_name) or self._fine_tuned_models is None:
+            return requested
+        model = await self._fine_tuned_models(owner, model_name)
+        if model is None:
+            return requested
+        return {**requested, "checkpoint_path": model.checkpoint_path, "_hardware_of": model.base_model}
+
     def _with_zoo_defaults(self, requested: dict[str, Any]) -> dict[str, Any]:
         values = _known(requested)
-        entry = self._zoo.get(str(values.get("model_name", "")))
+        entry = self._zoo.get(str(requested.get("_hardware_of") or values.get("model_name", "")))
         if entry is not None:
             for field_name in _ZOO_DEFAULTED:
                 if values.get(field_name) is None:

@@ -51,6 +51,12 @@ class S3ObjectStore:
         self._client.upload_fileobj(reader, self.bucket, self._key(key))
         return reader.count
 
+    def presigned_url(self, key: str, expires_in: int) -> str:
+        """A URL that reads the object without credentials until ``expires_in`` seconds have passed."""
+        params = {"Bucket": self.bucket, "Key": self._key(key)}
+        url: str = self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
+        return url
+
     def get(self, key: str) -> bytes:
         try:
             body: bytes = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()

@@ -232,6 +232,10 @@ never from plain values.
   value: {{ .Values.jobs.maxRestarts | int64 | quote }}
 - name: LLM_ENGINE_JOB_TTL_SECONDS_AFTER_FINISHED
   value: {{ .Values.jobs.ttlSecondsAfterFinished | int64 | quote }}
+- name: LLM_ENGINE_FINE_TUNE_MAX_CONCURRENT_PER_TENANT
+  value: {{ .Values.jobs.fineTuneMaxConcurrentPerTenant | int64 | quote }}
+- name: LLM_ENGINE_FINE_TUNE_MAX_RUNTIME_SECONDS
+  value: {{ .Values.jobs.fineTuneMaxRuntimeSeconds | int64 | quote }}
 - name: LLM_ENGINE_RECONCILE_INTERVAL_SECONDS
   value: {{ .Values.orchestrator.reconcileIntervalSeconds | quote }}
 - name: LLM_ENGINE_KUBERNETES_NAMESPACE

@@ -114,3 +114,46 @@ class BatchCompletionsJob(BaseModel):
 
 
 CreateBatchCompletionsV2Response: TypeAlias = BatchCompletionsJob
+
+
+class FineTuneStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
+    UNDEFINED = "UNDEFINED"
+
+
+class CreateFineTuneResponse(BaseModel):
+    id: str
+
+
+class GetFineTuneResponse(BaseModel):
+    id: str
+    fine_tuned_model: str | None = None  # deploy it with Model.create(model=...)
+    status: FineTuneStatus
+    status_reason: str | None = None
+    progress: str | None = None  # "steps done/total"
+
+
+class ListFineTunesResponse(BaseModel):
+    jobs: list[GetFineTuneResponse]
+
+
+class CancelFineTuneResponse(BaseModel):
+    success: bool
+
+
+class LLMFineTuneEvent(BaseModel):
+    timestamp: float | None = None  # seconds since the epoch
+    message: str
+    level: str
+
+
+class GetFineTuneEventsResponse(BaseModel):
+    events: list[LLMFineTuneEvent]
+
+
+class ModelDownloadResponse(BaseModel):
+    urls: dict[str, str]  # file name -> URL, readable without credentials until it expires

@@ -7,6 +7,7 @@ from typing import Any, TypeAlias
 from llmengine import _transport
 from llmengine._constants import DEFAULT_TIMEOUT
 from llmengine._core.request_specs import (
+    RequestSpec,
     create_endpoint_request,
     delete_endpoint_request,
     get_endpoint_request,
@@ -27,6 +28,7 @@ from llmengine.data_types import (
     Quantization,
     UpdateLLMEndpointResponse,
 )
+from llmengine.job_types import ModelDownloadResponse
 
 # `Model.list` shadows the builtin inside the class body, so annotations there use this alias.
 _Hooks: TypeAlias = list[PostInferenceHooks]
@@ -138,3 +140,10 @@ class Model:
         """Delete the endpoint and stop its servers; ``deleted`` is True once the gateway accepted it."""
         spec = delete_endpoint_request(model_endpoint_name, DEFAULT_TIMEOUT, request_headers)
         return parse_body(_transport.request(spec), DeleteLLMEndpointResponse)
+
+    @classmethod
+    def download(cls, model_name: str, download_format: str = "hugging_face") -> ModelDownloadResponse:
+        """Expiring URLs of a fine-tuned model's files (``{file name: url}``), readable without credentials."""
+        body = {"model_name": model_name, "download_format": download_format}
+        spec = RequestSpec("POST", "v1/llm/model-endpoints/download", DEFAULT_TIMEOUT, json=body)
+        return parse_body(_transport.request(spec), ModelDownloadResponse)

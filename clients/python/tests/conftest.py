@@ -35,6 +35,8 @@ _PLATFORM_TESTS = [
     "test_sdk_async_tasks.py",
     "test_sdk_auth.py",
     "test_sdk_completions.py",
+    "test_sdk_files_and_batches.py",
+    "test_sdk_fine_tunes.py",
     "test_sdk_gateway.py",
     "test_sdk_peer_client.py",
     "test_sdk_serve.py",

@@ -1,0 +1,68 @@
+"""Fine-tunes: LoRA on your prompt/response CSV, whose result ``Model.create`` deploys by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmengine import _transport
+from llmengine._constants import DEFAULT_TIMEOUT
+from llmengine._core.request_specs import RequestSpec
+from llmengine._core.responses import parse_body
+from llmengine.job_types import (
+    CancelFineTuneResponse,
+    CreateFineTuneResponse,
+    GetFineTuneEventsResponse,
+    GetFineTuneResponse,
+    ListFineTunesResponse,
+)
+
+FINE_TUNES_PATH = "v1/llm/fine-tunes"
+
+
+class FineTune:
+    """Fine-tuning jobs of the caller's tenant. Signatures match the published ``scale-llm-engine`` client."""
+
+    @classmethod
+    def create(
+        cls,
+        model: str,
+        training_file: str,
+        validation_file: str | None = None,
+        hyperparameters: dict[str, str | int | float] | None = None,
+        wandb_config: dict[str, Any] | None = None,
+        suffix: str | None = None,
+    ) -> CreateFineTuneResponse:
+        """Start fine-tuning ``model`` (a zoo name, or one of your fine-tuned models) on the uploaded CSV
+        ``training_file`` (columns ``prompt,response``). Not retried: a second create would start a second job."""
+        body = {
+            "model": model,
+            "training_file": training_file,
+            "validation_file": validation_file,
+            "hyperparameters": hyperparameters,
+            "wandb_config": wandb_config,
+            "suffix": suffix,
+        }
+        spec = RequestSpec("POST", FINE_TUNES_PATH, DEFAULT_TIMEOUT, json=body)
+        return parse_body(_transport.request(spec), CreateFineTuneResponse)
+
+    @classmethod
+    def get(cls, fine_tune_id: str) -> GetFineTuneResponse:
+        spec = RequestSpec("GET", f"{FINE_TUNES_PATH}/{fine_tune_id}", DEFAULT_TIMEOUT)
+        return parse_body(_transport.request(spec), GetFineTuneResponse)
+
+    @classmethod
+    def list(cls) -> ListFineTunesResponse:
+        return parse_body(
+            _transport.request(RequestSpec("GET", FINE_TUNES_PATH, DEFAULT_TIMEOUT)), ListFineTunesResponse
+        )
+
+    @classmethod
+    def cancel(cls, fine_tune_id: str) -> CancelFineTuneResponse:
+        spec = RequestSpec("PUT", f"{FINE_TUNES_PATH}/{fine_tune_id}/cancel", DEFAULT_TIMEOUT)
+        return parse_body(_transport.request(spec), CancelFineTuneResponse)
+
+    @classmethod
+    def get_events(cls, fine_tune_id: str) -> GetFineTuneEventsResponse:
+        """Training loss per step, validation loss per epoch, and the job's own events, oldest first."""
+        spec = RequestSpec("GET", f"{FINE_TUNES_PATH}/{fine_tune_id}/events", DEFAULT_TIMEOUT)
+        return parse_body(_transport.request(spec), GetFineTuneEventsResponse)
