@@ -44,6 +44,8 @@ NOT_SET_BY_CHART = {
     "kubernetes_kubeconfig": "in-cluster config from the ServiceAccount token",
     "embedded_broker_polling_seconds": "the embedded SQLite broker's; the chart's broker is Redis",
     "rate_limit_redis_url": "follows LLM_ENGINE_BROKER_URL: the limit counters share the broker's Redis",
+    "engines_dir": "the local orchestrator's managed engine venvs; on Kubernetes each engine is its image",
+    "vllm_cpu_kv_cache_gib": "local vLLM-CPU replicas only; vLLM pods take their own engine arguments",
 }
 # Stand-ins for Secrets the operator creates (external databases, own bootstrap key).
 EXTERNAL_SECRET_VALUES = {
