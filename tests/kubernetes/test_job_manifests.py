@@ -61,3 +61,15 @@ def test_job_conditions_become_run_states() -> None:
     assert observation(late).reason == "runtime exceeded (activeDeadlineSeconds)"
     crashed = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}
     assert observation(crashed).state is RunState.FAILED
+
+
+def test_a_fine_tune_job_runs_the_trainer_with_the_whole_data_set() -> None:
+    settings = Settings(object_store_url="s3://bucket/llm-engine")
+    fine_tune = _job(gpus=1, kind=JobKind.FINE_TUNE)
+    fine_tune.parallelism = 1
+    spec = job_manifest(settings, fine_tune)["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["args"] == ["fine-tune-run", "--job-id", "job-0123456789abcdef"]
+    assert (spec["completions"], spec["parallelism"]) == (1, 1)
+    # The trainer resumes from the checkpoint in object storage, which the Job's pods reach through the same setting.
+    assert {"name": "LLM_ENGINE_OBJECT_STORE_URL", "value": "s3://bucket/llm-engine"} in container["env"]
