@@ -73,7 +73,7 @@ async def test_an_admin_overrides_a_tenants_limits_and_the_tenant_can_read_them(
             refused = await client.put("/v1/tenants/alice-key/limits", json={"max_endpoints": 9}, auth=ALICE)
             assert refused.status_code == 403
             invalid = await client.put("/v1/tenants/alice-key/limits", json={"max_endpoints": -1}, auth=ADMIN)
-            assert invalid.status_code == 422
+            assert invalid.status_code == 400
         body = await set_limits(gateway, "alice-key", max_endpoints=1, requests_per_minute=100)
         assert body["effective"]["max_endpoints"] == 1 and body["overrides"]["tokens_per_minute"] is None
         async with gateway.client() as client:
@@ -134,7 +134,7 @@ async def test_concurrency_and_token_limits_apply_to_sync_and_streamed_completio
             ]
             tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
             later = await client.get("/v1/usage", params={"start": tomorrow}, auth=ALICE)
-            assert later.status_code == 400  # start after the default end (now)
+            assert later.status_code == 200 and later.json()["usage"] == []  # a window ending before it starts
             assert (await client.get("/v1/usage", params={"start": "yesterday"}, auth=ALICE)).status_code == 400
             assert (await client.get("/v1/usage", params={"tenant": "bob-key"}, auth=ALICE)).status_code == 403
 
