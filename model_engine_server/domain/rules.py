@@ -39,7 +39,13 @@ _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _IMAGE_TAG = re.compile(IMAGE_TAG_PATTERN)
 
 
+# Names that are also fixed paths below /v1/llm/model-endpoints/.
+RESERVED_NAMES = frozenset({"download"})
+
+
 def validate_endpoint_name(name: str) -> None:
+    if name in RESERVED_NAMES:
+        raise InvalidRequestError(f"name {name!r} is reserved (it is a path of the API); choose another.")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidRequestError(f"name must be at most {MAX_NAME_LENGTH} characters, got {len(name)}.")
     if not _DNS_LABEL.match(name):

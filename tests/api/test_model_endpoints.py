@@ -78,6 +78,7 @@ async def test_concurrent_creates_of_one_name_exactly_one_wins(gateway: httpx.As
         ({"per_worker": 0}, "per_worker"),
         ({"inference_framework": "deepspeed"}, "inference_framework 'deepspeed' is not supported"),
         ({"name": "Bad_Name"}, "is not valid"),
+        ({"name": "download"}, "is reserved"),
         ({"name": "x" * 64}, "at most 63 characters"),
         ({"labels": {"k": "v" * 64}}, "label value"),
         ({"labels": {f"k{i}": "v" for i in range(40)}}, "at most 32 labels"),
