@@ -46,16 +46,7 @@ class ApiKeyResponse(BaseModel):
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyResponse:
-        return cls(
-            id=key.id,
-            owner=key.owner,
-            prefix=key.prefix,
-            label=key.description,
-            admin=key.admin,
-            created_at=key.created_at,
-            expires_at=key.expires_at,
-            revoked_at=key.revoked_at,
-        )
+        return cls(**asdict(key), label=key.description)  # the API calls the key's description its label
 
 
 class CreatedApiKeyResponse(ApiKeyResponse):

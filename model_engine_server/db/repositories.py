@@ -13,7 +13,7 @@ from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from model_engine_server.db.models import ApiKeyRow, AsyncTaskRow, EndpointRow, utcnow
+from model_engine_server.db.models import ApiKeyRow, AsyncTaskRow, EndpointRow, record_of, utcnow
 from model_engine_server.db.notifications import publish
 from model_engine_server.domain.entities import (
     ApiKey,
@@ -47,20 +47,7 @@ def _to_entity(row: EndpointRow) -> ModelEndpoint:
     raw["source"] = ModelSource(raw["source"])
     raw["inference_framework"] = InferenceFramework(raw["inference_framework"])
     raw["endpoint_type"] = EndpointType(raw["endpoint_type"])
-    return ModelEndpoint(
-        id=row.id,
-        name=row.name,
-        owner=row.owner,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        last_updated_at=row.last_updated_at,
-        config=EndpointConfig(**raw),
-        status=EndpointStatus(row.status),
-        status_reason=row.status_reason,
-        available_workers=row.available_workers,
-        unavailable_workers=row.unavailable_workers,
-        revision=row.revision,
-    )
+    return record_of(ModelEndpoint, row, config=EndpointConfig(**raw), status=EndpointStatus(row.status))
 
 
 class EndpointRegistry:

@@ -32,14 +32,19 @@ router = APIRouter(prefix="/v1/llm", tags=["completions"])
 EndpointNameQuery = Annotated[str, Query(min_length=1, description="The model endpoint to send the prompt to.")]
 
 
-async def _route(
-    dispatcher: CompletionDispatcher, kind: str, name: str, caller: str, request: CompletionRequest
-) -> CompletionRoute:
+async def _admit(
+    dispatcher: CompletionDispatcher, kind: str, name: str, caller: str, body: CompletionRequestBody
+) -> tuple[CompletionRequest, CompletionRoute, RequestObservation]:
+    """The request in the platform's terms, the replica it goes to and its observation (timed from now); a refused
+    request is counted as such."""
+    started = time.perf_counter()
+    request = body.to_domain()
     try:
-        return await dispatcher.route(name, caller, request)
+        route = await dispatcher.route(name, caller, request)
     except DomainError as exc:
         count_rejected(kind, status_for(exc))
         raise
+    return request, route, RequestObservation(kind, route.endpoint.id, started)
 
 
 @router.post("/completions-sync", response_model=CompletionSyncResponse)
@@ -50,10 +55,7 @@ async def create_completion_sync(
     dispatcher: CompletionDispatcherDep,
 ) -> Response:
     """Complete the prompt and answer with the whole text and its token counts."""
-    started = time.perf_counter()
-    request = body.to_domain()
-    route = await _route(dispatcher, "sync", model_endpoint_name, caller, request)
-    observation = RequestObservation("sync", route.endpoint.id, started)
+    request, route, observation = await _admit(dispatcher, "sync", model_endpoint_name, caller, body)
     with observation.measuring():
         output = await dispatcher.complete(route, request)
         observation.tokens(output.num_prompt_tokens, output.num_completion_tokens)
@@ -74,10 +76,7 @@ async def create_completion_stream(
     settings: SettingsDep,
 ) -> StreamingResponse:
     """Stream the completion token by token as Server-Sent Events; the last event has ``finished: true``."""
-    started = time.perf_counter()
-    request = body.to_domain()
-    route = await _route(dispatcher, "stream", model_endpoint_name, caller, request)
-    observation = RequestObservation("stream", route.endpoint.id, started)
+    request, route, observation = await _admit(dispatcher, "stream", model_endpoint_name, caller, body)
     deltas = dispatcher.stream(route, request)
     return await sse.open_completion_stream(
         uuid.uuid4().hex, deltas, observation, ping_seconds=settings.stream_keepalive_seconds
