@@ -269,7 +269,7 @@ class ApiKeyStore:
 
 
 def _task_entity(row: AsyncTaskRow) -> AsyncTaskRecord:
-    return AsyncTaskRecord(row.id, row.owner, row.endpoint_id, row.endpoint_name, row.created_at, row.expires_at)
+    return record_of(AsyncTaskRecord, row)
 
 
 class AsyncTaskStore:
@@ -280,17 +280,10 @@ class AsyncTaskStore:
 
     async def create(self, task_id: str, owner: str, endpoint: ModelEndpoint, ttl: timedelta) -> AsyncTaskRecord:
         now = utcnow()
-        row = AsyncTaskRow(
-            id=task_id,
-            owner=owner,
-            endpoint_id=endpoint.id,
-            endpoint_name=endpoint.name,
-            created_at=now,
-            expires_at=now + ttl,
-        )
+        record = AsyncTaskRecord(task_id, owner, endpoint.id, endpoint.name, now, now + ttl)
         async with self._sessions.begin() as session:
-            session.add(row)
-        return _task_entity(row)
+            session.add(AsyncTaskRow(**asdict(record)))
+        return record
 
     async def get_owned(self, task_id: str, owner: str) -> AsyncTaskRecord:
         """The task if ``owner`` submitted it and it has not expired."""

@@ -123,12 +123,12 @@ async def _proxy(
     observation = RequestObservation(label, route.endpoint.id, started, protocol=PROTOCOL)
     upstream = dispatcher.upstream
     if body.streamed:  # always one request (request_bodies refuses to fan a stream out)
-        data = upstream.stream_data(route.upstreams, kind.path, contents[0])
+        data = upstream.stream_data(route.upstreams, kind.wire.path, contents[0])
         chunks = _chunks(data, normaliser, observation, dispatcher, route)
         return await sse.open_event_stream(chunks, OpenAiFormat(), observation, ping_seconds)
     with observation.measuring():
         async with dispatcher.running(route):  # the tenant's concurrency limit and the endpoint's fair queue
-            answers = await _post_all(upstream, route.upstreams, kind.path, contents)
+            answers = await _post_all(upstream, route.upstreams, kind.wire.path, contents)
         payload = normaliser.response(merge_responses([decode_json(raw) for raw in answers], body.n or 1))
         observation.tokens(normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
     await dispatcher.finished(route, normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
