@@ -71,30 +71,17 @@ class TenantLimitsBody(BaseModel):
     priority: int | None = Field(default=None, ge=1, le=1000, strict=True)
 
     def to_domain(self) -> TenantLimitOverrides:
-        return TenantLimitOverrides(**self.model_dump())
+        return self.model_dump(exclude_none=True)
 
     @classmethod
     def of(cls, overrides: TenantLimitOverrides | None) -> TenantLimitsBody:
-        return cls(**asdict(overrides)) if overrides is not None else cls()
-
-
-class EffectiveLimits(BaseModel):
-    requests_per_minute: int
-    tokens_per_minute: int
-    max_concurrent_requests: int
-    max_endpoints: int
-    max_jobs: int
-    priority: int
-
-    @classmethod
-    def of(cls, limits: TenantLimits) -> EffectiveLimits:
-        return cls(**asdict(limits))
+        return cls(**(overrides or {}))
 
 
 class TenantLimitsResponse(BaseModel):
     tenant: str
     overrides: TenantLimitsBody  # what was set for this tenant
-    effective: EffectiveLimits  # what applies: the overrides over the defaults
+    effective: TenantLimits  # what applies: the overrides over the defaults
 
 
 class UsageEntry(BaseModel):

@@ -39,16 +39,20 @@ class File:
 
     @classmethod
     def get(cls, file_id: str) -> GetFileResponse:
+        """The file's id, name and size in bytes."""
         return _transport.request_model("GET", f"v1/files/{file_id}", GetFileResponse)
 
     @classmethod
     def list(cls) -> ListFilesResponse:
+        """Every file of the caller's tenant."""
         return _transport.request_model("GET", "v1/files", ListFilesResponse, timeout=30)
 
     @classmethod
     def delete(cls, file_id: str) -> DeleteFileResponse:
+        """Remove the file: its record and its bytes."""
         return _transport.request_model("DELETE", f"v1/files/{file_id}", DeleteFileResponse)
 
     @classmethod
     def download(cls, file_id: str) -> GetFileContentResponse:
+        """The file's content, as text."""
         return _transport.request_model("GET", f"v1/files/{file_id}/content", GetFileContentResponse)

@@ -43,14 +43,17 @@ class FineTune:
 
     @classmethod
     def get(cls, fine_tune_id: str) -> GetFineTuneResponse:
+        """The job's status and, once it succeeded, the name of the fine-tuned model (``Model.create`` takes it)."""
         return _transport.request_model("GET", f"{FINE_TUNES_PATH}/{fine_tune_id}", GetFineTuneResponse)
 
     @classmethod
     def list(cls) -> ListFineTunesResponse:
+        """Every fine-tuning job of the caller's tenant."""
         return _transport.request_model("GET", FINE_TUNES_PATH, ListFineTunesResponse)
 
     @classmethod
     def cancel(cls, fine_tune_id: str) -> CancelFineTuneResponse:
+        """Stop the job; ``success`` is False when it had already finished."""
         return _transport.request_model("PUT", f"{FINE_TUNES_PATH}/{fine_tune_id}/cancel", CancelFineTuneResponse)
 
     @classmethod
