@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model_engine_server import __version__
+from model_engine_server.domain.autoscaling import ScalingPolicy
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
 from model_engine_server.domain.tenancy import TenantLimits
@@ -128,6 +129,17 @@ class Settings(BaseSettings):
     # --- the orchestrator ----------------------------------------------------------------------------------------
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
     reconcile_interval_seconds: float = Field(default=2.0, gt=0)
+    # --- autoscaling (docs/autoscaling.md) ---------------------------------------------------------------------------
+    # An endpoint with min_workers == 0 and no request for this long goes to zero workers; the next request wakes it.
+    scale_to_zero_idle_seconds: float = Field(default=900.0, gt=0)
+    # A request for an endpoint at zero waits this long at most for a replica, then gets 503 with Retry-After.
+    cold_start_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Load (in-flight requests per ready replica vs per_worker) must call for more replicas this long before one is
+    # added, and for fewer this long before one is removed: replicas follow load without flapping.
+    autoscale_scale_up_window_seconds: float = Field(default=15.0, ge=0)
+    autoscale_scale_down_window_seconds: float = Field(default=300.0, ge=0)
+    # A replica being removed gets no new requests and this long to finish the ones it has before it is stopped.
+    autoscale_drain_timeout_seconds: float = Field(default=600.0, ge=0)
     inference_server_command: str = ""  # default: text-generation-launcher if on PATH, else the built-in server
     # Virtual environments of third-party engines (`make engines`), one per pinned version; outside the checkout so
     # every clone on this machine shares them.
@@ -156,8 +168,10 @@ class Settings(BaseSettings):
     kubernetes_hpa_metric_name: str = "llm_engine_concurrent_requests"
     # KEDA (min_workers == 0): Prometheus query of queued + in-flight requests; {endpoint_id} and {namespace} filled in.
     kubernetes_keda_prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # The gateways' demand for the endpoint: requests in flight plus requests held while it wakes from zero.
     kubernetes_keda_query_template: str = (
-        'sum(llm_engine_endpoint_inflight_requests{{endpoint_id="{endpoint_id}"}}) or vector(0)'
+        '(sum(llm_engine_endpoint_inflight_requests{{endpoint_id="{endpoint_id}"}}) or vector(0))'
+        ' + (sum(llm_engine_endpoint_held_requests{{endpoint_id="{endpoint_id}"}}) or vector(0))'
     )
     # Init-container images that copy a checkpoint_path from object storage; credentials come from the pod's
     # ServiceAccount (IRSA / Workload Identity) or the Secret below (envFrom, optional).
@@ -222,6 +236,13 @@ class Settings(BaseSettings):
             max_concurrent_requests=self.tenant_max_concurrent_requests,
             max_endpoints=self.tenant_max_endpoints,
             max_jobs=self.tenant_max_jobs,
+        )
+
+    def scaling_policy(self) -> ScalingPolicy:
+        return ScalingPolicy(
+            idle_seconds=self.scale_to_zero_idle_seconds,
+            scale_up_window_seconds=self.autoscale_scale_up_window_seconds,
+            scale_down_window_seconds=self.autoscale_scale_down_window_seconds,
         )
 
     def model_zoo(self) -> ModelZoo:

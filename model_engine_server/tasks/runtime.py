@@ -26,6 +26,7 @@ from model_engine_server.domain.exceptions import (
     UpstreamError,
 )
 from model_engine_server.domain.ports import UpstreamResolver
+from model_engine_server.domain.waking import Waker
 from model_engine_server.inference.adapters import adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import uses_redis
@@ -175,7 +176,12 @@ class WorkerRuntime:
         self.store = self._registry.tasks
         # The rules every way in applies, by the endpoint id each task names (the task's own endpoint, not a newer
         # one that reuses its name).
-        self.admission = Admission(self._registry.endpoints, self._resolver, self.settings.model_zoo())
+        # A task for an endpoint at zero wakes it and waits for a replica, like a request at the gateway.
+        settings = self.settings
+        waker = Waker.of(
+            self._registry.endpoints, self._resolver, settings.scaling_policy(), settings.cold_start_timeout_seconds
+        )
+        self.admission = Admission(self._registry.endpoints, self._resolver, settings.model_zoo(), waker=waker)
         self.upstream = UpstreamClient.from_settings(self.settings)
         self.usage = UsageRecorder(self._registry.usage, self.settings.usage_flush_seconds)
         await self.usage.start()

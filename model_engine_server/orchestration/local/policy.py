@@ -25,6 +25,10 @@ class SupervisionPolicy:
     # the endpoint turns UPDATE_FAILED with the last crash's output, and restarts continue at the capped backoff.
     crash_loop_after: int = 3
     stable_after_seconds: float = 60.0
+    # Load (in-flight requests, from each ready replica's /metrics) is read this often for autoscaling and drains.
+    load_interval_seconds: float = 1.0
+    # A replica being removed leaves the replica lists first; requests routed just before still reach it within this.
+    drain_settle_seconds: float = 2.0
     # SIGTERM first so in-flight streams can finish, SIGKILL after this grace.
     stop_grace_seconds: float = 10.0
     # How many trailing lines of a crashed replica's output go into the endpoint's status_reason.
