@@ -46,6 +46,9 @@ NOT_SET_BY_CHART = {
     "rate_limit_redis_url": "follows LLM_ENGINE_BROKER_URL: the limit counters share the broker's Redis",
     "engines_dir": "the local orchestrator's managed engine venvs; on Kubernetes each engine is its image",
     "vllm_cpu_kv_cache_gib": "local vLLM-CPU replicas only; vLLM pods take their own engine arguments",
+    "autoscale_scale_up_window_seconds": "the local orchestrator's autoscaler; on Kubernetes the HPA scales",
+    "autoscale_scale_down_window_seconds": "the local orchestrator's autoscaler; on Kubernetes the HPA scales",
+    "autoscale_drain_timeout_seconds": "local replicas; pods get terminationGracePeriodSeconds",
 }
 # Stand-ins for Secrets the operator creates (external databases, own bootstrap key).
 EXTERNAL_SECRET_VALUES = {

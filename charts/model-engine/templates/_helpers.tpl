@@ -238,6 +238,10 @@ never from plain values.
   value: {{ .Values.jobs.fineTuneMaxRuntimeSeconds | int64 | quote }}
 - name: LLM_ENGINE_RECONCILE_INTERVAL_SECONDS
   value: {{ .Values.orchestrator.reconcileIntervalSeconds | quote }}
+- name: LLM_ENGINE_SCALE_TO_ZERO_IDLE_SECONDS
+  value: {{ .Values.endpoints.scaleToZero.idleSeconds | quote }}
+- name: LLM_ENGINE_COLD_START_TIMEOUT_SECONDS
+  value: {{ .Values.endpoints.scaleToZero.coldStartTimeoutSeconds | quote }}
 - name: LLM_ENGINE_KUBERNETES_NAMESPACE
   value: {{ .Values.endpoints.namespace | quote }}
 - name: LLM_ENGINE_KUBERNETES_FIELD_MANAGER
