@@ -89,5 +89,7 @@ class Stabiliser:
         """What the whole window agrees on, or None while the history is shorter than the window."""
         if not self._history or now - self._history[0][0] < window:
             return None
-        recent = [r for at, r in self._history if now - at <= window]
+        # The window's recommendations, and the one in force when the window began.
+        older = [r for at, r in self._history if now - at > window]
+        recent = [r for at, r in self._history if now - at <= window] + older[-1:]
         return min(recent) if grow else max(recent)

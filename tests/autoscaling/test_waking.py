@@ -1,0 +1,86 @@
+"""The gateway's side of waking an endpoint at zero workers, on its own: requests are held until a replica is ready
+(native and OpenAI routes), report demand in the registry, and past the cold-start bound get a 503 with a reason and
+``Retry-After``. The orchestrator's part is played by the test: it records a ready worker and routes to a server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from model_engine_server.domain.autoscaling import ScalingPolicy, Stabiliser, replicas_for_load
+from model_engine_server.domain.entities import EndpointStatus, ObservedState
+from model_engine_server.testing import eventually_async
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
+from tests.api.completion_support import ALICE, RunningGateway, loopback_settings, running_gateway
+
+BODY = {"prompt": "hello", "max_new_tokens": 3, "temperature": 0}
+
+
+@pytest.fixture
+async def tgi() -> AsyncIterator[InstantTgiServer]:
+    async with running_instant_tgi() as server:
+        yield server
+
+
+@pytest.fixture
+async def gateway(sqlite_url: str, tmp_path: Path) -> AsyncIterator[RunningGateway]:
+    settings = loopback_settings(sqlite_url, tmp_path).model_copy(update={"cold_start_timeout_seconds": 1.0})
+    async with running_gateway(settings) as running:
+        await running.add_endpoint("napping", [], min_workers=0)  # READY at zero workers
+        yield running
+
+
+async def _wake(gateway: RunningGateway, name: str, upstream: str) -> None:
+    """What the orchestrator does once demand is recorded: a worker becomes ready."""
+    registry = gateway.app.state.services.endpoints
+    endpoint = await registry.get_owned(name, ALICE[0])
+    await eventually_async(lambda: registry.get_owned(name, ALICE[0]), lambda e: e.last_request_at is not None)
+    assert await registry.record_observed(endpoint.id, endpoint.revision, ObservedState(EndpointStatus.READY, 1))
+    gateway.resolver.routes[name] = [upstream]
+
+
+async def test_native_and_openai_requests_are_held_until_a_replica_is_ready(
+    gateway: RunningGateway, tgi: InstantTgiServer
+) -> None:
+    async with gateway.client(auth=ALICE) as client:
+        native = asyncio.create_task(
+            client.post("/v1/llm/completions-sync", params={"model_endpoint_name": "napping"}, json=BODY)
+        )
+        openai = asyncio.create_task(
+            client.post("/v1/completions", json={"model": "napping", "prompt": "hello", "max_tokens": 3})
+        )
+        await _wake(gateway, "napping", tgi.url)
+        answers = await asyncio.gather(native, openai)
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert answers[0].json()["output"]["num_completion_tokens"] == 3
+    assert answers[1].json()["usage"]["completion_tokens"] == 3
+
+
+async def test_past_the_cold_start_bound_a_request_gets_503_with_retry_after(gateway: RunningGateway) -> None:
+    async with gateway.client(auth=ALICE) as client:
+        native = await client.post("/v1/llm/completions-sync", params={"model_endpoint_name": "napping"}, json=BODY)
+        openai = await client.post("/v1/completions", json={"model": "napping", "prompt": "hi", "max_tokens": 3})
+    assert native.status_code == 503 and "waking up from zero workers" in native.json()["detail"]
+    assert int(native.headers["Retry-After"]) > 0
+    assert openai.status_code == 503 and int(openai.headers["Retry-After"]) > 0
+    assert "waking up" in openai.json()["error"]["message"]
+
+
+def test_load_recommends_replicas_within_min_and_max() -> None:
+    assert replicas_for_load(0, per_worker=4, min_workers=0, max_workers=3) == 1
+    assert replicas_for_load(9, per_worker=4, min_workers=1, max_workers=3) == 3
+    assert replicas_for_load(100, per_worker=4, min_workers=1, max_workers=3) == 3
+    assert replicas_for_load(1, per_worker=4, min_workers=2, max_workers=3) == 2
+
+
+def test_the_stabiliser_follows_only_a_recommendation_that_held_for_its_window() -> None:
+    stabiliser = Stabiliser(ScalingPolicy(scale_up_window_seconds=10, scale_down_window_seconds=30))
+    assert stabiliser.decide(1, 3, now=0) == 1  # a spike: not yet
+    assert stabiliser.decide(1, 3, now=5) == 1
+    assert stabiliser.decide(1, 2, now=10) == 2  # the lowest of the last 10 s
+    assert stabiliser.decide(2, 1, now=20) == 2  # less load: only after 30 s of it
+    assert stabiliser.decide(2, 1, now=45) == 2  # 2 was still recommended 35 s ago, within the window...
+    assert stabiliser.decide(2, 1, now=51) == 1  # ...and no longer
