@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from model_engine_server.domain.autoscaling import ScalingPolicy, Stabiliser, replicas_for_load
@@ -27,7 +28,7 @@ async def tgi() -> AsyncIterator[InstantTgiServer]:
 
 @pytest.fixture
 async def gateway(sqlite_url: str, tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    settings = loopback_settings(sqlite_url, tmp_path).model_copy(update={"cold_start_timeout_seconds": 1.0})
+    settings = loopback_settings(sqlite_url, tmp_path).model_copy(update={"cold_start_timeout_seconds": 2.0})
     async with running_gateway(settings) as running:
         await running.add_endpoint("napping", [], min_workers=0)  # READY at zero workers
         yield running
@@ -57,6 +58,36 @@ async def test_native_and_openai_requests_are_held_until_a_replica_is_ready(
     assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
     assert answers[0].json()["output"]["num_completion_tokens"] == 3
     assert answers[1].json()["usage"]["completion_tokens"] == 3
+
+
+async def test_a_held_stream_is_kept_alive_with_comments_then_streams_normally(
+    gateway: RunningGateway, tgi: InstantTgiServer
+) -> None:
+    params = {"model_endpoint_name": "napping"}
+    async with (
+        gateway.client(auth=ALICE) as client,
+        client.stream("POST", "/v1/llm/completions-stream", params=params, json=BODY) as response,
+    ):
+        assert response.status_code == 200  # started while the endpoint is still at zero workers
+        chunks = response.aiter_raw()
+        assert await anext(chunks) == b": ping\n\n"  # the connection is kept alive while it waits
+        await _wake(gateway, "napping", tgi.url)
+        raw = b"".join([chunk async for chunk in chunks])
+    lines = [line for line in raw.decode().splitlines() if line and line != ": ping"]
+    events = [orjson.loads(line.removeprefix("data:")) for line in lines]
+    assert [e["error"] for e in events] == [None] * 3 and events[-1]["output"]["finished"]
+
+
+async def test_a_held_stream_past_the_bound_ends_with_an_error_event(gateway: RunningGateway) -> None:
+    params = {"model_endpoint_name": "napping"}
+    async with (
+        gateway.client(auth=ALICE) as client,
+        client.stream("POST", "/v1/llm/completions-stream", params=params, json=BODY) as response,
+    ):
+        lines = [line async for line in response.aiter_lines() if line.startswith("data:")]
+    assert len(lines) == 1
+    error = orjson.loads(lines[0][5:])["error"]
+    assert error["status_code"] == 503 and "waking up" in error["content"]["error"]
 
 
 async def test_past_the_cold_start_bound_a_request_gets_503_with_retry_after(gateway: RunningGateway) -> None:
