@@ -2,7 +2,7 @@
 
 - **Scale to zero.** An endpoint with ``min_workers == 0`` sleeps (zero workers) once its latest demand — the last
   request any gateway reported (``ModelEndpoint.last_request_at``), or its creation or last update — is
-  ``idle_seconds`` old. A request for a sleeping endpoint records demand at once, which wakes it.
+  ``idle_seconds`` old (once READY). A request for a sleeping endpoint records demand at once, which wakes it.
 - **Between min and max.** The replicas an endpoint's load calls for: in-flight requests over ``per_worker``, rounded
   up, within ``[max(min_workers, 1), max_workers]``. ``Stabiliser`` only follows a recommendation that held for a
   window (short to grow, long to shrink), like the Kubernetes HPA, so replicas do not flap.
@@ -40,8 +40,9 @@ def last_demand(endpoint: ModelEndpoint) -> datetime:
 
 
 def should_sleep(endpoint: ModelEndpoint, now: datetime, idle_seconds: float) -> bool:
-    """Zero workers for this endpoint now (``min_workers == 0`` and idle for ``idle_seconds``)."""
-    if endpoint.config.min_workers > 0:
+    """Zero workers for this endpoint now: ``min_workers == 0``, idle for ``idle_seconds``, and READY (an endpoint
+    whose servers are still coming up for a new revision is not put to sleep before it ever served)."""
+    if endpoint.config.min_workers > 0 or endpoint.status is not EndpointStatus.READY:
         return False
     return now - last_demand(endpoint) >= timedelta(seconds=idle_seconds)
 
