@@ -210,24 +210,14 @@ def latency_buckets(done: list[tuple[float, float, bool]], width: float = 2.0) -
 
 
 def draw(steps: dict[str, Any]) -> None:
-    samples = steps["samples"]
-    REPLICAS_CHART.write_text(
-        line_chart_svg(
-            "Step load: users, replicas and queue",
-            "seconds",
-            [s["t"] for s in samples],
-            {key: [s[key] for s in samples] for key in ("users", "desired", "ready", "held")},
-        )
-    )
-    buckets = steps["latency"]
-    LATENCY_CHART.write_text(
-        line_chart_svg(
-            "Step load: request latency (40 tokens), seconds",
-            "seconds",
-            [b["t"] for b in buckets],
-            {"p50": [b["p50"] for b in buckets], "p99": [b["p99"] for b in buckets]},
-        )
-    )
+    samples, buckets = steps["samples"], steps["latency"]
+    charts = [
+        (REPLICAS_CHART, "Step load: users, replicas and queue", samples, ("users", "desired", "ready", "held")),
+        (LATENCY_CHART, "Step load: request latency (40 tokens), seconds", buckets, ("p50", "p99")),
+    ]
+    for path, title, rows, keys in charts:
+        series = {key: [row[key] for row in rows] for key in keys}
+        path.write_text(line_chart_svg(title, "seconds", [row["t"] for row in rows], series))
 
 
 def main() -> None:
