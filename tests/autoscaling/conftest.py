@@ -16,6 +16,7 @@ import pytest
 
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.state import StateFile
+from model_engine_server.testing.platform import inference_servers
 from tests.processes import MODEL_ENGINE, EngineProcess, engine_env, free_port, migrate, poll_until
 
 IDLE_SECONDS = 2.0
@@ -67,20 +68,21 @@ class LocalPlatform:
             return status == "READY" and available == 0 and "idle" in (reason or "").lower()
 
         poll_until(asleep, timeout, f"endpoint {name} idle at zero workers")
-        poll_until(lambda: not self.running_servers(name), timeout, f"the servers of {name} stopped")
+        poll_until(lambda: not self.servers(name), timeout, f"the servers of {name} stopped")
+
+    def servers(self, name: str) -> set[int]:
+        """Pids of the endpoint's inference server processes (starting, serving or draining)."""
+        return inference_servers(self.data_dir, "model_engine_server.testing.tgi", name)
 
     def starts(self, name: str) -> int:
         """Inference servers started for the endpoint so far (one banner line per start in its replica logs)."""
         logs = (self.data_dir / "logs" / "endpoints" / name).glob("replica-*.log")
         return sum(len(re.findall(r"^===== ", log.read_text(errors="replace"), re.M)) for log in logs)
 
-    def running_servers(self, name: str, *, ready: bool = False) -> list[int]:
-        """Pids of the endpoint's replicas as the orchestrator records them (serving or starting; ready only)."""
-        records = StateFile(state_file_path(self.data_dir)).load()
-        return [r.pid for d in records if d.name == name for r in d.replicas if r.ready or not ready]
-
     def ready_servers(self, name: str) -> list[int]:
-        return self.running_servers(name, ready=True)
+        """Pids of the endpoint's ready replicas, as the orchestrator records them for the gateways."""
+        records = StateFile(state_file_path(self.data_dir)).load()
+        return [r.pid for d in records if d.name == name for r in d.replicas if r.ready]
 
 
 def _process(data_dir: Path, env: dict[str, str], *command: str, url: str = "") -> EngineProcess:

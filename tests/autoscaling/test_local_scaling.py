@@ -105,7 +105,7 @@ def test_load_adds_a_second_replica_and_idling_removes_it_without_failing_a_requ
     try:
         poll_until(lambda: platform.workers("elastic")[1] == 2, 60, "a second replica under load")
         busy.clear()  # one stream at a time from here: one replica is enough
-        poll_until(lambda: len(platform.running_servers("elastic")) == 1, 60, "back to one replica")
+        poll_until(lambda: len(platform.servers("elastic")) == 1, 60, "back to one replica process")
         poll_until(lambda: platform.workers("elastic")[1] == 1, 30, "one available worker")
         served = len(outcomes)
         poll_until(lambda: len(outcomes) >= served + 3, 30, "streams served after the scale-down")

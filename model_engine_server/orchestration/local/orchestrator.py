@@ -232,7 +232,12 @@ class LocalOrchestrator:
             del d.slots[slot]
         if d.launch is not None:
             for slot in range(d.desired):
-                if slot not in d.current and now >= d.slots.get(slot, SlotHealth()).restart_at:
+                if slot in d.current or now < d.slots.get(slot, SlotHealth()).restart_at:
+                    continue
+                reclaimed = d.reclaim_draining(slot)  # wanted again while it drains: back to work, no new process
+                if reclaimed is not None:
+                    log.info("Endpoint %s: replica pid %d is wanted again; it stops draining", d.name, reclaimed.pid)
+                else:
                     await self._spawn(d, d.launch, slot)
         rolled_over = all(s in d.current and d.current[s].phase is ReplicaPhase.READY for s in range(d.desired))
         if d.previous and rolled_over:

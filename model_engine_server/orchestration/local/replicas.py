@@ -92,6 +92,23 @@ class Deployment:
     def replicas(self) -> list[Replica]:
         return [*self.current.values(), *self.previous, *self.retiring]
 
+    def reclaim_draining(self, slot: int) -> Replica | None:
+        """A replica of the current generation that is still draining, put back to work in ``slot`` (load came back,
+        or a request arrived just as it went idle). Draining means its stop task still waits inside ``drain``, so
+        cancelling it stops nothing."""
+        r = next(
+            (r for r in self.retiring if r.phase is ReplicaPhase.DRAINING and r.launch_key == self.launch_key), None
+        )
+        if r is None:
+            return None
+        if r.stop_task is not None:
+            r.stop_task.cancel()
+            r.stop_task = None
+        self.retiring.remove(r)
+        r.slot, r.phase = slot, ReplicaPhase.READY
+        self.current[slot] = r
+        return r
+
 
 @dataclass(frozen=True)
 class ReplicaView:
