@@ -114,16 +114,17 @@ def cold_starts(rounds: int) -> dict[str, Any]:
     models = Settings().models_dir  # the converted bundled model, reused
     with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
         data_dir = Path(tmp)
-        bare = [bare_start_seconds(data_dir / "bare.log") for _ in range(rounds)]
         with platform(data_dir, scale_to_zero_idle_seconds="3", model_cache_dir=str(models)) as client:
             create(client, "cold")
             wait_for(client, "cold", "ready", lambda available, _u, _r: available == 1)
-            cold, warm = [], []
+            bare, cold, warm = [], [], []
             for round_ in range(rounds):
                 wait_asleep(client, data_dir, "cold", "model_engine_server.inference.server")
+                # Back to back, so both see the same machine: the server alone, then the platform's cold start.
+                bare.append(bare_start_seconds(data_dir / "bare.log"))
                 cold.append(first_token_seconds(client, "cold")[0])
                 warm.append(first_token_seconds(client, "cold")[0])
-                print(f"round {round_ + 1}: cold {cold[-1]:.2f}s, warm {warm[-1]:.3f}s", flush=True)
+                print(f"round {round_ + 1}: server alone {bare[-1]:.2f}s, cold {cold[-1]:.2f}s, warm {warm[-1]:.3f}s")
     return {
         "bare_server_start_seconds": bare,
         "platform_overhead_p50_seconds": percentile(cold, 0.5) - percentile(bare, 0.5),

@@ -11,7 +11,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from model_engine_server.domain.autoscaling import ScalingPolicy, Stabiliser, replicas_for_load
 from model_engine_server.domain.entities import EndpointStatus, ObservedState
 from model_engine_server.testing import eventually_async
 from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
@@ -98,20 +97,3 @@ async def test_past_the_cold_start_bound_a_request_gets_503_with_retry_after(gat
     assert int(native.headers["Retry-After"]) > 0
     assert openai.status_code == 503 and int(openai.headers["Retry-After"]) > 0
     assert "waking up" in openai.json()["error"]["message"]
-
-
-def test_load_recommends_replicas_within_min_and_max() -> None:
-    assert replicas_for_load(0, per_worker=4, min_workers=0, max_workers=3) == 1
-    assert replicas_for_load(9, per_worker=4, min_workers=1, max_workers=3) == 3
-    assert replicas_for_load(100, per_worker=4, min_workers=1, max_workers=3) == 3
-    assert replicas_for_load(1, per_worker=4, min_workers=2, max_workers=3) == 2
-
-
-def test_the_stabiliser_follows_only_a_recommendation_that_held_for_its_window() -> None:
-    stabiliser = Stabiliser(ScalingPolicy(scale_up_window_seconds=10, scale_down_window_seconds=30))
-    assert stabiliser.decide(1, 3, now=0) == 1  # a spike: not yet
-    assert stabiliser.decide(1, 3, now=5) == 1
-    assert stabiliser.decide(1, 2, now=10) == 2  # the lowest of the last 10 s
-    assert stabiliser.decide(2, 1, now=20) == 2  # less load: only after 30 s of it
-    assert stabiliser.decide(2, 1, now=45) == 2  # 2 was still recommended 35 s ago, within the window...
-    assert stabiliser.decide(2, 1, now=51) == 1  # ...and no longer

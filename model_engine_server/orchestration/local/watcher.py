@@ -60,10 +60,11 @@ class ReplicaWatcher:
                 await wait_event(r.exited, policy.ready_health_interval_seconds)
                 continue
             self._record_health(r, healthy)
-            ready = r.phase is ReplicaPhase.READY
-            await wait_event(
-                r.exited, policy.ready_health_interval_seconds if ready else policy.health_interval_seconds
-            )
+            interval = {
+                ReplicaPhase.READY: policy.ready_health_interval_seconds,
+                ReplicaPhase.STARTING: policy.startup_probe_seconds,
+            }.get(r.phase, policy.health_interval_seconds)
+            await wait_event(r.exited, interval)
 
     async def _probe_load(self, r: Replica) -> None:
         """In-flight requests of a ready or draining replica, for autoscaling and drains."""
