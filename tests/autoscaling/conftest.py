@@ -4,6 +4,8 @@ servers stand in for the model (scaling is not about the model); endpoints sleep
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 
 from model_engine_server.orchestration.local.directory import state_file_path
 from model_engine_server.orchestration.local.state import StateFile
+from model_engine_server.testing.peers import run_peer_script
 from model_engine_server.testing.platform import inference_servers
 from tests.processes import MODEL_ENGINE, EngineProcess, engine_env, free_port, migrate, poll_until
 
@@ -83,6 +86,20 @@ class LocalPlatform:
         """Pids of the endpoint's ready replicas, as the orchestrator records them for the gateways."""
         records = StateFile(state_file_path(self.data_dir)).load()
         return [r.pid for d in records if d.name == name for r in d.replicas if r.ready]
+
+    def peer(self, script: str) -> dict[str, Any]:
+        """Run ``script`` with the published ``scale-llm-engine`` client on this gateway; it prints one JSON line."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the published client, not ours
+        env.update(
+            {
+                "LLM_ENGINE_BASE_PATH": self.gateway.url + "/",
+                "SCALE_API_KEY": OWNER[0],
+                "LLM_ENGINE_DISABLE_VERSION_CHECK": "true",
+            }
+        )
+        done = run_peer_script(script, env)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def _process(data_dir: Path, env: dict[str, str], *command: str, url: str = "") -> EngineProcess:

@@ -141,3 +141,28 @@ def test_a_gateway_restart_while_an_endpoint_wakes_leaves_it_neither_stuck_aslee
         answer = _sync(client, "restarted")
     assert answer.status_code == 200, answer.text
     platform.wait_asleep("restarted")  # and with no more requests it goes back to zero
+
+
+PEER_CREATE = """
+import json
+from llmengine import Model
+from llmengine.data_types.core import LLMInferenceFramework
+# The published client's defaults (min_workers=0), on the TGI protocol the stand-in server speaks.
+Model.create(name="peer-sleepy", model="smollm2-135m", inference_framework_image_tag="latest",
+             inference_framework=LLMInferenceFramework.TEXT_GENERATION_INFERENCE)
+print(json.dumps({"created": True}))
+"""
+
+PEER_COMPLETE = """
+import json
+from llmengine import Completion
+answer = Completion.create(model="peer-sleepy", prompt="hello there", max_new_tokens=5, temperature=0)
+print(json.dumps({"tokens": answer.output.num_completion_tokens}))
+"""
+
+
+def test_the_published_client_gets_an_answer_from_an_endpoint_that_slept(platform: LocalPlatform) -> None:
+    assert platform.peer(PEER_CREATE) == {"created": True}
+    poll_until(lambda: platform.workers("peer-sleepy")[:2] == ("READY", 1), 30, "peer-sleepy ready")
+    platform.wait_asleep("peer-sleepy")
+    assert platform.peer(PEER_COMPLETE) == {"tokens": 5}
