@@ -77,6 +77,23 @@ async def test_a_held_stream_is_kept_alive_with_comments_then_streams_normally(
     assert [e["error"] for e in events] == [None] * 3 and events[-1]["output"]["finished"]
 
 
+async def test_a_held_openai_stream_is_kept_alive_too(gateway: RunningGateway, tgi: InstantTgiServer) -> None:
+    body = {"model": "napping", "prompt": "hello", "max_tokens": 3, "stream": True}
+    async with (
+        gateway.client(auth=ALICE) as client,
+        client.stream("POST", "/v1/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        chunks = response.aiter_raw()
+        assert await anext(chunks) == b": ping\n\n"
+        await _wake(gateway, "napping", tgi.url)
+        raw = b"".join([chunk async for chunk in chunks]).decode()
+    data = [line.removeprefix("data: ") for line in raw.splitlines() if line.startswith("data:")]
+    assert data[-1] == "[DONE]"
+    texts = [orjson.loads(chunk)["choices"][0]["text"] for chunk in data[:-1] if orjson.loads(chunk)["choices"]]
+    assert len("".join(texts).split()) == 3
+
+
 async def test_a_held_stream_past_the_bound_ends_with_an_error_event(gateway: RunningGateway) -> None:
     params = {"model_endpoint_name": "napping"}
     async with (
