@@ -69,6 +69,7 @@ class Waker:
         self._poll = poll_seconds
         self._written: dict[str, float] = {}  # endpoint id -> monotonic time of this process's last demand write
         self._waits: dict[str, asyncio.Task[list[str]]] = {}
+        self._writes: set[asyncio.Task[None]] = set()
 
     @classmethod
     def of(
@@ -83,10 +84,14 @@ class Waker:
         return cls(endpoints, resolver, timeout_seconds=timeout, demand_write_seconds=write_every, on_wake=on_wake)
 
     async def note(self, endpoint: ModelEndpoint) -> None:
-        """A request was admitted: report demand unless this process did so recently."""
+        """A request was admitted: report demand unless this process did so recently — in the background, so a slow
+        or unreachable registry never delays the request."""
         last = self._written.get(endpoint.id)
         if last is None or time.monotonic() - last >= self._write_every:
-            await self.wake(endpoint)
+            self._written[endpoint.id] = time.monotonic()
+            write = asyncio.create_task(self.wake(endpoint), name=f"demand-{endpoint.name}")
+            self._writes.add(write)  # a reference until it is done (the loop keeps only weak ones)
+            write.add_done_callback(self._writes.discard)
 
     async def wake(self, endpoint: ModelEndpoint) -> None:
         """Report demand now. Never fails the request: a registry hiccup only delays the demand to the next one."""
@@ -126,11 +131,11 @@ class Waker:
 
     async def _wait_ready(self, endpoint: ModelEndpoint) -> list[str]:
         COLD_STARTS.labels(endpoint.id).inc()
-        await self.wake(endpoint)
-        self._on_wake()
         log.info("Endpoint %s is at zero workers: waking it for a waiting request", endpoint.name)
         try:
             async with asyncio.timeout(self._timeout):
+                await self.wake(endpoint)
+                self._on_wake()
                 while True:
                     await self.note(endpoint)  # keeps the demand fresh while the replica starts
                     upstreams = await self._ready_upstreams(endpoint)
@@ -145,7 +150,11 @@ class Waker:
             ) from None
 
     async def _ready_upstreams(self, endpoint: ModelEndpoint) -> list[str]:
-        record = await self._endpoints.get_by_id(endpoint.id)
+        try:
+            record = await self._endpoints.get_by_id(endpoint.id)
+        except Exception as exc:  # the registry is briefly unreachable: keep waiting, within the bound
+            log.warning("Could not read endpoint %s while it wakes (%s)", endpoint.name, type(exc).__name__)
+            return []
         if record is None:
             raise EndpointNotFoundError(endpoint.name)
         if record.status is EndpointStatus.DELETE_IN_PROGRESS:
