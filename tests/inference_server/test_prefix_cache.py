@@ -13,7 +13,12 @@ import httpx
 import pytest
 import torch
 
-from model_engine_server.inference.server.prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache, align_prefixes
+from model_engine_server.inference.server.prefix_cache import (
+    DEFAULT_BLOCK_SIZE,
+    PrefixCache,
+    align_prefixes,
+    group_by_suffix,
+)
 from tests.inference_server.conftest import RunningServer
 from tests.inference_server.test_batching import metric
 
@@ -102,6 +107,12 @@ def test_aligned_prefixes_leave_every_cached_row_the_same_suffix_length() -> Non
     prefixes = [kv_for(list(range(16))), kv_for(list(range(12))), None]
     aligned = align_prefixes([20, 14, 9], prefixes)
     assert [cached_tokens(p) for p in aligned] == [list(range(11)), list(range(5)), []]
+
+
+def test_hits_with_very_different_suffixes_are_prefilled_in_separate_groups() -> None:
+    # A 3-token suffix next to a 200-token one would recompute 197 cached tokens; 3, 5 and 20 stay together.
+    groups = group_by_suffix({0: 200, 1: 3, 2: 20, 3: 5, 4: 150}, slack=16)
+    assert groups == [[1, 3, 2], [4, 0]]
 
 
 # --- the served behaviour ----------------------------------------------------------------------------------------

@@ -147,20 +147,32 @@ class _Request(Protocol):
 
 
 def plan_prefill(cache: PrefixCache, requests: Sequence[_Request], metrics: ServerMetrics) -> list[PrefillGroup]:
-    """Split a prefill into the prompts without a cached prefix and those with one, and count the lookups.
+    """Split a prefill into groups run one after the other, and count the lookups.
 
-    Hits go in a group of their own so that a long uncached prompt does not force them to recompute their prefix.
-    Prompt logprobs need the logits of every prompt token, so those requests compute their whole prompt.
+    Prompts without a cached prefix form one group. Those with one are grouped by the length of their uncached
+    suffix: a group computes its longest suffix on every row (see ``align_prefixes``), so a short suffix next to a
+    long one (or next to a whole cold prompt) would recompute most of its prefix. Prompt logprobs need the logits of
+    every prompt token, so those requests compute their whole prompt.
     """
     lookup = [cache.enabled and not r.prompt_logprobs for r in requests]
     found = [cache.lookup(r.prompt_ids) if use else None for r, use in zip(requests, lookup, strict=True)]
     misses = [i for i, kv in enumerate(found) if kv is None]
-    hits = [i for i, kv in enumerate(found) if kv is not None]
     groups = [PrefillGroup(misses, [None] * len(misses))] if misses else []
-    if hits:
-        lengths = [len(requests[i].prompt_ids) for i in hits]
-        groups.append(PrefillGroup(hits, align_prefixes(lengths, [found[i] for i in hits])))
+    suffixes = {i: len(requests[i].prompt_ids) - kv.shape[-2] for i, kv in enumerate(found) if kv is not None}
+    for indices in group_by_suffix(suffixes, slack=cache.block_size):
+        lengths = [len(requests[i].prompt_ids) for i in indices]
+        groups.append(PrefillGroup(indices, align_prefixes(lengths, [found[i] for i in indices])))
     metrics.observe_prefix_cache(sum(lookup), [n for group in groups for n in group.reused_tokens], cache.stats.bytes)
+    return groups
+
+
+def group_by_suffix(suffixes: dict[int, int], slack: int) -> list[list[int]]:
+    """Indices grouped so that no suffix in a group is longer than twice the group's shortest plus ``slack``."""
+    groups: list[list[int]] = []
+    for i in sorted(suffixes, key=suffixes.__getitem__):
+        if not groups or suffixes[i] > 2 * suffixes[groups[-1][0]] + slack:
+            groups.append([])
+        groups[-1].append(i)
     return groups
 
 
