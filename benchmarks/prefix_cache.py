@@ -37,38 +37,36 @@ MAX_NEW_TOKENS = 16
 START_TIMEOUT_SECONDS = 600
 
 # A support assistant's standing instructions: distinct sentences (no repetition the model could exploit).
-SYSTEM_PROMPT = "You are the support assistant of Northwind Outfitters, a shop for hiking and camping gear.\n" + "".join(
-    f"Rule {i}: {rule}\n"
-    for i, rule in enumerate(
-        [
-            "Greet the customer by name when the name is known, and never ask for a password or a card number.",
-            "Orders ship within two working days from the warehouse in Leeds; express delivery costs 9 pounds.",
-            "Returns are free within 30 days if the item is unused and in its original packaging.",
-            "Tents come with a two-year warranty; sleeping bags and backpacks with a five-year warranty.",
-            "Repairs of zips, seams and buckles are free during the warranty and cost 15 pounds after it.",
-            "Gift cards never expire and can be used online and in all eleven shops.",
-            "Members of the Trail Club get 10 percent off full-price items and free express delivery.",
-            "Price matching applies to identical items sold by UK retailers with stock on the day of the request.",
-            "Boots can be exchanged for another size once, even after they have been worn outdoors for a week.",
-            "Stoves and gas canisters cannot be shipped abroad; suggest a shop pickup to foreign customers.",
-            "Rental gear (tents, crampons, ice axes) is booked by the day; a deposit of 50 pounds is held.",
-            "If an order is late by more than five days, offer a refund of the delivery cost without being asked.",
-            "Children's gear is exempt from VAT; mention it when a customer asks about prices for kids.",
-            "Never promise stock that the stock check does not show; offer a back-in-stock e-mail instead.",
-            "Answer in the customer's language when it is English, French, German or Spanish; otherwise English.",
-            "Escalate complaints about injuries, recalls or safety to a human agent at once, with the order number.",
-            "Keep answers under one hundred words, friendly and concrete, and end with one helpful suggestion.",
-            "The shops open from nine to six on weekdays and from ten to four on Saturdays; they close on Sundays.",
-            "Lost parcels are replaced after the carrier confirms the loss, which usually takes three working days.",
-            "Waterproof ratings are given in millimetres of hydrostatic head; above 10,000 is good for mountains.",
-            "Do not discuss competitors' products beyond price matching, and never criticise another retailer.",
-            "Customers may change the delivery address until the order is packed; after that, the carrier decides.",
-            "Student discounts of 15 percent apply with a valid student card, online and in the shops.",
-            "The loyalty points of the old scheme were converted to Trail Club credit in March and do not expire.",
-            "Recommend the fitting service for boots and backpacks; it is free and takes about twenty minutes.",
-        ],
-        start=1,
-    )
+RULES = [
+    "Greet the customer by name when the name is known, and never ask for a password or a card number.",
+    "Orders ship within two working days from the warehouse in Leeds; express delivery costs 9 pounds.",
+    "Returns are free within 30 days if the item is unused and in its original packaging.",
+    "Tents come with a two-year warranty; sleeping bags and backpacks with a five-year warranty.",
+    "Repairs of zips, seams and buckles are free during the warranty and cost 15 pounds after it.",
+    "Gift cards never expire and can be used online and in all eleven shops.",
+    "Members of the Trail Club get 10 percent off full-price items and free express delivery.",
+    "Price matching applies to identical items sold by UK retailers with stock on the day of the request.",
+    "Boots can be exchanged for another size once, even after they have been worn outdoors for a week.",
+    "Stoves and gas canisters cannot be shipped abroad; suggest a shop pickup to foreign customers.",
+    "Rental gear (tents, crampons, ice axes) is booked by the day; a deposit of 50 pounds is held.",
+    "If an order is late by more than five days, offer a refund of the delivery cost without being asked.",
+    "Children's gear is exempt from VAT; mention it when a customer asks about prices for kids.",
+    "Never promise stock that the stock check does not show; offer a back-in-stock e-mail instead.",
+    "Answer in the customer's language when it is English, French, German or Spanish; otherwise English.",
+    "Escalate complaints about injuries, recalls or safety to a human agent at once, with the order number.",
+    "Keep answers under one hundred words, friendly and concrete, and end with one helpful suggestion.",
+    "The shops open from nine to six on weekdays and from ten to four on Saturdays; they close on Sundays.",
+    "Lost parcels are replaced after the carrier confirms the loss, which usually takes three working days.",
+    "Waterproof ratings are given in millimetres of hydrostatic head; above 10,000 is good for mountains.",
+    "Do not discuss competitors' products beyond price matching, and never criticise another retailer.",
+    "Customers may change the delivery address until the order is packed; after that, the carrier decides.",
+    "Student discounts of 15 percent apply with a valid student card, online and in the shops.",
+    "The loyalty points of the old scheme were converted to Trail Club credit in March and do not expire.",
+    "Recommend the fitting service for boots and backpacks; it is free and takes about twenty minutes.",
+]
+SYSTEM_PROMPT = (
+    "You are the support assistant of Northwind Outfitters, a shop for hiking and camping gear.\n"
+    + "".join(f"Rule {i}: {rule}\n" for i, rule in enumerate(RULES, start=1))
 )
 QUESTIONS = [
     "Customer: Can I return a tent I bought three weeks ago? I never used it.",
@@ -106,7 +104,7 @@ async def run_level(url: str, concurrency: int, requests: int) -> LevelResult:
 
 def cache_counters(url: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics").text
-    found = re.findall(r"^llm_engine_prefix_cache_(\w+?)(?:_total)? (\S+)$", text, re.MULTILINE)
+    found = re.findall(r"^llm_engine_prefix_cache_(lookups|hits|reused_tokens|bytes)(?:_total)? (\S+)$", text, re.M)
     return {name: float(value) for name, value in found}
 
 

@@ -7,6 +7,7 @@ prefix cache is on by default.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from model_engine_server.inference.server.prefix_cache import (
     PrefixCache,
     align_prefixes,
     group_by_suffix,
+    uncached_tokens,
 )
 from tests.inference_server.conftest import RunningServer
 from tests.inference_server.test_batching import metric
@@ -25,6 +27,12 @@ from tests.inference_server.test_batching import metric
 BLOCK = 4
 LAYERS, HEADS, DIM = 2, 1, 3
 BLOCK_BYTES = 2 * LAYERS * HEADS * BLOCK * DIM * 4  # float32 keys and values of one block
+
+
+@dataclass
+class Prompt:
+    prompt_ids: list[int]
+    prompt_logprobs: bool
 
 
 def kv_for(tokens: list[int]) -> torch.Tensor:
@@ -51,6 +59,15 @@ def test_lookup_returns_the_longest_cached_prefix_in_whole_blocks() -> None:
     assert cached_tokens(cache.lookup([1, 2, 3, 4, 5, 6, 0, 8, 9])) == [1, 2, 3, 4]  # diverges in block two
     assert cache.lookup([9, 2, 3, 4, 5]) is None  # a block is only found after the same blocks before it
     assert cache.lookup([5, 6, 7, 8, 9]) is None
+
+
+def test_admission_counts_only_the_tokens_a_prefill_will_compute() -> None:
+    cache = PrefixCache(capacity_bytes=100 * BLOCK_BYTES, block_size=BLOCK)
+    fill(cache, list(range(1, 12)))
+    prompt = [1, 2, 3, 4, 5, 6, 7, 8, 99, 100]
+
+    assert uncached_tokens(cache, Prompt(prompt, prompt_logprobs=False)) == 2  # 8 of the 10 tokens are cached
+    assert uncached_tokens(cache, Prompt(prompt, prompt_logprobs=True)) == 10  # computes its whole prompt
 
 
 def test_the_last_prompt_token_is_never_served_from_the_cache() -> None:

@@ -63,17 +63,24 @@ class PrefixCache:
     def lookup(self, tokens: Sequence[int]) -> torch.Tensor | None:
         """Key/values ``[2, layers, kv_heads, n, head_dim]`` of the longest cached prefix of ``tokens``, leaving at
         least the last token uncached (its logits are needed); ``None`` on a miss."""
-        keys = self._chain(tokens)
-        found: list[int] = []
-        for key, block_tokens in keys:
-            block = self._blocks.get(key)
-            if block is None or block.tokens != block_tokens:
-                break
-            found.append(key)
+        found = self._cached_keys(tokens)
         if not found:
             return None
         self._touch(found)
         return torch.cat([self._blocks[key].kv for key in found], dim=-2)
+
+    def cached_length(self, tokens: Sequence[int]) -> int:
+        """How many tokens ``lookup`` would return, without copying anything or counting as a use."""
+        return len(self._cached_keys(tokens)) * self.block_size
+
+    def _cached_keys(self, tokens: Sequence[int]) -> list[int]:
+        found: list[int] = []
+        for key, block_tokens in self._chain(tokens):
+            block = self._blocks.get(key)
+            if block is None or block.tokens != block_tokens:
+                break
+            found.append(key)
+        return found
 
     def insert(self, tokens: Sequence[int], kv_of: Callable[[int, int], torch.Tensor]) -> int:
         """Store the blocks of ``tokens`` not cached yet; ``kv_of(start, end)`` gives the key/values of tokens
@@ -144,6 +151,12 @@ class PrefillGroup:
 class _Request(Protocol):
     prompt_ids: list[int]
     prompt_logprobs: bool
+
+
+def uncached_tokens(cache: PrefixCache, request: _Request) -> int:
+    """The prompt tokens a request's prefill will compute (about: a group may recompute a little more)."""
+    cached = 0 if request.prompt_logprobs or not cache.enabled else cache.cached_length(request.prompt_ids)
+    return len(request.prompt_ids) - cached
 
 
 def plan_prefill(cache: PrefixCache, requests: Sequence[_Request], metrics: ServerMetrics) -> list[PrefillGroup]:

@@ -31,7 +31,7 @@ from model_engine_server.inference.server.events import (
     deliver,
 )
 from model_engine_server.inference.server.metrics import ServerMetrics
-from model_engine_server.inference.server.prefix_cache import PrefixCache, plan_prefill
+from model_engine_server.inference.server.prefix_cache import PrefixCache, plan_prefill, uncached_tokens
 from model_engine_server.inference.server.sampling import SamplingParams, TokenChooser, choose_next_tokens
 
 logger = logging.getLogger(__name__)
@@ -171,9 +171,10 @@ class Scheduler:
                     request.done = True
                     self._in_flight -= 1
                     continue
+                cost = uncached_tokens(self.prefix_cache, request)  # what its prefill will compute
                 fits = (
                     reserved + request.reserved_tokens <= self.limits.max_batch_total_tokens
-                    and (not taken or prefill_tokens + len(request.prompt_ids) <= self.limits.max_batch_prefill_tokens)
+                    and (not taken or prefill_tokens + cost <= self.limits.max_batch_prefill_tokens)
                     and (self.limits.max_batch_size is None or size < self.limits.max_batch_size)
                 )
                 if not fits:
@@ -181,7 +182,7 @@ class Scheduler:
                 self._waiting.popleft()
                 taken.append(request)
                 reserved += request.reserved_tokens
-                prefill_tokens += len(request.prompt_ids)
+                prefill_tokens += cost
                 size += 1
             self.metrics.queue_size.set(len(self._waiting))
             return taken
