@@ -14,6 +14,7 @@ import httpx
 import pytest
 import torch
 
+from model_engine_server.inference.server.kv_cache import BatchKvCache, KvPrefix
 from model_engine_server.inference.server.prefix_cache import (
     DEFAULT_BLOCK_SIZE,
     PrefixCache,
@@ -43,12 +44,18 @@ def kv_for(tokens: list[int]) -> torch.Tensor:
 
 def fill(cache: PrefixCache, tokens: list[int]) -> torch.Tensor:
     source = kv_for(tokens)
-    cache.insert(tokens, lambda start, end: source[..., start:end, :])
+    cache.insert(tokens, lambda start, end: source[..., start:end, :].clone())
     return source
 
 
-def cached_tokens(kv: torch.Tensor | None) -> list[int]:
-    return [] if kv is None else [int(v) for v in kv[0, 0, 0, :, 0]]
+def cached_tokens(prefix: KvPrefix | None) -> list[int]:
+    """The tokens a prefix holds, read through the batch cache built from it (as a prefill would)."""
+    if prefix is None:
+        return []
+    layer = BatchKvCache.from_prefixes([prefix], room=0).buffered_layers[0]
+    assert layer.key_buffer is not None and layer.value_buffer is not None
+    assert torch.equal(layer.key_buffer[0, 0, : layer.length], layer.value_buffer[0, 0, : layer.length])
+    return [int(v) for v in layer.key_buffer[0, 0, : layer.length, 0]]
 
 
 def test_lookup_returns_the_longest_cached_prefix_in_whole_blocks() -> None:
@@ -84,7 +91,11 @@ def test_stored_blocks_are_copies_that_later_writes_cannot_change() -> None:
     source.zero_()  # the batch cache the prefix came from is reused and overwritten in place
     found = cache.lookup([1, 2, 3, 4, 5])
     assert found is not None
-    found.zero_()  # and the copy handed to a batch is written to as well
+    batch = BatchKvCache.from_prefixes([found], room=4)
+    for layer in batch.buffered_layers:  # and the batch that reused it writes its own cache in place
+        assert layer.key_buffer is not None and layer.value_buffer is not None
+        layer.key_buffer.zero_()
+        layer.value_buffer.zero_()
 
     assert cached_tokens(cache.lookup([1, 2, 3, 4, 5])) == [1, 2, 3, 4]
 
@@ -121,7 +132,11 @@ def test_a_disabled_cache_stores_nothing() -> None:
 
 def test_aligned_prefixes_leave_every_cached_row_the_same_suffix_length() -> None:
     # Prompts of 20, 14 and 9 tokens with 16, 12 and 0 cached: the longest suffix is 9 (the uncached row).
-    prefixes = [kv_for(list(range(16))), kv_for(list(range(12))), None]
+    prefixes = [
+        KvPrefix((kv_for(list(range(8))), kv_for(list(range(8, 16))))),
+        KvPrefix((kv_for(list(range(12))),)),
+        None,
+    ]
     aligned = align_prefixes([20, 14, 9], prefixes)
     assert [cached_tokens(p) for p in aligned] == [list(range(11)), list(range(5)), []]
 

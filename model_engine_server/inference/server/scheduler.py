@@ -30,6 +30,7 @@ from model_engine_server.inference.server.events import (
     TokenEvent,
     deliver,
 )
+from model_engine_server.inference.server.kv_cache import KvPrefix
 from model_engine_server.inference.server.metrics import ServerMetrics
 from model_engine_server.inference.server.prefix_cache import PrefixCache, plan_prefill, uncached_tokens
 from model_engine_server.inference.server.sampling import SamplingParams, TokenChooser, choose_next_tokens
@@ -219,7 +220,7 @@ class Scheduler:
         kept = [b for b in batches if b is not None]
         return Batch.concatenate(kept) if kept else None
 
-    def _prefill_group(self, requests: list[GenerationRequest], prefixes: list[torch.Tensor | None]) -> Batch | None:
+    def _prefill_group(self, requests: list[GenerationRequest], prefixes: list[KvPrefix | None]) -> Batch | None:
         started = time.monotonic()
         rows = [_Sequence(r, self.runner) for r in requests]
         want_logprobs = any(r.prompt_logprobs for r in requests)
