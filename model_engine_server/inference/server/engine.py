@@ -137,6 +137,8 @@ class ModelRunner:
         width = max(len(s) for s in suffixes)
         if any(n and len(s) != width for n, s in zip(cached, suffixes, strict=True)):
             raise ValueError("a row with a cached prefix must have the longest uncached suffix (left padding)")
+        if want_prompt_logprobs and any(cached):
+            raise ValueError("prompt logprobs need the whole prompt computed, without a cached prefix")
         input_ids = torch.zeros((len(prompts), width), dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, suffix in enumerate(suffixes):
