@@ -137,6 +137,7 @@ class CompletionBody(OpenAiBody):
 
     def routing_prompt(self) -> str | None:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
     logprobs: int | None = Field(default=None, ge=0, le=20)
 
 

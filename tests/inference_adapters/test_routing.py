@@ -40,7 +40,12 @@ A, B, C = "http://a:80", "http://b:80", "http://c:80"
     ],
 )
 def test_order_replicas(
-    in_flight: dict[str, int], failed: set[str], preferred: str | None, max_imbalance: int, turn: int, expected: list[str]
+    in_flight: dict[str, int],
+    failed: set[str],
+    preferred: str | None,
+    max_imbalance: int,
+    turn: int,
+    expected: list[str],
 ) -> None:
     assert order_replicas([A, B, C], in_flight, failed, preferred, max_imbalance, turn) == expected
 
