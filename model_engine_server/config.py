@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     # every clone on this machine shares them.
     engines_dir: Path = Field(default_factory=_default_engines_dir)
     vllm_cpu_kv_cache_gib: int = Field(default=2, ge=1)  # VLLM_CPU_KVCACHE_SPACE of local vLLM replicas
+    # Memory the built-in inference server keeps for the key/values of recent prompt prefixes; 0 turns it off.
+    prefix_cache_mb: int = Field(default=256, ge=0)
 
     # --- Kubernetes ----------------------------------------------------------------------------------------------
     kubernetes_namespace: str = "llm-engine-endpoints"

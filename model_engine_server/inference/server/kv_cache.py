@@ -92,6 +92,28 @@ class BatchKvCache(Cache):
     def length(self) -> int:
         return self.buffered_layers[0].length if self.buffered_layers else 0
 
+    @classmethod
+    def from_prefixes(cls, prefixes: Sequence[torch.Tensor | None], room: int) -> BatchKvCache:
+        """A cache holding each row's cached prefix (``[2, layers, kv_heads, n, head_dim]``, ``None`` for none),
+        right-aligned, with ``room`` more columns reserved for the tokens about to be computed."""
+        first = next(p for p in prefixes if p is not None)
+        _, num_layers, heads, _, dim = first.shape
+        length = max(p.shape[-2] for p in prefixes if p is not None)
+        kv = first.new_zeros((2, num_layers, len(prefixes), heads, length + room + _HEADROOM, dim))
+        for row, prefix in enumerate(prefixes):
+            if prefix is not None:
+                kv[:, :, row, :, length - prefix.shape[-2] : length] = prefix
+        return cls([BufferedLayer.from_buffers(kv[0, i], kv[1, i], length) for i in range(num_layers)])
+
+    def window(self, row: int, start: int, end: int) -> torch.Tensor:
+        """A copy of columns ``start..end`` of ``row``, all layers: ``[2, layers, kv_heads, end - start, head_dim]``."""
+        keys, values = [], []
+        for layer in self.buffered_layers:
+            assert layer.key_buffer is not None and layer.value_buffer is not None
+            keys.append(layer.key_buffer[row, :, start:end])
+            values.append(layer.value_buffer[row, :, start:end])
+        return torch.stack([torch.stack(keys), torch.stack(values)])
+
     def zero_columns(self, row: int, columns: int) -> None:
         """Clear the first ``columns`` columns of ``row`` (its left padding)."""
         for layer in self.buffered_layers:
