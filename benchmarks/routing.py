@@ -78,6 +78,7 @@ class Workload:
     rate_per_second: float
     max_new_tokens: int
     system_repeats: int  # how long each system prompt is, in repetitions of the rules paragraph
+    prefix_cache_mb: int  # per replica: room for about half the system prompts' key/values
     seed: int = 17
 
 
@@ -198,12 +199,12 @@ async def served_counts(urls: Sequence[str]) -> dict[str, int]:
     return counts
 
 
-def start_replicas(workdir: Path, policy: str) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+def start_replicas(workdir: Path, policy: str, cache_mb: int) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
     processes, urls = [], []
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         for index in range(2):
-            command = [*builtin_command(free_port()), "--num-threads", "1"]
+            command = [*builtin_command(free_port()), "--num-threads", "1", "--prefix-cache-mb", str(cache_mb)]
             process, url = start(command, workdir / f"{policy}-{index}.log")
             processes.append(process)
             urls.append(url)
@@ -216,7 +217,7 @@ def start_replicas(workdir: Path, policy: str) -> tuple[list[subprocess.Popen[by
 
 def measure(policy: str, plan: list[tuple[float, str]], workload: Workload, workdir: Path) -> Phase:
     log(f"{policy}: starting two replicas")
-    processes, urls = start_replicas(workdir, policy)
+    processes, urls = start_replicas(workdir, policy, workload.prefix_cache_mb)
     try:
         log(f"{policy}: {len(plan)} requests at {workload.rate_per_second}/s")
         phase = asyncio.run(run_phase(policy, urls, plan, workload))
@@ -246,16 +247,18 @@ def print_table(phases: list[Phase], ratios: dict[str, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rate", type=float, default=None, help="Arrivals per second (default: 0.6, quick: 0.6).")
+    parser.add_argument("--rate", type=float, default=0.3, help="Arrivals per second.")
+    parser.add_argument("--prefix-cache-mb", type=int, default=96, help="Each replica's prefix cache (0: none).")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "routing-benchmark")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     workload = Workload(
-        prefixes=4,
-        requests=24 if args.quick else 80,
-        rate_per_second=args.rate or 0.6,
+        prefixes=8,
+        requests=24 if args.quick else 60,
+        rate_per_second=args.rate,
         max_new_tokens=16,
         system_repeats=6,
+        prefix_cache_mb=args.prefix_cache_mb,
     )
     plan = schedule(workload)
     phases = [measure(policy, plan, workload, args.workdir) for policy in POLICIES]

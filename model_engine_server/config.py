@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     upstream_read_timeout_seconds: float = 600.0
     # Replica choice (inference/routing.py): the policy, how many more in-flight requests than the least busy replica
     # the prefix's replica may have and still get the request, and the prefix index's block size and LRU bound.
-    routing_policy: RoutingPolicy = RoutingPolicy.LEAST_LOAD
+    routing_policy: RoutingPolicy = RoutingPolicy.PREFIX_AFFINITY  # won in benchmarks/routing.py
     routing_max_imbalance: int = Field(default=4, ge=0)
     routing_prefix_block_chars: int = Field(default=256, ge=16)
     routing_prefix_index_blocks: int = Field(default=65536, ge=1)
