@@ -1,6 +1,6 @@
 """Replica routing policies against two replicas of the built-in engine, in one run, on the same workload.
 
-    .venv/bin/python -m benchmarks.routing            # the full run (about 10 minutes)
+    .venv/bin/python -m benchmarks.routing            # the full run (about 13 minutes)
     .venv/bin/python -m benchmarks.routing --quick    # fewer requests, for a smoke run
 
 The workload is chat-like: conversations that share one of a few long system prompts (several distinct prefixes),
@@ -232,24 +232,25 @@ def measure(policy: str, plan: list[tuple[float, str]], workload: Workload, work
     return phase
 
 
-def print_table(phases: list[Phase], ratios: dict[str, float]) -> None:
-    print(f"{'policy':<16} {'reqs':>4} {'tokens/s':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'cache hits':>10}  served")
-    for p in phases:
-        hits = "n/a" if p.prefix_cache_hits is None else f"{p.prefix_cache_hits:.0f}"
-        print(
-            f"{p.policy:<16} {p.requests:>4} {p.tokens_per_second:>9.1f} {p.ttft_p50_ms:>7.0f}ms "
-            f"{p.ttft_p99_ms:>7.0f}ms {hits:>10}  {p.served}"
-        )
-    for policy, ratio in ratios.items():
-        print(f"TTFT p50 random / {policy}: {ratio:.2f}x")
+def table(phases: list[Phase]) -> str:
+    header = f"{'policy':<16} {'reqs':>4} {'tokens/s':>9} {'TTFT p50':>9} {'TTFT p99':>9} {'cache hits':>10}  served"
+    rows = [
+        f"{p.policy:<16} {p.requests:>4} {p.tokens_per_second:>9.1f} {p.ttft_p50_ms:>7.0f}ms {p.ttft_p99_ms:>7.0f}ms "
+        f"{'n/a' if p.prefix_cache_hits is None else f'{p.prefix_cache_hits:.0f}':>10}  {p.served}"
+        for p in phases
+    ]
+    return "\n".join([header, *rows])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rate", type=float, default=0.3, help="Arrivals per second.")
-    parser.add_argument("--prefix-cache-mb", type=int, default=96, help="Each replica's prefix cache (0: none).")
-    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "routing-benchmark")
+    for flag, kind, default, meaning in (
+        ("--rate", float, 0.3, "Arrivals per second."),
+        ("--prefix-cache-mb", int, 96, "Each replica's prefix cache (0: none)."),
+        ("--workdir", Path, Path(os.environ.get("TMPDIR", "/tmp")) / "routing-benchmark", "Replica logs."),
+    ):
+        parser.add_argument(flag, type=kind, default=default, help=meaning)
+    parser.add_argument("--quick", action="store_true", help="Fewer requests, not recorded.")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     workload = Workload(
@@ -264,7 +265,8 @@ def main() -> None:
     phases = [measure(policy, plan, workload, args.workdir) for policy in POLICIES]
     baseline = phases[0].ttft_p50_ms
     ratios = {p.policy: baseline / p.ttft_p50_ms for p in phases[1:]}
-    print_table(phases, ratios)
+    print(table(phases))
+    print("\n".join(f"TTFT p50 random / {policy}: {ratio:.2f}x" for policy, ratio in ratios.items()))
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
         "workload": asdict(workload),
