@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from model_engine_server.api.openai_schemas import ChatCompletionBody, CompletionBody
 from model_engine_server.config import RoutingPolicy
 from model_engine_server.inference.routing import (
     FAILED_REPLICA_COOLDOWN_SECONDS,
@@ -135,3 +136,20 @@ def test_a_success_clears_the_failure_at_once() -> None:
     route = router.route([A], None)  # A alone: tried anyway
     router.connected(A, route)
     assert router.failed() == set()
+
+
+def test_chat_conversations_sharing_their_first_messages_share_hashed_blocks() -> None:
+    system = {"role": "system", "content": "You are a careful assistant for a public library. " * 8}
+
+    def chat(*messages: dict[str, object]) -> str:
+        prompt = ChatCompletionBody.model_validate({"model": "m", "messages": [system, *messages]}).routing_prompt()
+        assert prompt is not None
+        return prompt
+
+    first = prefix_hashes(chat({"role": "user", "content": "Opening hours?"}), 64)
+    second = prefix_hashes(chat({"role": "user", "content": [{"type": "text", "text": "Late fees?"}]}), 64)
+    assert first[:5] == second[:5]
+    parts = chat({"role": "user", "content": [{"type": "text", "text": "Late "}, {"type": "text", "text": "fees?"}]})
+    assert parts == chat({"role": "user", "content": "Late fees?"})  # text parts route like the same string
+    listed = CompletionBody.model_validate({"model": "m", "prompt": ["first prompt", "second"]})
+    assert listed.routing_prompt() == "first prompt"
