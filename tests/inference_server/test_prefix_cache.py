@@ -7,19 +7,33 @@ prefix cache is on by default.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import torch
 
-from model_engine_server.inference.server.prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache, align_prefixes
+from model_engine_server.inference.server.kv_cache import BatchKvCache, KvPrefix
+from model_engine_server.inference.server.prefix_cache import (
+    DEFAULT_BLOCK_SIZE,
+    PrefixCache,
+    align_prefixes,
+    group_by_suffix,
+    uncached_tokens,
+)
 from tests.inference_server.conftest import RunningServer
 from tests.inference_server.test_batching import metric
 
 BLOCK = 4
 LAYERS, HEADS, DIM = 2, 1, 3
 BLOCK_BYTES = 2 * LAYERS * HEADS * BLOCK * DIM * 4  # float32 keys and values of one block
+
+
+@dataclass
+class Prompt:
+    prompt_ids: list[int]
+    prompt_logprobs: bool
 
 
 def kv_for(tokens: list[int]) -> torch.Tensor:
@@ -30,12 +44,18 @@ def kv_for(tokens: list[int]) -> torch.Tensor:
 
 def fill(cache: PrefixCache, tokens: list[int]) -> torch.Tensor:
     source = kv_for(tokens)
-    cache.insert(tokens, lambda start, end: source[..., start:end, :])
+    cache.insert(tokens, lambda start, end: source[..., start:end, :].clone())
     return source
 
 
-def cached_tokens(kv: torch.Tensor | None) -> list[int]:
-    return [] if kv is None else [int(v) for v in kv[0, 0, 0, :, 0]]
+def cached_tokens(prefix: KvPrefix | None) -> list[int]:
+    """The tokens a prefix holds, read through the batch cache built from it (as a prefill would)."""
+    if prefix is None:
+        return []
+    layer = BatchKvCache.from_prefixes([prefix], room=0).buffered_layers[0]
+    assert layer.key_buffer is not None and layer.value_buffer is not None
+    assert torch.equal(layer.key_buffer[0, 0, : layer.length], layer.value_buffer[0, 0, : layer.length])
+    return [int(v) for v in layer.key_buffer[0, 0, : layer.length, 0]]
 
 
 def test_lookup_returns_the_longest_cached_prefix_in_whole_blocks() -> None:
@@ -46,6 +66,15 @@ def test_lookup_returns_the_longest_cached_prefix_in_whole_blocks() -> None:
     assert cached_tokens(cache.lookup([1, 2, 3, 4, 5, 6, 0, 8, 9])) == [1, 2, 3, 4]  # diverges in block two
     assert cache.lookup([9, 2, 3, 4, 5]) is None  # a block is only found after the same blocks before it
     assert cache.lookup([5, 6, 7, 8, 9]) is None
+
+
+def test_admission_counts_only_the_tokens_a_prefill_will_compute() -> None:
+    cache = PrefixCache(capacity_bytes=100 * BLOCK_BYTES, block_size=BLOCK)
+    fill(cache, list(range(1, 12)))
+    prompt = [1, 2, 3, 4, 5, 6, 7, 8, 99, 100]
+
+    assert uncached_tokens(cache, Prompt(prompt, prompt_logprobs=False)) == 2  # 8 of the 10 tokens are cached
+    assert uncached_tokens(cache, Prompt(prompt, prompt_logprobs=True)) == 10  # computes its whole prompt
 
 
 def test_the_last_prompt_token_is_never_served_from_the_cache() -> None:
@@ -62,7 +91,11 @@ def test_stored_blocks_are_copies_that_later_writes_cannot_change() -> None:
     source.zero_()  # the batch cache the prefix came from is reused and overwritten in place
     found = cache.lookup([1, 2, 3, 4, 5])
     assert found is not None
-    found.zero_()  # and the copy handed to a batch is written to as well
+    batch = BatchKvCache.from_prefixes([found], room=4)
+    for layer in batch.buffered_layers:  # and the batch that reused it writes its own cache in place
+        assert layer.key_buffer is not None and layer.value_buffer is not None
+        layer.key_buffer.zero_()
+        layer.value_buffer.zero_()
 
     assert cached_tokens(cache.lookup([1, 2, 3, 4, 5])) == [1, 2, 3, 4]
 
@@ -99,9 +132,19 @@ def test_a_disabled_cache_stores_nothing() -> None:
 
 def test_aligned_prefixes_leave_every_cached_row_the_same_suffix_length() -> None:
     # Prompts of 20, 14 and 9 tokens with 16, 12 and 0 cached: the longest suffix is 9 (the uncached row).
-    prefixes = [kv_for(list(range(16))), kv_for(list(range(12))), None]
+    prefixes = [
+        KvPrefix((kv_for(list(range(8))), kv_for(list(range(8, 16))))),
+        KvPrefix((kv_for(list(range(12))),)),
+        None,
+    ]
     aligned = align_prefixes([20, 14, 9], prefixes)
     assert [cached_tokens(p) for p in aligned] == [list(range(11)), list(range(5)), []]
+
+
+def test_hits_with_very_different_suffixes_are_prefilled_in_separate_groups() -> None:
+    # A 3-token suffix next to a 200-token one would recompute 197 cached tokens; 3, 5 and 20 stay together.
+    groups = group_by_suffix({0: 200, 1: 3, 2: 20, 3: 5, 4: 150}, slack=16)
+    assert groups == [[1, 3, 2], [4, 0]]
 
 
 # --- the served behaviour ----------------------------------------------------------------------------------------

@@ -272,6 +272,8 @@ never from plain values.
   value: {{ .Values.endpoints.autoscaling.metricName | quote }}
 - name: LLM_ENGINE_KUBERNETES_BUILTIN_ENGINE_WITHOUT_GPUS
   value: {{ .Values.endpoints.builtinEngineWithoutGpus | quote }}
+- name: LLM_ENGINE_PREFIX_CACHE_MB
+  value: {{ .Values.endpoints.builtinPrefixCacheMb | int64 | quote }}
 - name: LLM_ENGINE_KUBERNETES_TERMINATION_GRACE_SECONDS
   value: {{ .Values.endpoints.terminationGracePeriodSeconds | int64 | quote }}
 - name: LLM_ENGINE_KUBERNETES_S3_DOWNLOAD_IMAGE

@@ -179,5 +179,10 @@ def build_service(
     validator = RequestValidator(
         runner.tokenizer, TokenLimits(limits.max_input_tokens, limits.max_total_tokens, max_stop_sequences)
     )
-    scheduler = Scheduler(runner, batch_limits, metrics, PrefixCache(capacity_bytes=prefix_cache_mb * 1024 * 1024))
+    prefix_cache = PrefixCache(capacity_bytes=prefix_cache_mb * 1024 * 1024)
+    logger.info(
+        "Prefix cache: %s",
+        f"{prefix_cache_mb} MB, {prefix_cache.block_size}-token blocks" if prefix_cache_mb else "off",
+    )
+    scheduler = Scheduler(runner, batch_limits, metrics, prefix_cache)
     return InferenceService(runner, scheduler, validator, metrics, info)

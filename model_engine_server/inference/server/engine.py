@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from model_engine_server.inference.server.kv_cache import BatchKvCache
+from model_engine_server.inference.server.kv_cache import BatchKvCache, KvPrefix
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class ModelRunner:
         rows: list[Any],
         prompts: list[list[int]],
         want_prompt_logprobs: bool,
-        prefixes: Sequence[torch.Tensor | None] | None = None,
+        prefixes: Sequence[KvPrefix | None] | None = None,
     ) -> PrefillResult:
         """Run the prompts of new sequences as one left-padded batch, filling a fresh cache.
 
@@ -132,11 +132,13 @@ class ModelRunner:
         uncached rest (``prefix_cache.align_prefixes`` trims prefixes to that); prompt logprobs need no prefixes.
         """
         # --- prefix cache (issue 17): split each prompt into its cached prefix and the suffix computed now ---
-        cached = [0 if p is None else p.shape[-2] for p in prefixes] if prefixes else [0] * len(prompts)
+        cached = [0 if p is None else p.length for p in prefixes] if prefixes else [0] * len(prompts)
         suffixes = [prompt[n:] for prompt, n in zip(prompts, cached, strict=True)]
         width = max(len(s) for s in suffixes)
         if any(n and len(s) != width for n, s in zip(cached, suffixes, strict=True)):
             raise ValueError("a row with a cached prefix must have the longest uncached suffix (left padding)")
+        if want_prompt_logprobs and any(cached):
+            raise ValueError("prompt logprobs need the whole prompt computed, without a cached prefix")
         input_ids = torch.zeros((len(prompts), width), dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, suffix in enumerate(suffixes):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from model_engine_server.inference.server.kv_cache import BatchKvCache
+from model_engine_server.inference.server.kv_cache import BatchKvCache, KvPrefix
 
 if TYPE_CHECKING:
     from model_engine_server.inference.server.metrics import ServerMetrics
@@ -60,42 +60,46 @@ class PrefixCache:
     def stats(self) -> CacheStats:
         return CacheStats(len(self._blocks), self._bytes, self._evicted)
 
-    def lookup(self, tokens: Sequence[int]) -> torch.Tensor | None:
-        """Key/values ``[2, layers, kv_heads, n, head_dim]`` of the longest cached prefix of ``tokens``, leaving at
-        least the last token uncached (its logits are needed); ``None`` on a miss."""
-        keys = self._chain(tokens)
+    def lookup(self, tokens: Sequence[int]) -> KvPrefix | None:
+        """Key/values of the longest cached prefix of ``tokens``, leaving at least the last token uncached (its
+        logits are needed); ``None`` on a miss. The blocks are handed out as they are stored, without a copy: the
+        batch cache built from them copies them once (one pass over memory instead of two)."""
+        found = self._cached_keys(tokens)
+        if not found:
+            return None
+        self._touch(found)
+        return KvPrefix(tuple(self._blocks[key].kv for key in found))
+
+    def cached_length(self, tokens: Sequence[int]) -> int:
+        """How many tokens ``lookup`` would return, without copying anything or counting as a use."""
+        return len(self._cached_keys(tokens)) * self.block_size
+
+    def _cached_keys(self, tokens: Sequence[int]) -> list[int]:
         found: list[int] = []
-        for key, block_tokens in keys:
+        for key, block_tokens in self._chain(tokens):
             block = self._blocks.get(key)
             if block is None or block.tokens != block_tokens:
                 break
             found.append(key)
-        if not found:
-            return None
-        self._touch(found)
-        return torch.cat([self._blocks[key].kv for key in found], dim=-2)
+        return found
 
     def insert(self, tokens: Sequence[int], kv_of: Callable[[int, int], torch.Tensor]) -> int:
-        """Store the blocks of ``tokens`` not cached yet; ``kv_of(start, end)`` gives the key/values of tokens
-        ``start..end`` (``[2, layers, kv_heads, end - start, head_dim]``). Returns how many blocks were added."""
+        """Store the blocks of ``tokens`` not cached yet; ``kv_of(start, end)`` gives a new tensor (the block owns it)
+        with the key/values of tokens ``start..end``, ``[2, layers, kv_heads, end - start, head_dim]``. Returns how
+        many blocks were added."""
         if not self.enabled:
             return 0
         keys = self._chain(tokens)
-        missing = [b for b, (key, _) in enumerate(keys) if key not in self._blocks]
-        if not missing:
-            self._touch([key for key, _ in keys])
-            return 0
-        start = missing[0] * self.block_size
-        slab = kv_of(start, len(keys) * self.block_size)
-        for b in missing:
-            offset = b * self.block_size - start
-            kv = slab[..., offset : offset + self.block_size, :].clone()  # owns its memory: evicting one frees it
-            key, block_tokens = keys[b]
-            self._blocks[key] = _Block(block_tokens, kv)
-            self._bytes += kv.nbytes
+        added = 0
+        for b, (key, block_tokens) in enumerate(keys):
+            if key not in self._blocks:
+                kv = kv_of(b * self.block_size, (b + 1) * self.block_size)
+                self._blocks[key] = _Block(block_tokens, kv)
+                self._bytes += kv.nbytes
+                added += 1
         self._touch([key for key, _ in keys])
         self._evict()
-        return len(missing)
+        return added
 
     def insert_rows(self, kv: BatchKvCache, prompts: Sequence[Sequence[int]]) -> None:
         """Store the prefixes of a freshly prefilled batch, whose row ``i`` holds ``prompts[i]`` right-aligned."""
@@ -134,11 +138,11 @@ class PrefillGroup:
     """Prompts prefilled together: ``indices`` into the planned list, and the cached prefix of each (or ``None``)."""
 
     indices: list[int]
-    prefixes: list[torch.Tensor | None]
+    prefixes: list[KvPrefix | None]
 
     @property
     def reused_tokens(self) -> list[int]:
-        return [0 if p is None else p.shape[-2] for p in self.prefixes]
+        return [0 if p is None else p.length for p in self.prefixes]
 
 
 class _Request(Protocol):
@@ -146,34 +150,48 @@ class _Request(Protocol):
     prompt_logprobs: bool
 
 
-def plan_prefill(cache: PrefixCache, requests: Sequence[_Request], metrics: ServerMetrics) -> list[PrefillGroup]:
-    """Split a prefill into the prompts without a cached prefix and those with one, and count the lookups.
+def uncached_tokens(cache: PrefixCache, request: _Request) -> int:
+    """The prompt tokens a request's prefill will compute (about: a group may recompute a little more)."""
+    cached = 0 if request.prompt_logprobs or not cache.enabled else cache.cached_length(request.prompt_ids)
+    return len(request.prompt_ids) - cached
 
-    Hits go in a group of their own so that a long uncached prompt does not force them to recompute their prefix.
-    Prompt logprobs need the logits of every prompt token, so those requests compute their whole prompt.
+
+def plan_prefill(cache: PrefixCache, requests: Sequence[_Request], metrics: ServerMetrics) -> list[PrefillGroup]:
+    """Split a prefill into groups run one after the other, and count the lookups.
+
+    Prompts without a cached prefix form one group. Those with one are grouped by the length of their uncached
+    suffix: a group computes its longest suffix on every row (see ``align_prefixes``), so a short suffix next to a
+    long one (or next to a whole cold prompt) would recompute most of its prefix. Prompt logprobs need the logits of
+    every prompt token, so those requests compute their whole prompt.
     """
     lookup = [cache.enabled and not r.prompt_logprobs for r in requests]
     found = [cache.lookup(r.prompt_ids) if use else None for r, use in zip(requests, lookup, strict=True)]
     misses = [i for i, kv in enumerate(found) if kv is None]
-    hits = [i for i, kv in enumerate(found) if kv is not None]
     groups = [PrefillGroup(misses, [None] * len(misses))] if misses else []
-    if hits:
-        lengths = [len(requests[i].prompt_ids) for i in hits]
-        groups.append(PrefillGroup(hits, align_prefixes(lengths, [found[i] for i in hits])))
+    suffixes = {i: len(requests[i].prompt_ids) - kv.length for i, kv in enumerate(found) if kv is not None}
+    for indices in group_by_suffix(suffixes, slack=cache.block_size):
+        lengths = [len(requests[i].prompt_ids) for i in indices]
+        groups.append(PrefillGroup(indices, align_prefixes(lengths, [found[i] for i in indices])))
     metrics.observe_prefix_cache(sum(lookup), [n for group in groups for n in group.reused_tokens], cache.stats.bytes)
     return groups
 
 
-def align_prefixes(lengths: Sequence[int], prefixes: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+def group_by_suffix(suffixes: dict[int, int], slack: int) -> list[list[int]]:
+    """Indices grouped so that no suffix in a group is longer than twice the group's shortest plus ``slack``."""
+    groups: list[list[int]] = []
+    for i in sorted(suffixes, key=suffixes.__getitem__):
+        if not groups or suffixes[i] > 2 * suffixes[groups[-1][0]] + slack:
+            groups.append([])
+        groups[-1].append(i)
+    return groups
+
+
+def align_prefixes(lengths: Sequence[int], prefixes: Sequence[KvPrefix | None]) -> list[KvPrefix | None]:
     """Trim cached prefixes so that every row keeping one has the same, longest uncached suffix.
 
     A left-padded batch is right-aligned: the suffixes computed together share their last column, and a row's
     prefix must end right where its suffix starts. So a row whose suffix is shorter than the longest reuses fewer
     cached tokens, and recomputes the rest.
     """
-    width = max(length - (0 if p is None else p.shape[-2]) for length, p in zip(lengths, prefixes, strict=True))
-    aligned: list[torch.Tensor | None] = []
-    for length, prefix in zip(lengths, prefixes, strict=True):
-        keep = length - width
-        aligned.append(prefix[..., :keep, :] if prefix is not None and keep > 0 else None)
-    return aligned
+    width = max(length - (0 if p is None else p.length) for length, p in zip(lengths, prefixes, strict=True))
+    return [None if p is None else p.truncated(n - width) for n, p in zip(lengths, prefixes, strict=True)]

@@ -30,8 +30,9 @@ from model_engine_server.inference.server.events import (
     TokenEvent,
     deliver,
 )
+from model_engine_server.inference.server.kv_cache import KvPrefix
 from model_engine_server.inference.server.metrics import ServerMetrics
-from model_engine_server.inference.server.prefix_cache import PrefixCache, plan_prefill
+from model_engine_server.inference.server.prefix_cache import PrefixCache, plan_prefill, uncached_tokens
 from model_engine_server.inference.server.sampling import SamplingParams, TokenChooser, choose_next_tokens
 
 logger = logging.getLogger(__name__)
@@ -171,9 +172,10 @@ class Scheduler:
                     request.done = True
                     self._in_flight -= 1
                     continue
+                cost = uncached_tokens(self.prefix_cache, request)  # what its prefill will compute
                 fits = (
                     reserved + request.reserved_tokens <= self.limits.max_batch_total_tokens
-                    and (not taken or prefill_tokens + len(request.prompt_ids) <= self.limits.max_batch_prefill_tokens)
+                    and (not taken or prefill_tokens + cost <= self.limits.max_batch_prefill_tokens)
                     and (self.limits.max_batch_size is None or size < self.limits.max_batch_size)
                 )
                 if not fits:
@@ -181,7 +183,7 @@ class Scheduler:
                 self._waiting.popleft()
                 taken.append(request)
                 reserved += request.reserved_tokens
-                prefill_tokens += len(request.prompt_ids)
+                prefill_tokens += cost
                 size += 1
             self.metrics.queue_size.set(len(self._waiting))
             return taken
@@ -218,7 +220,7 @@ class Scheduler:
         kept = [b for b in batches if b is not None]
         return Batch.concatenate(kept) if kept else None
 
-    def _prefill_group(self, requests: list[GenerationRequest], prefixes: list[torch.Tensor | None]) -> Batch | None:
+    def _prefill_group(self, requests: list[GenerationRequest], prefixes: list[KvPrefix | None]) -> Batch | None:
         started = time.monotonic()
         rows = [_Sequence(r, self.runner) for r in requests]
         want_logprobs = any(r.prompt_logprobs for r in requests)
