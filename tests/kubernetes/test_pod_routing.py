@@ -197,3 +197,17 @@ async def test_routing_rules_cover_exactly_what_the_resolver_sends(
 )
 def test_ready_pod_urls(slices: list[dict[str, Any]], expected: list[str]) -> None:
     assert ready_pod_urls(slices) == expected
+
+
+async def test_a_dropped_watch_resumes_and_misses_no_change(
+    emulator: KubeEmulator, resolver: KubernetesPodResolver, endpoint: ModelEndpoint
+) -> None:
+    add_pod(emulator, endpoint, "a", pod_status("10.0.0.1"))
+    sync_endpoint_slices(emulator, NAMESPACE)
+    await answers(resolver, endpoint, lambda urls: urls == pod_urls("10.0.0.1"))
+    await eventually_async(lambda: emulator.open_watches("endpointslices") == 1)
+
+    emulator.drop_watches()  # an API server restart: the change below happens while nobody watches
+    add_pod(emulator, endpoint, "b", pod_status("10.0.0.2"))
+    sync_endpoint_slices(emulator, NAMESPACE)
+    await answers(resolver, endpoint, lambda urls: urls == pod_urls("10.0.0.1", "10.0.0.2"))
