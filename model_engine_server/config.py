@@ -34,6 +34,13 @@ class OrchestratorKind(StrEnum):
     KUBERNETES = "kubernetes"
 
 
+class RoutingPolicy(StrEnum):
+    """How the gateway picks a replica (inference/routing.py)."""
+
+    LEAST_LOAD = "least_load"  # fewest requests in flight from this gateway
+    PREFIX_AFFINITY = "prefix_affinity"  # the replica that served the prompt's prefix last, unless it is overloaded
+
+
 class ModelZooOverride(BaseModel):
     """One model zoo entry an operator adds or replaces (the Helm chart's ``modelZoo`` value), keyed by model_name."""
 
@@ -75,6 +82,12 @@ class Settings(BaseSettings):
     bootstrap_owner: str = "admin"
     upstream_connect_timeout_seconds: float = 5.0
     upstream_read_timeout_seconds: float = 600.0
+    # Replica choice (inference/routing.py): the policy, how many more in-flight requests than the least busy replica
+    # the prefix's replica may have and still get the request, and the prefix index's block size and LRU bound.
+    routing_policy: RoutingPolicy = RoutingPolicy.PREFIX_AFFINITY  # won in benchmarks/routing.py
+    routing_max_imbalance: int = Field(default=4, ge=0)
+    routing_prefix_block_chars: int = Field(default=256, ge=16)
+    routing_prefix_index_blocks: int = Field(default=65536, ge=1)
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)  # ": ping" comments on quiet completion streams
     async_task_result_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     # Request limits (api/limits.py): larger bodies get 413, slower bodies 408, larger headers 431, queries 414.
@@ -145,6 +158,8 @@ class Settings(BaseSettings):
     # every clone on this machine shares them.
     engines_dir: Path = Field(default_factory=_default_engines_dir)
     vllm_cpu_kv_cache_gib: int = Field(default=2, ge=1)  # VLLM_CPU_KVCACHE_SPACE of local vLLM replicas
+    # Memory the built-in inference server keeps for the key/values of recent prompt prefixes; 0 turns it off.
+    prefix_cache_mb: int = Field(default=256, ge=0)
 
     # --- Kubernetes ----------------------------------------------------------------------------------------------
     kubernetes_namespace: str = "llm-engine-endpoints"
@@ -157,6 +172,9 @@ class Settings(BaseSettings):
     kubernetes_hf_token_secret: str = ""  # Secret (key HF_TOKEN) mounted into TGI/vLLM pods when set
     # How the gateway reaches an endpoint's Service; {service} and {namespace} are filled in.
     kubernetes_service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:80"
+    # Route to each ready pod (from the endpoint's EndpointSlices, watched) instead of through the Service; needs
+    # list/watch on endpointslices. The Service URL is still used while the watch is unavailable.
+    kubernetes_pod_routing: bool = True
     tgi_image_repository: str = "ghcr.io/huggingface/text-generation-inference"
     vllm_image_repository: str = "vllm/vllm-openai"
     builtin_image_repository: str = "ghcr.io/llm-engine/model-engine-inference"

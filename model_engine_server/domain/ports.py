@@ -53,8 +53,8 @@ class UpstreamResolver(Protocol):
     """Where requests for an endpoint go right now (the gateway and the async worker ask on every request).
 
     Implementations (``orchestration.factory.build_upstream_resolver`` picks one): the ``LocalOrchestrator`` running
-    in this process; ``LocalReplicaDirectory`` (its state file, read from another process); and
-    ``KubernetesServiceResolver`` (the endpoint's Service URL).
+    in this process; ``LocalReplicaDirectory`` (its state file, read from another process);
+    ``KubernetesPodResolver`` (ready pods from EndpointSlices) and ``KubernetesServiceResolver`` (the Service URL).
     """
 
     async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:

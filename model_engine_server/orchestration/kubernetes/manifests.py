@@ -210,6 +210,8 @@ def _env(settings: Settings, kind: EngineKind) -> list[Manifest]:
     env: list[Manifest] = [{"name": "PORT", "value": str(CONTAINER_PORT)}]
     if kind == EngineKind.TGI:
         env.append({"name": "HF_HUB_ENABLE_HF_TRANSFER", "value": "1"})
+    if kind == EngineKind.BUILTIN:  # the built-in server reads this setting itself; TGI and vLLM cache on their own
+        env.append({"name": "LLM_ENGINE_PREFIX_CACHE_MB", "value": str(settings.prefix_cache_mb)})
     if settings.kubernetes_hf_token_secret:
         env.append(
             {
