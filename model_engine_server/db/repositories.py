@@ -152,6 +152,19 @@ class EndpointRegistry:
             unavailable_workers=state.unavailable_workers,
         )
 
+    async def record_demand(self, endpoint_id: str, at: datetime) -> None:
+        """A gateway saw a request for the endpoint at ``at`` (only ever moves forward; several gateways write)."""
+        statement = (
+            update(EndpointRow)
+            .where(
+                EndpointRow.id == endpoint_id,
+                or_(EndpointRow.last_request_at.is_(None), EndpointRow.last_request_at < at),
+            )
+            .values(last_request_at=at)
+        )
+        async with self._sessions.begin() as session:
+            await session.execute(statement)
+
     async def remove(self, endpoint_id: str) -> None:
         async with self._sessions.begin() as session:
             await session.execute(delete(EndpointRow).where(EndpointRow.id == endpoint_id))

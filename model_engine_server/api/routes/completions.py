@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from typing import Annotated
 
 import orjson
@@ -32,19 +33,14 @@ router = APIRouter(prefix="/v1/llm", tags=["completions"])
 EndpointNameQuery = Annotated[str, Query(min_length=1, description="The model endpoint to send the prompt to.")]
 
 
-async def _admit(
-    dispatcher: CompletionDispatcher, kind: str, name: str, caller: str, body: CompletionRequestBody
-) -> tuple[CompletionRequest, CompletionRoute, RequestObservation]:
-    """The request in the platform's terms, the replica it goes to and its observation (timed from now); a refused
-    request is counted as such."""
-    started = time.perf_counter()
-    request = body.to_domain()
+async def _route(
+    dispatcher: CompletionDispatcher, kind: str, name: str, caller: str, request: CompletionRequest
+) -> CompletionRoute:
     try:
-        route = await dispatcher.route(name, caller, request)
+        return await dispatcher.route(name, caller, request)
     except DomainError as exc:
         count_rejected(kind, status_for(exc))
         raise
-    return request, route, RequestObservation(kind, route.endpoint.id, started)
 
 
 @router.post("/completions-sync", response_model=CompletionSyncResponse)
@@ -55,7 +51,10 @@ async def create_completion_sync(
     dispatcher: CompletionDispatcherDep,
 ) -> Response:
     """Complete the prompt and answer with the whole text and its token counts."""
-    request, route, observation = await _admit(dispatcher, "sync", model_endpoint_name, caller, body)
+    started = time.perf_counter()
+    request = body.to_domain()
+    route = await _route(dispatcher, "sync", model_endpoint_name, caller, request)
+    observation = RequestObservation("sync", route.endpoint.id, started)
     with observation.measuring():
         output = await dispatcher.complete(route, request)
         observation.tokens(output.num_prompt_tokens, output.num_completion_tokens)
@@ -76,8 +75,15 @@ async def create_completion_stream(
     settings: SettingsDep,
 ) -> StreamingResponse:
     """Stream the completion token by token as Server-Sent Events; the last event has ``finished: true``."""
-    request, route, observation = await _admit(dispatcher, "stream", model_endpoint_name, caller, body)
-    deltas = dispatcher.stream(route, request)
-    return await sse.open_completion_stream(
-        uuid.uuid4().hex, deltas, observation, ping_seconds=settings.stream_keepalive_seconds
-    )
+    started = time.perf_counter()
+    request = body.to_domain()
+    request_id = uuid.uuid4().hex
+    ping_seconds = settings.stream_keepalive_seconds
+
+    async def start(route: CompletionRoute) -> StreamingResponse:
+        observation = RequestObservation("stream", route.endpoint.id, started)
+        deltas = dispatcher.stream(route, request)
+        return await sse.open_completion_stream(request_id, deltas, observation, ping_seconds=ping_seconds)
+
+    admitting = _route(dispatcher, "stream", model_endpoint_name, caller, request)
+    return await sse.stream_when_admitted(admitting, start, partial(sse.error_event, request_id), ping_seconds)
