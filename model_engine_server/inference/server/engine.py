@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from model_engine_server.inference.server import llama
 from model_engine_server.inference.server.kv_cache import BatchKvCache
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class ModelRunner:
             eos_ids.add(int(tokenizer.eos_token_id))
         self.eos_token_ids = frozenset(eos_ids)
         self.special_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
+        # Llama-architecture models (the bundled SmolLM2 among them) run on our lean forward; others on transformers'.
+        self.lean = llama.LlamaForward(model) if llama.supports(model) else None
 
     @classmethod
     def load(cls, checkpoint: Path, dtype: str = "auto", device: str | None = None) -> ModelRunner:
@@ -128,15 +131,7 @@ class ModelRunner:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = BatchKvCache.empty(self.num_layers)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=position_ids,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=0 if want_prompt_logprobs else 1,
-        )
-        logits = out.logits
+        logits = self._forward(input_ids, mask, position_ids, cache, logits_to_keep=0 if want_prompt_logprobs else 1)
         for i, prompt in enumerate(prompts):
             if len(prompt) < width:
                 cache.zero_columns(i, width - len(prompt))  # padding keys/values must stay exactly zero
@@ -160,13 +155,8 @@ class ModelRunner:
         # Without left padding every row attends to its whole cache, so the model needs no mask: building the 4-D
         # mask from the 2-D one costs a quarter of a small batch's decode step on CPU (measured, SmolLM2 batch 1).
         padded = min(batch.lengths) < batch.attention_mask.shape[1]
-        out = self.model(
-            input_ids=batch.next_tokens[:, None],
-            attention_mask=mask if padded else None,
-            position_ids=batch.positions[:, None],
-            past_key_values=batch.cache,
-            use_cache=True,
-            logits_to_keep=1,
+        logits = self._forward(
+            batch.next_tokens[:, None], mask if padded else None, batch.positions[:, None], batch.cache
         )
         advanced = replace(
             batch,
@@ -174,7 +164,28 @@ class ModelRunner:
             positions=batch.positions + 1,
             lengths=tuple(length + 1 for length in batch.lengths),
         )
-        return advanced, out.logits[:, -1, :]
+        return advanced, logits[:, -1, :]
+
+    def _forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        cache: BatchKvCache,
+        logits_to_keep: int = 1,
+    ) -> torch.Tensor:
+        """Logits of the last ``logits_to_keep`` positions (0: all), appending the new keys/values to ``cache``."""
+        if self.lean is not None:
+            return self.lean(input_ids, attention_mask, position_ids, cache, logits_to_keep)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=logits_to_keep,
+        )
+        return out.logits  # type: ignore[no-any-return]
 
 
 def _prompt_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, prompts: list[list[int]]) -> list[list[float]]:
