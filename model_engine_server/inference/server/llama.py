@@ -77,7 +77,7 @@ def supports(model: Any) -> bool:
 
 
 class LlamaForward:
-    """Computes next-token logits with a loaded ``LlamaForCausalLM``'s weights (shared, not copied, where possible)."""
+    """Computes next-token logits from a loaded ``LlamaForCausalLM``'s weights (projections re-laid out at load)."""
 
     def __init__(self, model: Any) -> None:
         config = model.config
@@ -111,7 +111,8 @@ class LlamaForward:
         hidden = F.embedding(input_ids, self.embed)
         cos, sin = self.rotary(hidden, position_ids)
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # broadcast over heads: [batch, new, 1, head_dim]
-        mask = _attention_mask(attention_mask, new, cache.length + new, self.heads // self.kv_heads)
+        group = self.heads // self.kv_heads
+        mask = _attention_mask(attention_mask, new, cache.length + new, group, input_ids.device)
         for index, layer in enumerate(self.layers):
             hidden = self._attention(layer, hidden, cos, sin, mask, cache, index)
             hidden = self._mlp(layer, hidden)
@@ -129,6 +130,7 @@ class LlamaForward:
         cache: BatchKvCache,
         index: int,
     ) -> torch.Tensor:
+        """The residual stream after layer ``index``'s attention; appends this step's keys/values to ``cache``."""
         batch, new, _ = hidden.shape
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         qkv = layer.qkv(_rms_norm(hidden, layer.input_norm, self.eps)).view(batch, new, heads + 2 * kv_heads, dim)
@@ -145,6 +147,7 @@ class LlamaForward:
         return layer.out.plus(attended, hidden)
 
     def _mlp(self, layer: _Layer, hidden: torch.Tensor) -> torch.Tensor:
+        """The residual stream after the layer's SwiGLU feed-forward."""
         gate, up = layer.gate_up(_rms_norm(hidden, layer.post_norm, self.eps)).chunk(2, dim=-1)
         return layer.down.plus(F.silu(gate) * up, hidden)
 
@@ -171,7 +174,9 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rotated * sin
 
 
-def _attention_mask(padding: torch.Tensor | None, new: int, total: int, group: int) -> torch.Tensor | None:
+def _attention_mask(
+    padding: torch.Tensor | None, new: int, total: int, group: int, device: torch.device
+) -> torch.Tensor | None:
     """The boolean mask ``[batch, 1, group * new, total]`` (True = attend), or ``None`` when nothing is masked.
 
     The query rows are tiled per head of a group, as ``_attention`` lays the queries out. A padding position always
@@ -179,7 +184,6 @@ def _attention_mask(padding: torch.Tensor | None, new: int, total: int, group: i
     """
     if padding is None and new == 1:
         return None
-    device = padding.device if padding is not None else None
     columns = torch.arange(total, device=device)
     positions = torch.arange(total - new, total, device=device)[:, None]
     causal = positions >= columns  # [new, total]
