@@ -63,6 +63,35 @@ class _Layer:
     down: _Projection
 
 
+@dataclass(frozen=True)
+class _Step:
+    """What every layer of one forward shares: rotary factors, the mask, the cache, and which tokens are real.
+
+    A left-padded prefill wastes the padding's share of every matrix product (over half of it for a batch of prompts of
+    mixed lengths), so when ``tokens`` is set the projections and the MLP run on the real tokens only, packed into
+    ``[real, hidden]``; only attention works in the padded ``[batch, new, ...]`` layout.
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    mask: torch.Tensor | None
+    cache: BatchKvCache
+    shape: tuple[int, int]  # batch, new
+    tokens: torch.Tensor | None  # flat indices of the real tokens in [batch * new], or None for "all of them"
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        if self.tokens is None:
+            return padded
+        return padded.reshape(self.shape[0] * self.shape[1], -1).index_select(0, self.tokens)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """``[batch, new, features]``; padding positions are zero."""
+        if self.tokens is None:
+            return packed
+        padded = packed.new_zeros((self.shape[0] * self.shape[1], packed.shape[-1]))
+        return padded.index_copy_(0, self.tokens, packed).view(*self.shape, -1)
+
+
 def supports(model: Any) -> bool:
     """Whether ``model`` is a plain Llama-architecture causal LM this forward computes exactly."""
     config = model.config
@@ -110,41 +139,41 @@ class LlamaForward:
         batch, new = input_ids.shape
         hidden = F.embedding(input_ids, self.embed)
         cos, sin = self.rotary(hidden, position_ids)
-        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # broadcast over heads: [batch, new, 1, head_dim]
         group = self.heads // self.kv_heads
-        mask = _attention_mask(attention_mask, new, cache.length + new, group, input_ids.device)
+        step = _Step(
+            cos=cos.unsqueeze(2),  # broadcast over heads: [batch, new, 1, head_dim]
+            sin=sin.unsqueeze(2),
+            mask=_attention_mask(attention_mask, new, cache.length + new, group, input_ids.device),
+            cache=cache,
+            shape=(batch, new),
+            tokens=_real_tokens(attention_mask, new),
+        )
+        hidden = step.pack(hidden)
         for index, layer in enumerate(self.layers):
-            hidden = self._attention(layer, hidden, cos, sin, mask, cache, index)
+            hidden = self._attention(layer, hidden, step, index)
             hidden = self._mlp(layer, hidden)
+        hidden = step.unpack(hidden)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         return self.lm_head(_rms_norm(hidden, self.norm, self.eps))
 
-    def _attention(
-        self,
-        layer: _Layer,
-        hidden: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        cache: BatchKvCache,
-        index: int,
-    ) -> torch.Tensor:
-        """The residual stream after layer ``index``'s attention; appends this step's keys/values to ``cache``."""
-        batch, new, _ = hidden.shape
+    def _attention(self, layer: _Layer, hidden: torch.Tensor, step: _Step, index: int) -> torch.Tensor:
+        """The residual stream after layer ``index``'s attention; appends this step's keys/values to the cache."""
+        batch, new = step.shape
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
-        qkv = layer.qkv(_rms_norm(hidden, layer.input_norm, self.eps)).view(batch, new, heads + 2 * kv_heads, dim)
-        qk = _rotate(qkv[:, :, : heads + kv_heads], cos, sin)
+        qkv = step.unpack(layer.qkv(_rms_norm(hidden, layer.input_norm, self.eps)))
+        qkv = qkv.view(batch, new, heads + 2 * kv_heads, dim)
+        qk = _rotate(qkv[:, :, : heads + kv_heads], step.cos, step.sin)
         query = qk[:, :, :heads]
-        keys, values = cache.update(
+        keys, values = step.cache.update(
             qk[:, :, heads:].transpose(1, 2), qkv[:, :, heads + kv_heads :].transpose(1, 2), index
         )
         group = heads // kv_heads
         # Query heads h*group .. h*group+group-1 share key/value head h: make them that head's query rows.
         query = query.transpose(1, 2).reshape(batch, kv_heads, group * new, dim)
-        attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scale)
+        attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=step.mask, scale=self.scale)
         attended = attended.view(batch, heads, new, dim).transpose(1, 2).reshape(batch, new, heads * dim)
-        return layer.out.plus(attended, hidden)
+        return layer.out.plus(step.pack(attended), hidden)
 
     def _mlp(self, layer: _Layer, hidden: torch.Tensor) -> torch.Tensor:
         """The residual stream after the layer's SwiGLU feed-forward."""
@@ -172,6 +201,14 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+def _real_tokens(padding: torch.Tensor | None, new: int) -> torch.Tensor | None:
+    """Flat indices of the new tokens that are not padding, or ``None`` when packing them would not pay."""
+    if padding is None or new == 1:
+        return None
+    real = padding[:, -new:].reshape(-1).nonzero().squeeze(1)
+    return None if real.numel() == padding.shape[0] * new else real
 
 
 def _attention_mask(
