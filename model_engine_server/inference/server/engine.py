@@ -205,8 +205,15 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def configure_threads(num_threads: int | None = None) -> int:
-    """Use every core for the model's intra-op work (one thread per core), and one inter-op thread."""
-    threads = num_threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or (os.cpu_count() or 1)
+    """Torch intra-op threads: one per core but one, and one inter-op thread.
+
+    The spare core runs the server's own Python (event loop, scheduler, detokenization), as vLLM-CPU reserves one for
+    its front end. On a two-core machine one compute thread also measured faster and far steadier than two: OpenMP
+    threads wait for each other at every operation, and any other work on the machine stalls them (a batch-1 decode
+    step: 22 ms median with one thread, 31-119 ms median with two, 18-19 ms at best; see docs/benchmarks.md).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = num_threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, cores - 1)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
