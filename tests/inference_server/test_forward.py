@@ -79,16 +79,9 @@ def test_prefill_on_top_of_cached_tokens_gives_the_one_pass_logits(model_runner:
 
 
 def tiny_llama(**overrides: Any) -> Any:
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        **overrides,
-    )
+    shape = {"vocab_size": 97, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2}
+    heads = {"num_attention_heads": 8, "num_key_value_heads": 2, "max_position_embeddings": 256}
+    config = LlamaConfig(**shape, **heads, **overrides)
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval()
 

@@ -131,7 +131,13 @@ class ModelRunner:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = BatchKvCache.empty(self.num_layers)
-        logits = self._forward(input_ids, mask, position_ids, cache, logits_to_keep=0 if want_prompt_logprobs else 1)
+        logits = self._forward(
+            cache,
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            logits_to_keep=0 if want_prompt_logprobs else 1,
+        )
         for i, prompt in enumerate(prompts):
             if len(prompt) < width:
                 cache.zero_columns(i, width - len(prompt))  # padding keys/values must stay exactly zero
@@ -156,7 +162,10 @@ class ModelRunner:
         # mask from the 2-D one costs a quarter of a small batch's decode step on CPU (measured, SmolLM2 batch 1).
         padded = min(batch.lengths) < batch.attention_mask.shape[1]
         logits = self._forward(
-            batch.next_tokens[:, None], mask if padded else None, batch.positions[:, None], batch.cache
+            batch.cache,
+            input_ids=batch.next_tokens[:, None],
+            attention_mask=mask if padded else None,
+            position_ids=batch.positions[:, None],
         )
         advanced = replace(
             batch,
@@ -166,26 +175,12 @@ class ModelRunner:
         )
         return advanced, logits[:, -1, :]
 
-    def _forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor,
-        cache: BatchKvCache,
-        logits_to_keep: int = 1,
-    ) -> torch.Tensor:
-        """Logits of the last ``logits_to_keep`` positions (0: all), appending the new keys/values to ``cache``."""
+    def _forward(self, cache: BatchKvCache, **inputs: Any) -> torch.Tensor:
+        """Logits for ``inputs`` (transformers' keyword arguments), appending the new keys/values to ``cache``."""
         if self.lean is not None:
-            return self.lean(input_ids, attention_mask, position_ids, cache, logits_to_keep)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=logits_to_keep,
-        )
-        return out.logits  # type: ignore[no-any-return]
+            return self.lean(cache=cache, **inputs)
+        logits: torch.Tensor = self.model(past_key_values=cache, use_cache=True, **inputs).logits
+        return logits
 
 
 def _prompt_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, prompts: list[list[int]]) -> list[list[float]]:
