@@ -107,16 +107,29 @@ pip_mounts() {
 }
 
 build_target() {
-  local target=$1 image=$2 started=$SECONDS
+  local target=$1 image=$2 started=$SECONDS revision
+  revision=$(git rev-parse HEAD 2> /dev/null || echo unknown)
   log "Building $image (target $target)"
   podman build --pull=never --network=host --layers --target "$target" \
     --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
     --build-arg "VERSION=$VERSION" \
-    --build-arg "REVISION=$(git rev-parse HEAD 2> /dev/null || echo unknown)" \
+    --build-arg "REVISION=$revision" \
     --build-arg "SOURCE=$IMAGE_SOURCE" \
     "${MOUNTS[@]}" --tag "$image" . > "$OUT/build-$target.log" 2>&1 \
     || { tail -n 40 "$OUT/build-$target.log" >&2; exit 1; }
+  stamp_revision "$image" "$revision"
   log "$image: $(podman image inspect --format '{{.Size}}' "$image" | numfmt --to=si)B in $((SECONDS - started)) s"
+}
+
+# buildah's layer cache reuses a LABEL layer built with another REVISION build argument (when nothing before it
+# changed), so the final image may claim an older commit: set the label again, in a config-only commit.
+stamp_revision() {
+  local image=$1 revision=$2 key=org.opencontainers.image.revision container
+  [ "$(podman image inspect --format "{{index .Config.Labels \"$key\"}}" "$image")" = "$revision" ] && return
+  container=$(buildah from --pull-never "$image")
+  buildah config --label "$key=$revision" "$container"
+  buildah commit --quiet "$container" "$image" > /dev/null
+  buildah rm "$container" > /dev/null
 }
 
 save_archive() {

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model_engine_server import __version__
+from model_engine_server.domain.autoscaling import ScalingPolicy
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
 from model_engine_server.domain.tenancy import TenantLimits
@@ -31,6 +32,13 @@ class AuthMode(StrEnum):
 class OrchestratorKind(StrEnum):
     LOCAL = "local"
     KUBERNETES = "kubernetes"
+
+
+class RoutingPolicy(StrEnum):
+    """How the gateway picks a replica (inference/routing.py)."""
+
+    LEAST_LOAD = "least_load"  # fewest requests in flight from this gateway
+    PREFIX_AFFINITY = "prefix_affinity"  # the replica that served the prompt's prefix last, unless it is overloaded
 
 
 class ModelZooOverride(BaseModel):
@@ -74,6 +82,12 @@ class Settings(BaseSettings):
     bootstrap_owner: str = "admin"
     upstream_connect_timeout_seconds: float = 5.0
     upstream_read_timeout_seconds: float = 600.0
+    # Replica choice (inference/routing.py): the policy, how many more in-flight requests than the least busy replica
+    # the prefix's replica may have and still get the request, and the prefix index's block size and LRU bound.
+    routing_policy: RoutingPolicy = RoutingPolicy.PREFIX_AFFINITY  # won in benchmarks/routing.py
+    routing_max_imbalance: int = Field(default=4, ge=0)
+    routing_prefix_block_chars: int = Field(default=256, ge=16)
+    routing_prefix_index_blocks: int = Field(default=65536, ge=1)
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)  # ": ping" comments on quiet completion streams
     async_task_result_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     # Request limits (api/limits.py): larger bodies get 413, slower bodies 408, larger headers 431, queries 414.
@@ -128,11 +142,24 @@ class Settings(BaseSettings):
     # --- the orchestrator ----------------------------------------------------------------------------------------
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
     reconcile_interval_seconds: float = Field(default=2.0, gt=0)
+    # --- autoscaling (docs/autoscaling.md) ---------------------------------------------------------------------------
+    # An endpoint with min_workers == 0 and no request for this long goes to zero workers; the next request wakes it.
+    scale_to_zero_idle_seconds: float = Field(default=900.0, gt=0)
+    # A request for an endpoint at zero waits this long at most for a replica, then gets 503 with Retry-After.
+    cold_start_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Load (in-flight requests per ready replica vs per_worker) must call for more replicas this long before one is
+    # added, and for fewer this long before one is removed: replicas follow load without flapping.
+    autoscale_scale_up_window_seconds: float = Field(default=15.0, ge=0)
+    autoscale_scale_down_window_seconds: float = Field(default=300.0, ge=0)
+    # A replica being removed gets no new requests and this long to finish the ones it has before it is stopped.
+    autoscale_drain_timeout_seconds: float = Field(default=600.0, ge=0)
     inference_server_command: str = ""  # default: text-generation-launcher if on PATH, else the built-in server
     # Virtual environments of third-party engines (`make engines`), one per pinned version; outside the checkout so
     # every clone on this machine shares them.
     engines_dir: Path = Field(default_factory=_default_engines_dir)
     vllm_cpu_kv_cache_gib: int = Field(default=2, ge=1)  # VLLM_CPU_KVCACHE_SPACE of local vLLM replicas
+    # Memory the built-in inference server keeps for the key/values of recent prompt prefixes; 0 turns it off.
+    prefix_cache_mb: int = Field(default=256, ge=0)
 
     # --- Kubernetes ----------------------------------------------------------------------------------------------
     kubernetes_namespace: str = "llm-engine-endpoints"
@@ -145,6 +172,9 @@ class Settings(BaseSettings):
     kubernetes_hf_token_secret: str = ""  # Secret (key HF_TOKEN) mounted into TGI/vLLM pods when set
     # How the gateway reaches an endpoint's Service; {service} and {namespace} are filled in.
     kubernetes_service_url_template: str = "http://{service}.{namespace}.svc.cluster.local:80"
+    # Route to each ready pod (from the endpoint's EndpointSlices, watched) instead of through the Service; needs
+    # list/watch on endpointslices. The Service URL is still used while the watch is unavailable.
+    kubernetes_pod_routing: bool = True
     tgi_image_repository: str = "ghcr.io/huggingface/text-generation-inference"
     vllm_image_repository: str = "vllm/vllm-openai"
     builtin_image_repository: str = "ghcr.io/llm-engine/model-engine-inference"
@@ -156,8 +186,10 @@ class Settings(BaseSettings):
     kubernetes_hpa_metric_name: str = "llm_engine_concurrent_requests"
     # KEDA (min_workers == 0): Prometheus query of queued + in-flight requests; {endpoint_id} and {namespace} filled in.
     kubernetes_keda_prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # The gateways' demand for the endpoint: requests in flight plus requests held while it wakes from zero.
     kubernetes_keda_query_template: str = (
-        'sum(llm_engine_endpoint_inflight_requests{{endpoint_id="{endpoint_id}"}}) or vector(0)'
+        '(sum(llm_engine_endpoint_inflight_requests{{endpoint_id="{endpoint_id}"}}) or vector(0))'
+        ' + (sum(llm_engine_endpoint_held_requests{{endpoint_id="{endpoint_id}"}}) or vector(0))'
     )
     # Init-container images that copy a checkpoint_path from object storage; credentials come from the pod's
     # ServiceAccount (IRSA / Workload Identity) or the Secret below (envFrom, optional).
@@ -222,6 +254,13 @@ class Settings(BaseSettings):
             max_concurrent_requests=self.tenant_max_concurrent_requests,
             max_endpoints=self.tenant_max_endpoints,
             max_jobs=self.tenant_max_jobs,
+        )
+
+    def scaling_policy(self) -> ScalingPolicy:
+        return ScalingPolicy(
+            idle_seconds=self.scale_to_zero_idle_seconds,
+            scale_up_window_seconds=self.autoscale_scale_up_window_seconds,
+            scale_down_window_seconds=self.autoscale_scale_down_window_seconds,
         )
 
     def model_zoo(self) -> ModelZoo:

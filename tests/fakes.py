@@ -15,6 +15,7 @@ class FakeOrchestrator:
         self.applied: list[tuple[str, int]] = []
         self.deleted: list[str] = []
         self.observed: dict[str, ObservedState] = {}
+        self.asleep: dict[str, bool] = {}  # what the reconciler asked for, by endpoint name
         self._changed = asyncio.Event()
 
     async def start(self) -> None:
@@ -34,6 +35,9 @@ class FakeOrchestrator:
 
     async def wait_for_change(self, timeout: float) -> None:
         await events.wait_for_change(self._changed, timeout)
+
+    async def set_asleep(self, endpoint: ModelEndpoint, asleep: bool) -> None:
+        self.asleep[endpoint.name] = asleep
 
     def notify(self) -> None:
         self._changed.set()

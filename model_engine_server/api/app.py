@@ -32,6 +32,7 @@ from model_engine_server.db.registry import Registry
 from model_engine_server.domain.admission import Admission
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import UpstreamResolver
+from model_engine_server.domain.waking import Waker
 from model_engine_server.inference.completions import CompletionDispatcher
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import create_celery_app
@@ -64,7 +65,11 @@ def create_app(
         await tenancy.start()
         model_zoo = zoo or settings.model_zoo()
         # One admission path (one endpoint cache, the tenants' token budgets) for sync, stream and async submit.
-        admission = Admission(registry.endpoints, resolver, model_zoo, check_tenant=tenancy.limiter.check_tokens)
+        policy = settings.scaling_policy()
+        waker = Waker.of(registry.endpoints, resolver, policy, settings.cold_start_timeout_seconds, on_registry_change)
+        admission = Admission(
+            registry.endpoints, resolver, model_zoo, check_tenant=tenancy.limiter.check_tokens, waker=waker
+        )
         # Async completions: a Celery app (no connection until the first submit) over the task records.
         task_queue = AsyncTaskQueue(
             create_celery_app(settings),

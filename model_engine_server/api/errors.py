@@ -47,7 +47,7 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.DomainError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": 'Basic realm="llm-engine"'} if status == 401 else None
-    if isinstance(exc, errors.RateLimitExceededError):
+    if isinstance(exc, errors.RateLimitExceededError | errors.EndpointNotReadyError) and exc.retry_after:
         headers = {"Retry-After": str(math.ceil(exc.retry_after))}
     return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 

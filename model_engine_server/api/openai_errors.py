@@ -24,6 +24,7 @@ from model_engine_server.domain.exceptions import (
     DomainError,
     EndpointDeletingError,
     EndpointNotFoundError,
+    EndpointNotReadyError,
     InvalidRequestError,
     RateLimitExceededError,
 )
@@ -61,7 +62,7 @@ def domain_error_response(exc: DomainError) -> Response:
         return openai_error(404, message, param="model", code="model_not_found")
     if isinstance(exc, EndpointDeletingError):
         return openai_error(404, exc.message, param="model", code="model_not_found")
-    if isinstance(exc, RateLimitExceededError):  # OpenAI clients back off for Retry-After
+    if isinstance(exc, RateLimitExceededError | EndpointNotReadyError) and exc.retry_after:  # clients back off
         response = openai_error(status, exc.message)
         response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
         return response

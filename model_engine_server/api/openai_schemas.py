@@ -75,6 +75,10 @@ class OpenAiBody(BaseModel):
         which counts its tokens — the gateway never tokenizes)."""
         return CompletionRequest(prompt="", max_new_tokens=self.token_limit(), temperature=self.temperature or 0.0)
 
+    def routing_prompt(self) -> str | None:
+        """Text whose prefixes match the prompt the engine will build (for prefix-cache affinity)."""
+        return None
+
     def upstream_fields(self) -> dict[str, Any]:
         """The fields the caller set, to forward; raises for refused ones."""
         extra = self.model_extra or {}
@@ -110,6 +114,12 @@ class ChatCompletionBody(OpenAiBody):
     def token_limit(self) -> int:
         return self.max_completion_tokens or self.max_tokens or 1
 
+    def routing_prompt(self) -> str | None:
+        """The messages in order, each as role and text. The engine's chat template renders messages in order too,
+        so conversations sharing their first messages share a prefix here exactly when they do after the template
+        (the gateway does not apply the template: it does not have the tokenizer)."""
+        return "".join(f"<{m.role}>{_text(m.content)}\n" for m in self.messages)
+
     def upstream_fields(self) -> dict[str, Any]:
         fields = super().upstream_fields()
         for message in fields["messages"]:
@@ -124,4 +134,14 @@ class CompletionBody(OpenAiBody):
         Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     ) = Field(description="A prompt, or a list of prompts.")
     echo: bool | None = None
+
+    def routing_prompt(self) -> str | None:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
     logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+def _text(content: str | list[TextPart] | None) -> str:
+    if isinstance(content, list):
+        return "".join(part.text for part in content)
+    return content or ""

@@ -1,5 +1,6 @@
 """The streaming proxy: engine deltas in, Server-Sent Events out, with one lifecycle per stream.
 
+    stream_when_admitted     a request held while its endpoint wakes from zero gets ``: ping`` comments meanwhile
     open_completion_stream   waits for the first delta; anything that fails before it is an ordinary HTTP error
     first delta              time-to-first-token is recorded, the response (status 200) starts
     each delta               one ``data:`` event, written as soon as it arrives (no buffering)
@@ -20,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from starlette.background import BackgroundTask
@@ -37,10 +38,12 @@ logger = logging.getLogger(__name__)
 
 PING = b": ping\n\n"
 DEFAULT_PING_SECONDS = 15.0
+HOLD_GRACE_SECONDS = 1.0  # a stream still not admitted after this waits for its endpoint to wake: ping meanwhile
 _END = object()  # the reader's "upstream finished" marker
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # the latter stops nginx from buffering
 Item = TypeVar("Item")
 ItemContra = TypeVar("ItemContra", contravariant=True)
+Admitted = TypeVar("Admitted")
 
 
 class StreamFormat(Protocol[ItemContra]):
@@ -137,6 +140,59 @@ async def open_event_stream(
     return StreamingResponse(
         proxy.events(), media_type="text/event-stream", headers=SSE_HEADERS, background=BackgroundTask(proxy.close)
     )
+
+
+async def stream_when_admitted(
+    admitting: Awaitable[Admitted],
+    start: Callable[[Admitted], Awaitable[StreamingResponse]],
+    error: Callable[[int, str], bytes],
+    ping_seconds: float = DEFAULT_PING_SECONDS,
+) -> StreamingResponse:
+    """``start`` the stream once the request is admitted. Admission that takes longer than ``HOLD_GRACE_SECONDS``
+    is waiting for an endpoint to wake from zero workers: the response starts with ``: ping`` comments, so clients
+    and proxies keep the connection while it waits, and anything that fails from then on is an in-band ``error``."""
+    admission = asyncio.ensure_future(admitting)
+    await asyncio.wait({admission}, timeout=HOLD_GRACE_SECONDS)
+    if admission.done():
+        return await start(admission.result())
+    held = _held_events(admission, start, error, ping_seconds)
+    return StreamingResponse(held, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _held_events(
+    admission: asyncio.Future[Admitted],
+    start: Callable[[Admitted], Awaitable[StreamingResponse]],
+    error: Callable[[int, str], bytes],
+    ping_seconds: float,
+) -> AsyncIterator[bytes]:
+    opening: asyncio.Future[StreamingResponse] | None = None
+    try:
+        async for ping in _pings_until(admission, ping_seconds):
+            yield ping
+        opening = asyncio.ensure_future(start(admission.result()))
+        async for ping in _pings_until(opening, ping_seconds):
+            yield ping
+        response = opening.result()
+    except DomainError as exc:
+        yield error(status_for(exc), exc.message)
+        return
+    finally:
+        for pending in (admission, opening):
+            if pending is not None and not pending.done():
+                pending.cancel()  # the client went away while it waited
+    try:
+        async for chunk in response.body_iterator:
+            yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+    finally:
+        if response.background is not None:
+            await response.background()
+
+
+async def _pings_until(future: asyncio.Future[Any], ping_seconds: float) -> AsyncIterator[bytes]:
+    while not future.done():
+        await asyncio.wait({future}, timeout=ping_seconds)
+        if not future.done():
+            yield PING
 
 
 class _StreamProxy(Generic[Item]):

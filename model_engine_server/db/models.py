@@ -63,6 +63,7 @@ class EndpointRow(Base):
     available_workers: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     unavailable_workers: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    last_request_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     model_name: Mapped[str] = mapped_column(String(256), nullable=False)
     source: Mapped[str] = mapped_column(String(32), nullable=False)

@@ -60,6 +60,7 @@ def _to_entity(row: EndpointRow) -> ModelEndpoint:
         available_workers=row.available_workers,
         unavailable_workers=row.unavailable_workers,
         revision=row.revision,
+        last_request_at=row.last_request_at,
     )
 
 
@@ -164,6 +165,19 @@ class EndpointRegistry:
             available_workers=state.available_workers,
             unavailable_workers=state.unavailable_workers,
         )
+
+    async def record_demand(self, endpoint_id: str, at: datetime) -> None:
+        """A gateway saw a request for the endpoint at ``at`` (only ever moves forward; several gateways write)."""
+        statement = (
+            update(EndpointRow)
+            .where(
+                EndpointRow.id == endpoint_id,
+                or_(EndpointRow.last_request_at.is_(None), EndpointRow.last_request_at < at),
+            )
+            .values(last_request_at=at)
+        )
+        async with self._sessions.begin() as session:
+            await session.execute(statement)
 
     async def remove(self, endpoint_id: str) -> None:
         async with self._sessions.begin() as session:

@@ -8,8 +8,9 @@
   (async submit) only needs an endpoint that can become ready: one whose servers failed is turned away at once;
 - the caller's tenant has generated-token budget left (``check_tenant``, from ``tenancy``), else 429.
 
-Every "cannot serve right now" goes through ``Admission.when_unavailable``: the one place scale-from-zero will hook
-in ("ready or wakeable": wake the endpoint and wait for a replica instead of answering 503).
+Every "cannot serve right now" goes through ``Admission.when_unavailable``: an endpoint that may run at zero workers
+(``domain.autoscaling.is_wakeable``) is woken and the request waits for a replica (``domain.waking.Waker``) instead
+of getting a 503. Every admitted request, queued ones included, reports demand, which keeps its endpoint awake.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from model_engine_server.domain.autoscaling import is_asleep, is_wakeable
 from model_engine_server.domain.completions import CompletionRequest, check_fits_context
 from model_engine_server.domain.endpoint_cache import ENDPOINT_CACHE_SECONDS, EndpointCache
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
@@ -26,9 +28,11 @@ from model_engine_server.domain.exceptions import (
     EndpointDeletingError,
     EndpointNotFoundError,
     EndpointNotReadyError,
+    EndpointWakeTimeoutError,
 )
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import InferenceEndpoints, UpstreamResolver
+from model_engine_server.domain.waking import Waker
 
 K = TypeVar("K", bound=Hashable)
 
@@ -87,7 +91,9 @@ class Admission:
         cache_seconds: float = ENDPOINT_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         check_tenant: Callable[[str], Awaitable[None]] = _no_tenant_limits,
+        waker: Waker | None = None,
     ) -> None:
+        self._waker = waker  # None: no scale from zero (an endpoint without replicas answers 503)
         self._check_tenant = check_tenant  # raises RateLimitExceededError (429) when the caller's budget is spent
         self._endpoints = endpoints
         self._resolver = resolver
@@ -103,6 +109,7 @@ class Admission:
         """A request to run now (sync, stream, OpenAI routes): where it may go, or the 404/400/503/429 error."""
         admitted = await self._admit_now(self._for_caller, (endpoint_name, caller), request)
         await self._check_tenant(caller)
+        await self._note_demand(admitted.endpoint)
         return admitted
 
     async def admit_to_queue(self, endpoint_name: str, caller: str, request: CompletionRequest) -> ModelEndpoint:
@@ -115,21 +122,35 @@ class Admission:
             endpoint = await self._for_caller.refresh(key)
             self._check_queueable(endpoint, request)
         await self._check_tenant(caller)
+        if self._waker is not None and is_asleep(endpoint):
+            await self._waker.wake(endpoint)  # start the replica now: the task should not find it asleep
+        else:
+            await self._note_demand(endpoint)
         return endpoint
 
     async def admit_task(self, endpoint_id: str, endpoint_name: str, request: CompletionRequest) -> Admitted:
         """A queued request when it runs (the async worker): the same rules as ``admit``, by endpoint id."""
-        return await self._admit_now(self._by_id, (endpoint_id, endpoint_name), request)
+        admitted = await self._admit_now(self._by_id, (endpoint_id, endpoint_name), request)
+        await self._note_demand(admitted.endpoint)
+        return admitted
 
-    async def when_unavailable(self, endpoint: ModelEndpoint, reason: str) -> list[str]:  # noqa: ARG002 (a waker needs it)
-        """The endpoint cannot serve right now. Today: 503 with ``reason``. Scale-from-zero overrides this to wake
-        the endpoint and return its replicas once one is ready."""
+    async def when_unavailable(self, endpoint: ModelEndpoint, reason: str) -> list[str]:
+        """The endpoint cannot serve right now: wake it and wait for a replica when it may run at zero workers,
+        else 503 with ``reason``."""
+        if self._waker is not None and is_wakeable(endpoint):
+            return await self._waker.hold(endpoint)
         raise EndpointNotReadyError(reason)
+
+    async def _note_demand(self, endpoint: ModelEndpoint) -> None:
+        if self._waker is not None:
+            await self._waker.note(endpoint)
 
     async def _admit_now(self, cache: EndpointCache[K], key: K, request: CompletionRequest) -> Admitted:
         endpoint = await cache.get(key)
         try:
             return await self._check_now(endpoint, request)
+        except EndpointWakeTimeoutError:
+            raise  # it waited on fresh records already
         except EndpointNotReadyError:
             # The cached record may be behind a delete or a status change: ask the registry before answering 503
             # (a deleted endpoint must be a 404). Only the error path pays for this lookup.
@@ -140,7 +161,9 @@ class Admission:
         check_fits(endpoint, request, self._zoo)
         if endpoint.status is not EndpointStatus.READY:
             return Admitted(endpoint, await self.when_unavailable(endpoint, not_ready_reason(endpoint)))
-        upstreams = await self._resolver.upstreams(endpoint)
+        # At zero workers by the registry's account: a resolver that names a Service rather than ready replicas
+        # (Kubernetes) would still answer with an address, so the registry decides.
+        upstreams = [] if self._waker is not None and is_asleep(endpoint) else await self._resolver.upstreams(endpoint)
         if not upstreams:
             upstreams = await self.when_unavailable(endpoint, no_replica_reason(endpoint))
         return Admitted(endpoint, upstreams)

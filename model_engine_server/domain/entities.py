@@ -96,6 +96,8 @@ class ModelEndpoint:
     unavailable_workers: int = 0
     # Bumped on every update, so orchestrators can tell which revision their servers run.
     revision: int = 1
+    # The latest request any gateway reported for it (written at most every few seconds): scale to zero and back.
+    last_request_at: datetime | None = None
 
 
 class EndpointOrder(StrEnum):

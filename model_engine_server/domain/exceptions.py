@@ -10,6 +10,7 @@ DomainError
 ├── AuthenticationError          no or unknown credentials (401)
 ├── ForbiddenError               known caller, not allowed (403)
 ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
+│   └── EndpointWakeTimeoutError waited the cold-start bound for a replica (503 with Retry-After)
 ├── OverloadedError              upstream or queue is full (429)
 │   └── RateLimitExceededError   a tenant's limit or quota (429 with Retry-After)
 ├── UpstreamError                an inference server failed or answered badly (502/504)
@@ -61,7 +62,15 @@ class AuthenticationError(DomainError):
 
 
 class EndpointNotReadyError(DomainError):
-    pass
+    """503; ``retry_after`` (seconds) when the caller should try again later (an endpoint still waking up)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EndpointWakeTimeoutError(EndpointNotReadyError):
+    """A request waited the whole cold-start bound for an endpoint waking from zero workers (503, Retry-After)."""
 
 
 class OverloadedError(DomainError):

@@ -44,13 +44,17 @@ class Orchestrator(Protocol):
     async def wait_for_change(self, timeout: float) -> None:
         """Return when something observed may have changed, or after ``timeout`` seconds at the latest."""
 
+    async def set_asleep(self, endpoint: ModelEndpoint, asleep: bool) -> None:
+        """Scale to zero (``asleep``) or back to at least one replica. The reconciler calls it on every pass for
+        every applied endpoint (``domain.autoscaling.should_sleep``), so it must be cheap and idempotent."""
+
 
 class UpstreamResolver(Protocol):
     """Where requests for an endpoint go right now (the gateway and the async worker ask on every request).
 
     Implementations (``orchestration.factory.build_upstream_resolver`` picks one): the ``LocalOrchestrator`` running
-    in this process; ``LocalReplicaDirectory`` (its state file, read from another process); and
-    ``KubernetesServiceResolver`` (the endpoint's Service URL).
+    in this process; ``LocalReplicaDirectory`` (its state file, read from another process);
+    ``KubernetesPodResolver`` (ready pods from EndpointSlices) and ``KubernetesServiceResolver`` (the Service URL).
     """
 
     async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
@@ -67,6 +71,9 @@ class InferenceEndpoints(Protocol):
         """Every endpoint ``caller`` may send requests to (its own and the public ones), by name."""
 
     async def get_by_id(self, endpoint_id: str) -> ModelEndpoint | None: ...
+
+    async def record_demand(self, endpoint_id: str, at: datetime) -> None:
+        """A request for the endpoint arrived at ``at`` (``last_request_at`` only moves forward)."""
 
 
 class EndpointRepository(Protocol):

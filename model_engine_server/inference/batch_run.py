@@ -23,7 +23,7 @@ from model_engine_server.storage.workspace import JobWorkspace
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from model_engine_server.inference.server.scheduler import Finished
+    from model_engine_server.inference.server.events import Finished
     from model_engine_server.inference.server.service import InferenceService
     from model_engine_server.inference.server.validation import ValidRequest
 
@@ -78,6 +78,7 @@ def run_worker(job_id: str, index: int, storage: StorageConfig, cache_dir: Path)
 
 
 def _load(spec: BatchWorkerSpec, cache_dir: Path) -> InferenceService:
+    from model_engine_server.config import Settings
     from model_engine_server.inference.model_loading import ModelLoadError
     from model_engine_server.inference.server.cli import build_service
 
@@ -94,6 +95,7 @@ def _load(spec: BatchWorkerSpec, cache_dir: Path) -> InferenceService:
             max_stop_sequences=16,
             waiting_served_ratio=1.2,
             max_waiting_tokens=8,
+            prefix_cache_mb=Settings().prefix_cache_mb,  # prompts of a batch often share a template
             dtype="auto",
             device=None,
             num_threads=None,
@@ -120,7 +122,7 @@ async def _generate(
 
         async def finish(i: int) -> dict[str, Any]:
             event = await service.submit(valid[i], stream=False).result(_never_disconnected)
-            from model_engine_server.inference.server.scheduler import ErrorEvent
+            from model_engine_server.inference.server.events import ErrorEvent
 
             if isinstance(event, ErrorEvent):
                 raise BatchJobError(f"prompt {i}: {event.message}")

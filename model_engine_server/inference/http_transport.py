@@ -194,6 +194,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 # A kept-alive connection the server had just closed: nothing was processed, a fresh one may retry.
                 if attempt == 0 and reused and not connection.received_any:
                     continue
+                if not connection.received_any:  # reset before answering: to the caller, a refused request
+                    raise httpx.ConnectError(f"{key[0]}:{key[1]} closed the connection without answering.") from None
                 raise
             except BaseException:
                 connection.close()

@@ -1,11 +1,12 @@
 """The pooled HTTP client that sends completions to inference servers, used by the gateway and the Celery worker.
 
 One client per process, on ``http_transport.PooledTransport``, keeps connections to every replica alive. Each
-request goes to the replica with the fewest requests in flight from this process (ties rotate), and a replica that
-refuses the connection is skipped for the next one — nothing was sent, so that retry is safe. Every transport
-failure leaves here as a domain error:
+request goes to the replica ``routing.ReplicaRouter`` picks (least in flight from this process, or the one holding the
+prompt's prefix), and a request the replica refused (connection refused, or reset before any byte came back) is
+retried once on the next replica — nothing was processed, so that retry is safe. Every transport failure leaves here
+as a domain error:
 
-    connection refused everywhere / no replica   EndpointNotReadyError (503)
+    connection refused twice / no replica        EndpointNotReadyError (503)
     connect, read or pool timeout                UpstreamTimeoutError (504)
     connection lost, malformed answer            UpstreamError (502)
     engine said 400/422, 429, 503, 5xx           see ``adapters.error_from_response``
@@ -13,7 +14,6 @@ failure leaves here as a domain error:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -25,9 +25,11 @@ from model_engine_server.domain.completions import CompletionOutput, CompletionR
 from model_engine_server.domain.exceptions import EndpointNotReadyError, UpstreamError, UpstreamTimeoutError
 from model_engine_server.inference.adapters import EngineAdapter, error_from_response
 from model_engine_server.inference.http_transport import PooledTransport
+from model_engine_server.inference.routing import ReplicaRouter, Route
 
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 _SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
+MAX_ATTEMPTS = 2  # a request that could not be sent is retried once, on another replica
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,15 @@ class UpstreamClient:
     ``httpx.AsyncBaseTransport`` can be passed in (tests use that).
     """
 
-    def __init__(self, policy: UpstreamPolicy | None = None, *, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        policy: UpstreamPolicy | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        router: ReplicaRouter | None = None,
+    ):
         self.policy = policy or UpstreamPolicy()
+        self.router = router or ReplicaRouter()
         p = self.policy
         self._transport = transport or PooledTransport(
             max_idle_per_host=p.max_keepalive_connections, keepalive_expiry=p.keepalive_expiry
@@ -69,27 +78,34 @@ class UpstreamClient:
             "write": p.connect_timeout,
             "pool": p.connect_timeout,
         }
-        self._in_flight: dict[str, int] = {}
-        self._turn = itertools.count()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpstreamClient:
-        return cls(UpstreamPolicy.from_settings(settings))
+        router = ReplicaRouter(
+            settings.routing_policy,
+            max_imbalance=settings.routing_max_imbalance,
+            block_chars=settings.routing_prefix_block_chars,
+            index_blocks=settings.routing_prefix_index_blocks,
+        )
+        return cls(UpstreamPolicy.from_settings(settings), router=router)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
     def in_flight(self, base_url: str) -> int:
         """Requests this process has in flight to ``base_url`` right now."""
-        return self._in_flight.get(base_url, 0)
+        return self.router.in_flight(base_url)
 
-    def _candidates(self, upstreams: Sequence[str]) -> list[str]:
-        """Replicas in the order to try them: fewest in flight first, ties starting at a rotating offset."""
+    def _route(self, upstreams: Sequence[str], prompt: str | None) -> Route:
         if not upstreams:
             raise EndpointNotReadyError("The endpoint has no ready replica.")
-        offset = next(self._turn) % len(upstreams)
-        rotated = [*upstreams[offset:], *upstreams[:offset]]
-        return sorted(rotated, key=self.in_flight)  # stable: equal counts keep the rotation
+        return self.router.route(upstreams, prompt)
+
+    @staticmethod
+    def _attempts(route: Route) -> list[tuple[str, str]]:
+        """(replica, why) for the first try and the one retry."""
+        tries = route.order[:MAX_ATTEMPTS]
+        return [(replica, route.reason if i == 0 else "retry") for i, replica in enumerate(tries)]
 
     async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
         request = httpx.Request("POST", url, content=content, headers=headers, extensions={"timeout": self._timeouts})
@@ -99,7 +115,8 @@ class UpstreamClient:
         self, upstreams: Sequence[str], adapter: EngineAdapter, request: CompletionRequest
     ) -> CompletionOutput:
         """One completion from the least busy replica."""
-        raw = await self.post(upstreams, adapter.generate_path, orjson.dumps(adapter.generate_body(request)))
+        body = orjson.dumps(adapter.generate_body(request))
+        raw = await self.post(upstreams, adapter.generate_path, body, prompt=request.prompt)
         return adapter.parse_generate(decode_json(raw), request)
 
     async def stream(
@@ -108,7 +125,8 @@ class UpstreamClient:
         """Deltas as the engine produces them. Closing the iterator early closes the upstream connection, which is
         how inference servers learn to stop generating."""
         parser = adapter.stream_parser(request)
-        data_lines = self.stream_data(upstreams, adapter.stream_path, orjson.dumps(adapter.stream_body(request)))
+        body = orjson.dumps(adapter.stream_body(request))
+        data_lines = self.stream_data(upstreams, adapter.stream_path, body, prompt=request.prompt)
         try:
             async for data in data_lines:
                 for delta in parser.feed(data):
@@ -118,50 +136,55 @@ class UpstreamClient:
         for delta in parser.end():
             yield delta
 
-    async def post(self, upstreams: Sequence[str], path: str, content: bytes) -> bytes:
-        """The body of the least busy replica's 200 answer to ``POST path``; any other answer raises its error."""
-        for base_url in self._candidates(upstreams):
-            self._in_flight[base_url] = self.in_flight(base_url) + 1
-            try:
-                response = await self._post(base_url + path, content, _JSON_HEADERS)
+    async def post(self, upstreams: Sequence[str], path: str, content: bytes, prompt: str | None = None) -> bytes:
+        """The body of the chosen replica's 200 answer to ``POST path``; any other answer raises its error.
+        ``prompt`` is the prompt text the engine will see, for prefix affinity (None: route on load alone)."""
+        route = self._route(upstreams, prompt)
+        for base_url, reason in self._attempts(route):
+            with self.router.sending(base_url, reason):
                 try:
-                    raw = await response.aread()
-                finally:
-                    await response.aclose()
-            except httpx.ConnectError:
-                continue  # refused before anything was sent: the next replica may take it
-            except httpx.TransportError as exc:
-                raise _transport_error(exc) from exc
-            finally:
-                self._in_flight[base_url] -= 1
+                    response = await self._post(base_url + path, content, _JSON_HEADERS)
+                    self.router.connected(base_url, route)
+                    try:
+                        raw = await response.aread()
+                    finally:
+                        await response.aclose()
+                except httpx.ConnectError:
+                    self.router.connection_failed(base_url)
+                    continue  # refused before anything was sent: the next replica may take it
+                except httpx.TransportError as exc:
+                    raise _transport_error(exc) from exc
             if response.status_code != 200:
                 raise error_from_response(response.status_code, raw)
             return raw
         raise EndpointNotReadyError("No replica of the endpoint accepted a connection.")
 
-    async def stream_data(self, upstreams: Sequence[str], path: str, content: bytes) -> AsyncGenerator[str]:
-        """The ``data:`` payloads of the least busy replica's event stream for ``POST path``. Closing the generator
+    async def stream_data(
+        self, upstreams: Sequence[str], path: str, content: bytes, prompt: str | None = None
+    ) -> AsyncGenerator[str]:
+        """The ``data:`` payloads of the chosen replica's event stream for ``POST path``. Closing the generator
         early closes the upstream connection."""
-        for base_url in self._candidates(upstreams):
-            self._in_flight[base_url] = self.in_flight(base_url) + 1
-            try:
-                response = await self._post(base_url + path, content, _SSE_HEADERS)
+        route = self._route(upstreams, prompt)
+        for base_url, reason in self._attempts(route):
+            with self.router.sending(base_url, reason):
                 try:
-                    if response.status_code != 200:
-                        raise error_from_response(response.status_code, await response.aread())
-                    async for line in response.aiter_lines():
-                        data = sse_data(line)
-                        if data is not None:
-                            yield data
-                    return
-                finally:
-                    await response.aclose()
-            except httpx.ConnectError:
-                continue
-            except httpx.TransportError as exc:
-                raise _transport_error(exc) from exc
-            finally:
-                self._in_flight[base_url] -= 1
+                    response = await self._post(base_url + path, content, _SSE_HEADERS)
+                    self.router.connected(base_url, route)
+                    try:
+                        if response.status_code != 200:
+                            raise error_from_response(response.status_code, await response.aread())
+                        async for line in response.aiter_lines():
+                            data = sse_data(line)
+                            if data is not None:
+                                yield data
+                        return
+                    finally:
+                        await response.aclose()
+                except httpx.ConnectError:
+                    self.router.connection_failed(base_url)
+                    continue
+                except httpx.TransportError as exc:
+                    raise _transport_error(exc) from exc
         raise EndpointNotReadyError("No replica of the endpoint accepted a connection.")
 
 

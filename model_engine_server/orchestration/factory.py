@@ -20,10 +20,12 @@ def build_orchestrator(settings: Settings) -> Orchestrator:
 def build_upstream_resolver(settings: Settings, orchestrator: Orchestrator | None = None) -> UpstreamResolver:
     """Where requests go. ``orchestrator`` is the one this process runs, if any: a local orchestrator answers from
     its own, current state; any other process reads the replicas from the state file the local orchestrator keeps.
-    On Kubernetes, the endpoint's Service."""
+    On Kubernetes, the endpoint's ready pods (an EndpointSlice watch), or its Service when pod routing is off."""
     if settings.orchestrator is OrchestratorKind.KUBERNETES:
-        from model_engine_server.orchestration.kubernetes import KubernetesServiceResolver
+        from model_engine_server.orchestration.kubernetes import KubernetesPodResolver, KubernetesServiceResolver
 
+        if settings.kubernetes_pod_routing:
+            return KubernetesPodResolver(settings)
         return KubernetesServiceResolver(settings)
     from model_engine_server.orchestration.local import LocalOrchestrator, LocalReplicaDirectory
 

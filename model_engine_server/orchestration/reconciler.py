@@ -5,6 +5,7 @@ The gateway only records wishes (a new revision in UPDATE_PENDING, or DELETE_IN_
 
     for every endpoint in the registry:
         DELETE_IN_PROGRESS            -> orchestrator.delete, then remove the record
+        any other                     -> orchestrator.set_asleep (min_workers == 0 and idle: zero workers)
         revision not applied yet      -> UPDATE_IN_PROGRESS (for a new revision), orchestrator.apply
         then                          -> orchestrator.observe; write status, reason and worker counts when changed
     wait for the orchestrator to see a change, a poke from the gateway, or the interval
@@ -20,7 +21,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from model_engine_server.domain.autoscaling import should_sleep
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.domain.exceptions import DomainError
 from model_engine_server.domain.ports import ObservedEndpoints, Orchestrator
@@ -34,6 +37,7 @@ class ReconcilePolicy:
     interval_seconds: float = 2.0  # longest wait between passes when nothing signals a change
     apply_retry_seconds: float = 30.0  # a failed apply of the same revision is retried this often
     reapply_missing_seconds: float = 10.0  # an orchestrator reporting resources missing gets apply() at most this often
+    idle_seconds: float = 900.0  # an endpoint with min_workers == 0 and no request for this long goes to zero workers
 
 
 @dataclass
@@ -103,6 +107,9 @@ class Reconciler:
             self._applied.pop(endpoint.id, None)
             log.info("Endpoint %s deleted", endpoint.name)
             return
+        # Before apply: a deployment re-adopted after a restart must not start a replica only to stop it again.
+        asleep = should_sleep(endpoint, datetime.now(UTC), self._policy.idle_seconds)
+        await self._orchestrator.set_asleep(endpoint, asleep)
         applied = self._applied.get(endpoint.id)
         if applied is None or applied.revision != endpoint.revision:
             if not await self._apply(endpoint):

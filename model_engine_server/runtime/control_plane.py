@@ -26,7 +26,9 @@ class ControlPlane:
         self._started = False
 
     def new_reconciler(self) -> Reconciler:
-        policy = ReconcilePolicy(self.settings.reconcile_interval_seconds)
+        policy = ReconcilePolicy(
+            self.settings.reconcile_interval_seconds, idle_seconds=self.settings.scale_to_zero_idle_seconds
+        )
         return Reconciler(self.registry, self.orchestrator, policy, jobs=self.jobs)
 
     async def start(self) -> None:

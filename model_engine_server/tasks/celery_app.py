@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from model_engine_server.config import Settings
 from model_engine_server.tasks import embedded_broker
-from model_engine_server.tasks.policy import IDLE_QUEUE, PUBLISH_RETRIES
+from model_engine_server.tasks.policy import IDLE_QUEUE, PUBLISH_RETRIES, WORKER_RESULT_STORE_WAIT_SECONDS
 
 _REDIS_SCHEMES = ("redis://", "rediss://")
 
@@ -25,8 +25,19 @@ def uses_redis(url: str) -> bool:
     return url.startswith(_REDIS_SCHEMES)
 
 
-def create_celery_app(settings: Settings) -> Celery:
-    """A Celery app for ``settings``. Connects to nothing until it is used."""
+# A finished task whose result cannot be stored is lost to its caller: the worker retries (jittered backoff up to
+# 2 s, WORKER_RESULT_STORE_WAIT_SECONDS in all) until the result store is back, where a submit answers 503 at once.
+_WORKER_RESULT_RETRIES = {
+    "result_backend_always_retry": True,
+    "result_backend_max_retries": int(WORKER_RESULT_STORE_WAIT_SECONDS),
+    "result_backend_base_sleep_between_retries_ms": 200,
+    "result_backend_max_sleep_between_retries_ms": 2000,
+}
+
+
+def create_celery_app(settings: Settings, *, worker: bool = False) -> Celery:
+    """A Celery app for ``settings``. Connects to nothing until it is used. ``worker``: the app a worker runs, which
+    waits out a result store outage instead of failing fast like a submit."""
     embedded_broker.configure(
         lease_seconds=settings.async_task_visibility_timeout_seconds,
         polling_seconds=settings.embedded_broker_polling_seconds,
@@ -65,6 +76,7 @@ def create_celery_app(settings: Settings) -> Celery:
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         **_transport_options(settings),
+        **(_WORKER_RESULT_RETRIES if worker else {}),
     )
     return app
 

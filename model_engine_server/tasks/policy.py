@@ -15,6 +15,9 @@ RETRY_BASE_SECONDS = 1.0  # first retry of an upstream 429/503/connection error 
 RETRY_CAP_SECONDS = 60.0
 
 PUBLISH_RETRIES = 2  # a broker that refuses this many reconnects in a row is unavailable: 503 at submit
+# A worker that finished a task waits this long for a lost result store (Redis) to come back rather than lose the
+# result: the caller of a submit wants a quick 503, the task's owner wants its answer.
+WORKER_RESULT_STORE_WAIT_SECONDS = 120.0
 QUEUE_DISCOVERY_SECONDS = 2.0  # how soon a worker starts consuming a new endpoint's queue
 EXPIRED_TASK_CLEANUP_SECONDS = 600.0
 

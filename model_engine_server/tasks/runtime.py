@@ -8,7 +8,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Container, Coroutine
 from typing import Any, TypeVar
 
 import httpx
@@ -26,6 +26,7 @@ from model_engine_server.domain.exceptions import (
     UpstreamError,
 )
 from model_engine_server.domain.ports import UpstreamResolver
+from model_engine_server.domain.waking import Waker
 from model_engine_server.inference.adapters import adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import uses_redis
@@ -107,18 +108,23 @@ class QueueGate:
 
 
 class RedisLeases:
-    """Keeps the Redis broker from handing the messages this process holds to another worker.
+    """Keeps the Redis broker from handing the messages this process holds to another worker, and settles the
+    messages of finished tasks whose acknowledgement a broker outage lost.
 
     kombu's Redis transport redelivers a message whose entry in the ``unacked_index`` sorted set is older than the
     visibility timeout. This thread moves the entries of held messages to "now" every third of the timeout, so
-    only the messages of a worker that died age past it, whatever the length of the generation.
+    only the messages of a worker that died age past it, whatever the length of the generation. A task that
+    finishes while Redis is away cannot be acknowledged (Celery logs "Couldn't ack" and moves on): its entries
+    would age past the timeout and run it a second time, so the next tick removes them — what an ack does.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=10)
-        self._key = settings.broker_key_prefix + "unacked_index"
+        self._index_key = settings.broker_key_prefix + "unacked_index"
+        self._messages_key = settings.broker_key_prefix + "unacked"
         self._interval = lease_renew_interval(settings.async_task_visibility_timeout_seconds)
         self._held: dict[str, str] = {}  # task id -> delivery tag
+        self._finished: list[str] = []  # delivery tags of finished tasks, acknowledged or not
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="redis-leases", daemon=True)
@@ -130,19 +136,40 @@ class RedisLeases:
 
     def release(self, task_id: str) -> None:
         with self._lock:
-            self._held.pop(task_id, None)
+            tag = self._held.pop(task_id, None)
+            if tag is not None:
+                self._finished.append(tag)
+
+    def forget_all_but(self, task_ids: Container[str]) -> list[str]:
+        """Stop renewing every held message whose task is not in ``task_ids``; returns their delivery tags.
+
+        After a broker connection loss Celery drops the requests it had reserved but not started (their delivery
+        tags belong to the lost channel) without any signal: renewing their leases would keep them from ever being
+        delivered again."""
+        with self._lock:
+            dropped = [task_id for task_id in self._held if task_id not in task_ids]
+            return [self._held.pop(task_id) for task_id in dropped]
 
     def _run(self) -> None:
         while not self._stopped.wait(self._interval):
             with self._lock:
-                tags = list(self._held.values())
-            if not tags:
-                continue
+                held, finished = list(self._held.values()), self._finished
+                self._finished = []
             try:
-                # XX: only renew entries that still exist (an acknowledged message must not come back).
-                self._client.zadd(self._key, dict.fromkeys(tags, time.time()), xx=True)
+                self._renew_and_settle(held, finished)
             except redis.RedisError:
-                log.warning("Could not renew the broker leases of %d task(s); retrying", len(tags), exc_info=True)
+                log.warning("Could not renew the broker leases of %d task(s); retrying", len(held), exc_info=True)
+                with self._lock:
+                    self._finished.extend(finished)
+
+    def _renew_and_settle(self, held: list[str], finished: list[str]) -> None:
+        with self._client.pipeline() as pipe:
+            if held:  # XX: only renew entries that still exist (an acknowledged message must not come back)
+                pipe.zadd(self._index_key, dict.fromkeys(held, time.time()), xx=True)
+            if finished:  # delivery tags are unique: removing an already acknowledged one changes nothing
+                pipe.zrem(self._index_key, *finished)
+                pipe.hdel(self._messages_key, *finished)
+            pipe.execute()
 
     def close(self) -> None:
         self._stopped.set()
@@ -175,7 +202,12 @@ class WorkerRuntime:
         self.store = self._registry.tasks
         # The rules every way in applies, by the endpoint id each task names (the task's own endpoint, not a newer
         # one that reuses its name).
-        self.admission = Admission(self._registry.endpoints, self._resolver, self.settings.model_zoo())
+        # A task for an endpoint at zero wakes it and waits for a replica, like a request at the gateway.
+        settings = self.settings
+        waker = Waker.of(
+            self._registry.endpoints, self._resolver, settings.scaling_policy(), settings.cold_start_timeout_seconds
+        )
+        self.admission = Admission(self._registry.endpoints, self._resolver, settings.model_zoo(), waker=waker)
         self.upstream = UpstreamClient.from_settings(self.settings)
         self.usage = UsageRecorder(self._registry.usage, self.settings.usage_flush_seconds)
         await self.usage.start()

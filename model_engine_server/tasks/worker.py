@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from celery import Celery, bootsteps, signals
 from celery.backends.database import DatabaseBackend
+from celery.worker import state as worker_state
 from pydantic import SecretStr
 
 from model_engine_server.config import Settings
@@ -113,6 +114,26 @@ class QueueDiscovery(bootsteps.StartStopStep):  # type: ignore[misc]
             log.info("Removed %d expired async task record(s)", removed)
 
 
+class LeaseRecovery(bootsteps.StartStopStep):  # type: ignore[misc]
+    """After the consumer reconnects to a Redis broker, hand back at once the messages a lost connection dropped.
+
+    Celery forgets the requests it had reserved but not started when its broker connection breaks; their messages
+    stay in the broker's unacknowledged set and would wait out the visibility timeout. This step runs before the new
+    connection delivers anything, so every held task Celery no longer knows was dropped."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        leases = _current_runtime().leases
+        if leases is None:
+            return
+        dropped = leases.forget_all_but(worker_state.requests)
+        for tag in dropped:
+            c.task_consumer.channel.qos.restore_by_tag(tag)
+        if dropped:
+            log.warning("Requeued %d task(s) a lost broker connection had left undelivered", len(dropped))
+
+
 def _on_task_received(request: Any, **_: Any) -> None:
     runtime = _runtime
     if runtime is not None and runtime.leases is not None and request.name == TASK_NAME:
@@ -138,11 +159,12 @@ def run_worker(
     # One line per request and per task is too much at hundreds of tasks a second; failures still log (ERROR).
     for noisy in ("httpx", "celery.app.trace", "celery.worker.strategy", "celery.worker.consumer.consumer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    app = create_celery_app(settings)
+    app = create_celery_app(settings, worker=True)
     threads = concurrency or settings.async_worker_concurrency
     _runtime = WorkerRuntime(settings, resolver, endpoint_names=endpoint_names, concurrency=threads)
     register_completion_task(app, _runtime)
     app.steps["consumer"].add(QueueDiscovery)
+    app.steps["consumer"].add(LeaseRecovery)
     signals.task_received.connect(_on_task_received, weak=False)
     signals.task_postrun.connect(_on_task_done, weak=False)
     signals.task_revoked.connect(_on_task_done, weak=False)

@@ -162,6 +162,28 @@ def running_platform(command: str, data_dir: Path, **options: Any) -> Iterator[P
         platform.stop()
 
 
+def inference_servers(data_dir: str | Path, command_part: str, endpoint: str | None = None) -> set[int]:
+    """Pids of the inference servers a platform with ``data_dir`` started whose command line contains
+    ``command_part`` (found in /proc: they outlive a killed parent), only those of ``endpoint`` when given (their
+    output goes to ``logs/endpoints/<endpoint>/``)."""
+    marker = f"LLM_ENGINE_DATA_DIR={data_dir}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if command_part.encode() not in (entry / "cmdline").read_bytes():
+                continue
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if endpoint is not None and f"/endpoints/{endpoint}/" not in os.readlink(entry / "fd" / "1"):
+                continue
+        except OSError:
+            continue
+        found.add(int(entry.name))
+    return found
+
+
 def start_platform(
     command: str, data_dir: Path, *, migrate: bool = True, timeout: float = 60.0, **settings: str
 ) -> Platform:

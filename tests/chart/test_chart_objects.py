@@ -13,7 +13,7 @@ from typer.main import get_command
 
 from model_engine_server.cli import app as cli_app
 from model_engine_server.config import AuthMode, OrchestratorKind, Settings, load_settings
-from model_engine_server.orchestration.kubernetes.rbac import REQUIRED_RULES, required_rules
+from model_engine_server.orchestration.kubernetes.rbac import REQUIRED_RULES, ROUTING_RULES, required_rules
 from tests.chart.conftest import (
     CHART_DIR,
     CI_VALUES_FILES,
@@ -46,6 +46,9 @@ NOT_SET_BY_CHART = {
     "rate_limit_redis_url": "follows LLM_ENGINE_BROKER_URL: the limit counters share the broker's Redis",
     "engines_dir": "the local orchestrator's managed engine venvs; on Kubernetes each engine is its image",
     "vllm_cpu_kv_cache_gib": "local vLLM-CPU replicas only; vLLM pods take their own engine arguments",
+    "autoscale_scale_up_window_seconds": "the local orchestrator's autoscaler; on Kubernetes the HPA scales",
+    "autoscale_scale_down_window_seconds": "the local orchestrator's autoscaler; on Kubernetes the HPA scales",
+    "autoscale_drain_timeout_seconds": "local replicas; pods get terminationGracePeriodSeconds",
 }
 # Stand-ins for Secrets the operator creates (external databases, own bootstrap key).
 EXTERNAL_SECRET_VALUES = {
@@ -163,22 +166,44 @@ def test_role_with_keda_grants_exactly_required_rules(render: Render) -> None:
     assert _grants(role["rules"]) == _grants(REQUIRED_RULES)
 
 
-@ci_files
-def test_role_is_bound_to_the_control_plane_service_account_only(render: Render, values: Path) -> None:
-    rendered = render(values)
-    (binding,) = rendered.of_kind("RoleBinding")
-    (role,) = rendered.of_kind("Role")
-    accounts = {pod_spec(_deployment(rendered, c))["serviceAccountName"] for c in CONTROL_PLANE}
+def test_routing_role_grants_exactly_what_pod_routing_uses(render: Render) -> None:
+    rendered = render(ci_values("default"))
+    role = rendered.get("Role", full_name("routing"))
 
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "Role",
-        "name": role["metadata"]["name"],
+    assert role["metadata"]["namespace"] == "llm-engine-endpoints"
+    assert _grants(role["rules"]) == _grants(ROUTING_RULES)
+    assert rendered.of_kind("Role") == [rendered.get("Role", full_name("orchestrator")), role]
+
+
+def test_without_pod_routing_there_is_no_routing_role(render: Render) -> None:
+    rendered = render(ci_values("default"), sets=["endpoints.podRouting=false"])
+
+    assert [r["metadata"]["name"] for r in rendered.of_kind("Role")] == [full_name("orchestrator")]
+    assert env_of(container(_deployment(rendered, "gateway"), "gateway"))["LLM_ENGINE_KUBERNETES_POD_ROUTING"] == {
+        "name": "LLM_ENGINE_KUBERNETES_POD_ROUTING",
+        "value": "false",
     }
-    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": accounts.pop(), "namespace": RELEASE_NAMESPACE}]
+
+
+@ci_files
+def test_roles_are_bound_to_the_control_plane_service_account_only(render: Render, values: Path) -> None:
+    rendered = render(values)
+    roles = {role["metadata"]["name"]: role for role in rendered.of_kind("Role")}
+    accounts = {pod_spec(_deployment(rendered, c))["serviceAccountName"] for c in CONTROL_PLANE}
+    account = accounts.pop()
     assert accounts == set()  # all three components share the one account
-    assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role["rules"])
+
+    assert len(rendered.of_kind("RoleBinding")) == len(roles)
+    for binding in rendered.of_kind("RoleBinding"):
+        role = roles[binding["roleRef"]["name"]]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": role["metadata"]["name"],
+        }
+        assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": RELEASE_NAMESPACE}]
+        assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role["rules"])
 
 
 @ci_files

@@ -6,11 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
-from model_engine_server.config import Settings
+from model_engine_server.config import RoutingPolicy, Settings
 from model_engine_server.domain.completions import CompletionRequest
 from model_engine_server.domain.exceptions import EndpointNotReadyError, UpstreamError, UpstreamTimeoutError
 from model_engine_server.inference.adapters import TgiAdapter
+from model_engine_server.inference.routing import ReplicaRouter
 from model_engine_server.inference.upstream import UpstreamClient, UpstreamPolicy, sse_data
 from model_engine_server.testing import free_port
 from model_engine_server.testing.tgi import running_instant_tgi
@@ -121,3 +123,59 @@ async def test_connection_dropped_mid_answer_is_an_upstream_error(client: Upstre
     finally:
         server.close()
         await server.wait_closed()
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_request_is_retried_once_and_a_refusing_replica_is_then_skipped(client: UpstreamClient) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    retries_before = _sample("llm_engine_replica_retries_total", replica=dead)
+    async with running_instant_tgi() as server:
+        # idle replicas take turns, so some request tries the dead one first: it is retried on the live one
+        for _ in range(4):
+            assert (await client.complete([dead, server.url], ADAPTER, REQUEST)).text
+        assert server.served == 4
+    assert _sample("llm_engine_replica_retries_total", replica=dead) == retries_before + 1  # skipped afterwards
+    assert _sample("llm_engine_replica_chosen_total", replica=server.url, reason="retry") >= 1
+
+
+async def test_only_one_retry(client: UpstreamClient) -> None:
+    dead = [f"http://127.0.0.1:{free_port()}" for _ in range(3)]
+    before = sum(_sample("llm_engine_replica_retries_total", replica=url) for url in dead)
+    with pytest.raises(EndpointNotReadyError, match="accepted a connection"):
+        await client.complete(dead, ADAPTER, REQUEST)
+    assert sum(_sample("llm_engine_replica_retries_total", replica=url) for url in dead) == before + 2
+
+
+async def test_a_replica_resetting_before_answering_is_retried_on_another(client: UpstreamClient) -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.transport.abort()  # RST without a byte of answer, as a crashing server does
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    broken = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with running_instant_tgi() as healthy:
+            for _ in range(2):
+                assert (await client.complete([broken, healthy.url], ADAPTER, REQUEST)).text
+            assert [d.text async for d in client.stream([broken, healthy.url], ADAPTER, REQUEST)][0] == " the"
+        assert healthy.served == 3
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_prefix_affinity_keeps_a_conversation_on_one_replica() -> None:
+    router = ReplicaRouter(RoutingPolicy.PREFIX_AFFINITY, block_chars=16)
+    upstream = UpstreamClient(UpstreamPolicy(connect_timeout=1.0, read_timeout=5.0), router=router)
+    system = "You are a pirate. Answer every question as a pirate would. "
+    try:
+        async with running_instant_tgi() as a, running_instant_tgi() as b:
+            for turn in range(6):
+                prompt = CompletionRequest(prompt=f"{system}Question {turn}?", max_new_tokens=3, temperature=0.0)
+                await upstream.complete([a.url, b.url], ADAPTER, prompt)
+            assert sorted((a.served, b.served)) == [0, 6]
+    finally:
+        await upstream.aclose()

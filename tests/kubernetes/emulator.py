@@ -11,6 +11,8 @@ that meant replacing its handlers wholesale, so this module implements the few A
   the previous ones), merge patch and strategic merge patch (deep merge), and the ``/status`` subresource;
 - watches from a resourceVersion with replay of the history, label selectors, ``timeoutSeconds``, and ``410 Gone``
   once the history was ``compact()``-ed;
+- EndpointSlices (discovery.k8s.io/v1) like any other kind, written by the test-side EndpointSlice controller in
+  ``tests/kubernetes/endpoint_slices.py`` from Services and pods;
 - fault injection (``fail``: any status for N matching requests; ``drop``: close the connection without answering;
   ``drop_watches``: cut every open watch) and a request log for RBAC checks.
 
@@ -44,6 +46,7 @@ KINDS = {
     ("keda.sh", "scaledobjects"): "ScaledObject",
     ("coordination.k8s.io", "leases"): "Lease",
     ("batch", "jobs"): "Job",
+    ("discovery.k8s.io", "endpointslices"): "EndpointSlice",
 }
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

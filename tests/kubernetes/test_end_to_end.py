@@ -2,9 +2,10 @@
 orchestrator against the API emulator, while a test-side "node" plays kubelet and Deployment controller.
 
 The node runs the built-in inference server (the Deployment's own command and arguments) for the endpoint's
-Deployment, reports the pod's address and readiness into the emulator, and stops the server when the Deployment is
-deleted. The gateway reaches it through ``kubernetes_service_url_template`` pointed at the node's port (the node
-serves one Deployment at a time, which is all this test creates).
+Deployment, reports the pod's address and readiness into the emulator (and the EndpointSlice controller's slices from
+them), and stops the server when the Deployment is deleted. The gateway routes to the pod from its EndpointSlice; the
+Service fallback (``kubernetes_service_url_template``) points at the node's port too (the node serves one Deployment
+at a time, which is all this test creates).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from model_engine_server.testing.platform import stop_process
 from tests.api.completion_support import serve_on_loopback
 from tests.kubernetes.conftest import FAST_RETRY, NAMESPACE, deployment_status, make_api, pod_of
 from tests.kubernetes.emulator import KubeEmulator
+from tests.kubernetes.endpoint_slices import sync_endpoint_slices
 
 pytestmark = pytest.mark.model
 
@@ -41,6 +43,7 @@ ENDPOINT_KINDS = [
     ("autoscaling", "horizontalpodautoscalers"),
     ("policy", "poddisruptionbudgets"),
     ("", "pods"),
+    ("discovery.k8s.io", "endpointslices"),
 ]
 
 
@@ -84,6 +87,7 @@ class Node:
             with contextlib.suppress(httpx.TransportError):
                 if (await client.get(f"http://127.0.0.1:{self.port}/health")).status_code == 200:
                     self.mark_ready()
+        sync_endpoint_slices(self.emulator, NAMESPACE)
 
     def start(self, deployment: dict[str, Any]) -> None:
         self.deployment = deployment["metadata"]["name"]
@@ -115,7 +119,10 @@ class Node:
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
             "containerStatuses": [engine],
         }
-        return pod_of(deployment, "0", status)
+        pod = pod_of(deployment, "0", status)
+        for port in pod["spec"]["containers"][0]["ports"]:  # the process listens on the node's port
+            port["containerPort"] = self.port
+        return pod
 
     def stop(self) -> None:
         if self.process is not None:

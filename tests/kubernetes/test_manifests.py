@@ -226,6 +226,14 @@ def test_builtin_server_runs_cpu_endpoints_by_default(tmp_path: Path) -> None:
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["requests"]
 
 
+def test_builtin_server_pods_get_the_prefix_cache_setting(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, prefix_cache_mb=64)
+    rendered = build_manifests(make_endpoint(gpus=0, gpu_type=None, model_name="smollm2-135m"), settings, ModelZoo())
+    engine = rendered.deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "LLM_ENGINE_PREFIX_CACHE_MB", "value": "64"} in engine["env"]
+    assert all(v["name"] != "LLM_ENGINE_PREFIX_CACHE_MB" for v in container(tmp_path, EngineKind.TGI)["env"])
+
+
 def test_pod_shape_for_gpus_and_slow_loads(tmp_path: Path) -> None:
     deployment = render(tmp_path, EngineKind.TGI, 1, "nvidia-hopper-h100", 1, False, None)[0]
     spec = deployment["spec"]

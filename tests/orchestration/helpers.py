@@ -20,6 +20,7 @@ FAKE_SERVER_COMMAND = f"{sys.executable} -m model_engine_server.testing.tgi"
 
 FAST_POLICY = SupervisionPolicy(
     health_interval_seconds=0.1,
+    startup_probe_seconds=0.1,
     ready_health_interval_seconds=0.2,
     health_timeout_seconds=2.0,
     restart_backoff_initial_seconds=0.2,

@@ -209,3 +209,25 @@ async def test_the_loop_wakes_on_a_poke_and_on_orchestrator_changes(
     finally:
         loop.cancel()
         await asyncio.wait({loop})
+
+
+async def test_idle_ready_endpoints_at_min_zero_are_put_to_sleep_and_demand_wakes_them(
+    registry: EndpointRegistry, tmp_path: Path
+) -> None:
+    orchestrator = FakeOrchestrator()
+    sleepy = await registry.create(owner="team-a", name="sleepy", config=config(tmp_path, min_workers=0))
+    steady = await registry.create(owner="team-a", name="steady", config=config(tmp_path, min_workers=1))
+    await registry.create(owner="team-a", name="starting", config=config(tmp_path, min_workers=0))
+    for endpoint in (sleepy, steady):
+        orchestrator.observed[endpoint.name] = ObservedState(EndpointStatus.READY, 1)
+    reconciler = Reconciler(registry, orchestrator, ReconcilePolicy(idle_seconds=0.0))
+
+    await reconciler.reconcile_once()  # applies them; the records become READY
+    await reconciler.reconcile_once()
+    # Idle from the start (idle_seconds=0): only the READY endpoint that may run at zero sleeps; one still coming
+    # up for its first revision does not.
+    assert orchestrator.asleep == {"sleepy": True, "steady": False, "starting": False}
+
+    long_idle = ReconcilePolicy(idle_seconds=3600.0)  # an hour: the creation itself is recent demand
+    await Reconciler(registry, orchestrator, long_idle).reconcile_once()
+    assert orchestrator.asleep["sleepy"] is False

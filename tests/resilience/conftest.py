@@ -4,7 +4,6 @@ are not about the model). Shared by the whole package; each test leaves it healt
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -15,33 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from model_engine_server.testing.platform import inference_servers
 from tests.processes import MODEL_ENGINE, EngineProcess, engine_env, free_port, poll_until
 from tests.resilience.services import PrivatePostgres, PrivateRedis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN_DELAY = 0.05  # streamed tokens arrive 50 ms apart, so a stream can be hit mid-way
 OWNER = ("resilience", "")
-
-
-def inference_servers(data_dir: str, endpoint: str | None = None) -> set[int]:
-    """Pids of the inference servers a platform started (found in /proc: they outlive a killed parent), only those
-    of ``endpoint`` when given (their output goes to ``logs/endpoints/<endpoint>/``)."""
-    marker = f"LLM_ENGINE_DATA_DIR={data_dir}".encode()
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if b"model_engine_server.testing.tgi" not in (entry / "cmdline").read_bytes():
-                continue
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            if endpoint is not None and f"/endpoints/{endpoint}/" not in os.readlink(entry / "fd" / "1"):
-                continue
-        except OSError:
-            continue
-        found.add(int(entry.name))
-    return found
+INSTANT_TGI = "model_engine_server.testing.tgi"  # the command line of the inference servers the platform starts
 
 
 def report(figure: str) -> None:
@@ -60,7 +40,7 @@ class Platform:
         return self.serve.url
 
     def servers(self, endpoint: str | None = None) -> set[int]:
-        return inference_servers(self.serve.env["LLM_ENGINE_DATA_DIR"], endpoint)
+        return inference_servers(self.serve.env["LLM_ENGINE_DATA_DIR"], INSTANT_TGI, endpoint)
 
     def client(self, timeout: float = 10) -> httpx.Client:
         return httpx.Client(base_url=self.url, auth=OWNER, timeout=timeout)

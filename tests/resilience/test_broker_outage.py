@@ -26,7 +26,10 @@ def test_a_broker_outage_refuses_async_submits_and_loses_no_queued_task(platform
     platform.create_ready_endpoint("redis-known")
     tasks_before = int(platform.postgres.psql("SELECT count(*) FROM async_tasks"))
     with platform.client() as client:
-        queued = []
+        # The worker is consuming before the outage, so the outage hits tasks it is running and holding.
+        first = _submit(client, "redis-known").json()["task_id"]
+        poll_until(lambda: client.get(f"/v1/async-tasks/{first}").json()["status"] == "SUCCESS", 60, "worker up")
+        queued = [first]
         for _ in range(20):
             submitted = _submit(client, "redis-known")
             assert submitted.status_code == 200, submitted.text

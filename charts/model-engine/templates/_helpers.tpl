@@ -176,6 +176,14 @@ never from plain values.
   value: {{ .Values.gateway.upstreamConnectTimeoutSeconds | quote }}
 - name: LLM_ENGINE_UPSTREAM_READ_TIMEOUT_SECONDS
   value: {{ .Values.gateway.upstreamReadTimeoutSeconds | quote }}
+- name: LLM_ENGINE_ROUTING_POLICY
+  value: {{ .Values.gateway.routing.policy | quote }}
+- name: LLM_ENGINE_ROUTING_MAX_IMBALANCE
+  value: {{ .Values.gateway.routing.maxImbalance | int64 | quote }}
+- name: LLM_ENGINE_ROUTING_PREFIX_BLOCK_CHARS
+  value: {{ .Values.gateway.routing.prefixBlockChars | int64 | quote }}
+- name: LLM_ENGINE_ROUTING_PREFIX_INDEX_BLOCKS
+  value: {{ .Values.gateway.routing.prefixIndexBlocks | int64 | quote }}
 - name: LLM_ENGINE_STREAM_KEEPALIVE_SECONDS
   value: {{ .Values.gateway.streamKeepaliveSeconds | quote }}
 - name: LLM_ENGINE_MAX_REQUEST_BODY_BYTES
@@ -238,6 +246,10 @@ never from plain values.
   value: {{ .Values.jobs.fineTuneMaxRuntimeSeconds | int64 | quote }}
 - name: LLM_ENGINE_RECONCILE_INTERVAL_SECONDS
   value: {{ .Values.orchestrator.reconcileIntervalSeconds | quote }}
+- name: LLM_ENGINE_SCALE_TO_ZERO_IDLE_SECONDS
+  value: {{ .Values.endpoints.scaleToZero.idleSeconds | quote }}
+- name: LLM_ENGINE_COLD_START_TIMEOUT_SECONDS
+  value: {{ .Values.endpoints.scaleToZero.coldStartTimeoutSeconds | quote }}
 - name: LLM_ENGINE_KUBERNETES_NAMESPACE
   value: {{ .Values.endpoints.namespace | quote }}
 - name: LLM_ENGINE_KUBERNETES_FIELD_MANAGER
@@ -254,6 +266,8 @@ never from plain values.
   value: {{ .Values.endpoints.hfTokenSecret | quote }}
 - name: LLM_ENGINE_KUBERNETES_SERVICE_URL_TEMPLATE
   value: {{ .Values.endpoints.serviceUrlTemplate | quote }}
+- name: LLM_ENGINE_KUBERNETES_POD_ROUTING
+  value: {{ .Values.endpoints.podRouting | quote }}
 - name: LLM_ENGINE_KUBERNETES_KEDA_PROMETHEUS_URL
   value: {{ .Values.endpoints.keda.prometheusUrl | quote }}
 - name: LLM_ENGINE_KUBERNETES_KEDA_QUERY_TEMPLATE
@@ -262,6 +276,8 @@ never from plain values.
   value: {{ .Values.endpoints.autoscaling.metricName | quote }}
 - name: LLM_ENGINE_KUBERNETES_BUILTIN_ENGINE_WITHOUT_GPUS
   value: {{ .Values.endpoints.builtinEngineWithoutGpus | quote }}
+- name: LLM_ENGINE_PREFIX_CACHE_MB
+  value: {{ .Values.endpoints.builtinPrefixCacheMb | int64 | quote }}
 - name: LLM_ENGINE_KUBERNETES_TERMINATION_GRACE_SECONDS
   value: {{ .Values.endpoints.terminationGracePeriodSeconds | int64 | quote }}
 - name: LLM_ENGINE_KUBERNETES_S3_DOWNLOAD_IMAGE

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from typing import Annotated
 
 import orjson
@@ -76,9 +77,13 @@ async def create_completion_stream(
     """Stream the completion token by token as Server-Sent Events; the last event has ``finished: true``."""
     started = time.perf_counter()
     request = body.to_domain()
-    route = await _route(dispatcher, "stream", model_endpoint_name, caller, request)
-    observation = RequestObservation("stream", route.endpoint.id, started)
-    deltas = dispatcher.stream(route, request)
-    return await sse.open_completion_stream(
-        uuid.uuid4().hex, deltas, observation, ping_seconds=settings.stream_keepalive_seconds
-    )
+    request_id = uuid.uuid4().hex
+    ping_seconds = settings.stream_keepalive_seconds
+
+    async def start(route: CompletionRoute) -> StreamingResponse:
+        observation = RequestObservation("stream", route.endpoint.id, started)
+        deltas = dispatcher.stream(route, request)
+        return await sse.open_completion_stream(request_id, deltas, observation, ping_seconds=ping_seconds)
+
+    admitting = _route(dispatcher, "stream", model_endpoint_name, caller, request)
+    return await sse.stream_when_admitted(admitting, start, partial(sse.error_event, request_id), ping_seconds)

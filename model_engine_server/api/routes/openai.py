@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Response
+from starlette.responses import StreamingResponse
 
 from model_engine_server.api import sse
 from model_engine_server.api.completion_metrics import RequestObservation, count_rejected
@@ -109,6 +110,37 @@ async def _proxy(
 ) -> Response:
     started = time.perf_counter()
     label = "stream" if body.streamed else "sync"
+    admitting = _admit(kind, body, caller, dispatcher, label)
+    normaliser = OpenAiNormaliser(
+        kind, uuid.uuid4().hex, int(time.time()), body.model, include_usage=body.include_usage
+    )
+    upstream = dispatcher.upstream
+    if body.streamed:
+
+        async def start(admitted: tuple[CompletionRoute, list[bytes]]) -> StreamingResponse:
+            route, contents = admitted
+            observation = RequestObservation(label, route.endpoint.id, started, protocol=PROTOCOL)
+            data = upstream.stream_data(route.upstreams, kind.path, contents[0], body.routing_prompt())
+            chunks = _chunks(data, normaliser, observation, dispatcher, route)
+            return await sse.open_event_stream(chunks, OpenAiFormat(), observation, ping_seconds)
+
+        # Held while the endpoint wakes from zero workers: ": ping" comments until it can answer.
+        return await sse.stream_when_admitted(admitting, start, OpenAiFormat().error, ping_seconds)
+    route, contents = await admitting
+    observation = RequestObservation(label, route.endpoint.id, started, protocol=PROTOCOL)
+    with observation.measuring():
+        async with dispatcher.running(route):  # the tenant's concurrency limit and the endpoint's fair queue
+            answers = await _post_all(upstream, route.upstreams, kind.path, contents, body.routing_prompt())
+        payload = normaliser.response(merge_responses([decode_json(raw) for raw in answers], body.n or 1))
+        observation.tokens(normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
+    await dispatcher.finished(route, normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+async def _admit(
+    kind: OpenAiKind, body: OpenAiBody, caller: str, dispatcher: CompletionDispatcher, label: str
+) -> tuple[CompletionRoute, list[bytes]]:
+    """Where the request goes and the engine request bodies it becomes; the admission errors are counted."""
     try:
         fields = body.upstream_fields()
         route = await dispatcher.route(body.model, caller, body.admission_request())
@@ -117,29 +149,16 @@ async def _proxy(
     except DomainError as exc:
         count_rejected(label, status_for(exc), PROTOCOL)
         raise
-    normaliser = OpenAiNormaliser(
-        kind, uuid.uuid4().hex, int(time.time()), body.model, include_usage=body.include_usage
-    )
-    observation = RequestObservation(label, route.endpoint.id, started, protocol=PROTOCOL)
-    upstream = dispatcher.upstream
-    if body.streamed:  # always one request (request_bodies refuses to fan a stream out)
-        data = upstream.stream_data(route.upstreams, kind.path, contents[0])
-        chunks = _chunks(data, normaliser, observation, dispatcher, route)
-        return await sse.open_event_stream(chunks, OpenAiFormat(), observation, ping_seconds)
-    with observation.measuring():
-        async with dispatcher.running(route):  # the tenant's concurrency limit and the endpoint's fair queue
-            answers = await _post_all(upstream, route.upstreams, kind.path, contents)
-        payload = normaliser.response(merge_responses([decode_json(raw) for raw in answers], body.n or 1))
-        observation.tokens(normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
-    await dispatcher.finished(route, normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return route, contents
 
 
-async def _post_all(upstream: UpstreamClient, upstreams: list[str], path: str, contents: list[bytes]) -> list[bytes]:
+async def _post_all(
+    upstream: UpstreamClient, upstreams: list[str], path: str, contents: list[bytes], prompt: str | None
+) -> list[bytes]:
     """Every request's answer, sent concurrently; the first failure cancels the others."""
     if len(contents) == 1:
-        return [await upstream.post(upstreams, path, contents[0])]
-    tasks = [asyncio.ensure_future(upstream.post(upstreams, path, content)) for content in contents]
+        return [await upstream.post(upstreams, path, contents[0], prompt)]
+    tasks = [asyncio.ensure_future(upstream.post(upstreams, path, content, prompt)) for content in contents]
     try:
         return list(await asyncio.gather(*tasks))
     finally:

@@ -17,8 +17,9 @@ from fastapi.exceptions import RequestValidationError as BodyValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from model_engine_server.inference.server import openai
+from model_engine_server.inference.server.events import ErrorEvent, Finished, TokenEvent
 from model_engine_server.inference.server.protocol import TgiInfo, TgiRequest
-from model_engine_server.inference.server.scheduler import ErrorEvent, Finished, QueueFullError, TokenEvent
+from model_engine_server.inference.server.scheduler import QueueFullError
 from model_engine_server.inference.server.service import Generation, InferenceService
 from model_engine_server.inference.server.validation import GenerationRequestError
 

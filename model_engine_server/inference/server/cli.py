@@ -66,6 +66,10 @@ def inference_server(
         float, typer.Option(help="Prefill new requests once waiting >= this ratio x running ones ...")
     ] = 1.2,
     max_waiting_tokens: Annotated[int, typer.Option(help="... or once they have waited this many decode steps.")] = 8,
+    prefix_cache_mb: Annotated[
+        int | None,
+        typer.Option(min=0, help="Memory for cached prompt-prefix key/values; 0 disables (default: the setting)."),
+    ] = None,
     dtype: Annotated[
         str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, float16, bfloat16.")
     ] = "auto",
@@ -92,6 +96,7 @@ def inference_server(
                 max_stop_sequences=max_stop_sequences,
                 waiting_served_ratio=waiting_served_ratio,
                 max_waiting_tokens=max_waiting_tokens,
+                prefix_cache_mb=Settings().prefix_cache_mb if prefix_cache_mb is None else prefix_cache_mb,
                 dtype=dtype,
                 device=device,
                 num_threads=num_threads,
@@ -128,6 +133,7 @@ def build_service(
     max_stop_sequences: int,
     waiting_served_ratio: float,
     max_waiting_tokens: int,
+    prefix_cache_mb: int,
     dtype: str,
     device: str | None,
     num_threads: int | None,
@@ -137,6 +143,7 @@ def build_service(
     from model_engine_server.inference.model_loading import resolve_model
     from model_engine_server.inference.server.engine import ModelRunner, configure_threads
     from model_engine_server.inference.server.metrics import ServerMetrics
+    from model_engine_server.inference.server.prefix_cache import PrefixCache
     from model_engine_server.inference.server.scheduler import BatchLimits, Scheduler
     from model_engine_server.inference.server.service import InferenceService, ServerInfo
     from model_engine_server.inference.server.validation import RequestValidator, TokenLimits
@@ -172,4 +179,10 @@ def build_service(
     validator = RequestValidator(
         runner.tokenizer, TokenLimits(limits.max_input_tokens, limits.max_total_tokens, max_stop_sequences)
     )
-    return InferenceService(runner, Scheduler(runner, batch_limits, metrics), validator, metrics, info)
+    prefix_cache = PrefixCache(capacity_bytes=prefix_cache_mb * 1024 * 1024)
+    logger.info(
+        "Prefix cache: %s",
+        f"{prefix_cache_mb} MB, {prefix_cache.block_size}-token blocks" if prefix_cache_mb else "off",
+    )
+    scheduler = Scheduler(runner, batch_limits, metrics, prefix_cache)
+    return InferenceService(runner, scheduler, validator, metrics, info)

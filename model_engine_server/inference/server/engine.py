@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 from model_engine_server.inference.server import llama
-from model_engine_server.inference.server.kv_cache import BatchKvCache
+from model_engine_server.inference.server.kv_cache import BatchKvCache, KvPrefix
 
 logger = logging.getLogger(__name__)
 
@@ -120,17 +121,41 @@ class ModelRunner:
             raise RuntimeError("the model produced non-finite logits on a warm-up prompt; the weights look corrupt")
 
     @torch.inference_mode()
-    def prefill(self, rows: list[Any], prompts: list[list[int]], want_prompt_logprobs: bool) -> PrefillResult:
-        """Run the prompts of new sequences as one left-padded batch, filling a fresh cache."""
-        width = max(len(p) for p in prompts)
+    def prefill(
+        self,
+        rows: list[Any],
+        prompts: list[list[int]],
+        want_prompt_logprobs: bool,
+        prefixes: Sequence[KvPrefix | None] | None = None,
+    ) -> PrefillResult:
+        """Run the prompts of new sequences as one left-padded batch, filling a fresh cache.
+
+        ``prefixes`` (from the prefix cache) are the key/values of the first tokens of some prompts: only the rest
+        of those prompts is computed. Rows stay right-aligned only if every row with a prefix has the longest
+        uncached rest (``prefix_cache.align_prefixes`` trims prefixes to that); prompt logprobs need no prefixes.
+        """
+        # --- prefix cache (issue 17): split each prompt into its cached prefix and the suffix computed now ---
+        cached = [0 if p is None else p.length for p in prefixes] if prefixes else [0] * len(prompts)
+        suffixes = [prompt[n:] for prompt, n in zip(prompts, cached, strict=True)]
+        width = max(len(s) for s in suffixes)
+        if any(n and len(s) != width for n, s in zip(cached, suffixes, strict=True)):
+            raise ValueError("a row with a cached prefix must have the longest uncached suffix (left padding)")
+        if want_prompt_logprobs and any(cached):
+            raise ValueError("prompt logprobs need the whole prompt computed, without a cached prefix")
         input_ids = torch.zeros((len(prompts), width), dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            input_ids[i, width - len(prompt) :] = torch.tensor(prompt)
-            mask[i, width - len(prompt) :] = 1
+        for i, suffix in enumerate(suffixes):
+            input_ids[i, width - len(suffix) :] = torch.tensor(suffix)
+            mask[i, width - len(suffix) :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        offsets = torch.tensor(cached, device=self.device)[:, None]
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0) + offsets  # the suffix continues after its prefix
         cache = BatchKvCache.empty(self.num_layers)
+        if prefixes and any(cached):
+            cache = BatchKvCache.from_prefixes(prefixes, room=width)
+            columns = torch.arange(cache.length, device=self.device)[None, :]
+            mask = torch.cat([(columns >= cache.length - offsets).to(mask.dtype), mask], dim=1)
+        # --- end prefix cache ---
         logits = self._forward(
             cache,
             input_ids=input_ids,
@@ -139,8 +164,8 @@ class ModelRunner:
             logits_to_keep=0 if want_prompt_logprobs else 1,
         )
         for i, prompt in enumerate(prompts):
-            if len(prompt) < width:
-                cache.zero_columns(i, width - len(prompt))  # padding keys/values must stay exactly zero
+            if len(prompt) < mask.shape[1]:
+                cache.zero_columns(i, mask.shape[1] - len(prompt))  # padding keys/values must stay exactly zero
         prompt_logprobs = _prompt_logprobs(logits, input_ids, prompts) if want_prompt_logprobs else None
         lengths = tuple(len(p) for p in prompts)
         batch = Batch(

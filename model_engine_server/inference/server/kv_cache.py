@@ -10,6 +10,7 @@ at batch 32 that copy would dominate the step time.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -77,6 +78,28 @@ def _resized(buffer: torch.Tensor, capacity: int, length: int) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class KvPrefix:
+    """The key/values of a prompt's first tokens, as consecutive chunks ``[2, layers, kv_heads, n, head_dim]`` along
+    the token axis (the prefix cache's own blocks, not copies: read them, never write them)."""
+
+    chunks: tuple[torch.Tensor, ...]
+
+    @property
+    def length(self) -> int:
+        return sum(chunk.shape[-2] for chunk in self.chunks)
+
+    def truncated(self, length: int) -> KvPrefix | None:
+        """The first ``length`` tokens (views, no copy); ``None`` when nothing is left."""
+        kept: list[torch.Tensor] = []
+        for chunk in self.chunks:
+            if length <= 0:
+                break
+            kept.append(chunk[..., :length, :])
+            length -= chunk.shape[-2]
+        return KvPrefix(tuple(kept)) if kept else None
+
+
 class BatchKvCache(Cache):
     """The per-layer buffers of one running batch, in the ``Cache`` shape the model expects."""
 
@@ -91,6 +114,33 @@ class BatchKvCache(Cache):
     @property
     def length(self) -> int:
         return self.buffered_layers[0].length if self.buffered_layers else 0
+
+    @classmethod
+    def from_prefixes(cls, prefixes: Sequence[KvPrefix | None], room: int) -> BatchKvCache:
+        """A cache holding each row's cached prefix (``None`` for none), right-aligned, with ``room`` more columns
+        reserved for the tokens about to be computed. The prefixes are copied: writing the cache never changes them."""
+        first = next(p for p in prefixes if p is not None).chunks[0]
+        _, num_layers, heads, _, dim = first.shape
+        length = max(p.length for p in prefixes if p is not None)
+        kv = first.new_zeros((2, num_layers, len(prefixes), heads, length + room + _HEADROOM, dim))
+        for row, prefix in enumerate(prefixes):
+            column = length - prefix.length if prefix is not None else length
+            for chunk in prefix.chunks if prefix is not None else ():
+                kv[:, :, row, :, column : column + chunk.shape[-2]] = chunk
+                column += chunk.shape[-2]
+        return cls([BufferedLayer.from_buffers(kv[0, i], kv[1, i], length) for i in range(num_layers)])
+
+    def window(self, row: int, start: int, end: int) -> torch.Tensor:
+        """A copy of columns ``start..end`` of ``row``, all layers: ``[2, layers, kv_heads, end - start, head_dim]``."""
+        first = self.buffered_layers[0].key_buffer
+        assert first is not None
+        _, heads, _, dim = first.shape
+        out = first.new_empty((2, len(self.buffered_layers), heads, end - start, dim))
+        for i, layer in enumerate(self.buffered_layers):
+            assert layer.key_buffer is not None and layer.value_buffer is not None
+            out[0, i] = layer.key_buffer[row, :, start:end]
+            out[1, i] = layer.value_buffer[row, :, start:end]
+        return out
 
     def zero_columns(self, row: int, columns: int) -> None:
         """Clear the first ``columns`` columns of ``row`` (its left padding)."""

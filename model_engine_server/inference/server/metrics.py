@@ -61,5 +61,24 @@ class ServerMetrics:
             registry=r,
         )
 
+        # Prefix caching has no TGI name; vLLM reports the same figures as vllm:prefix_cache_queries/hits.
+        self.prefix_cache_lookups = Counter(
+            "llm_engine_prefix_cache_lookups", "Prompts looked up in the prefix cache", registry=r
+        )
+        self.prefix_cache_hits = Counter(
+            "llm_engine_prefix_cache_hits", "Prompts that reused a cached prefix", registry=r
+        )
+        self.prefix_cache_reused_tokens = Counter(
+            "llm_engine_prefix_cache_reused_tokens", "Prompt tokens not prefilled thanks to the cache", registry=r
+        )
+        self.prefix_cache_bytes = Gauge("llm_engine_prefix_cache_bytes", "Memory held by the prefix cache", registry=r)
+
+    def observe_prefix_cache(self, lookups: int, reused_tokens: list[int], cache_bytes: int) -> None:
+        """One prefill's lookups, and the tokens each of its prompts reused (0 for a miss)."""
+        self.prefix_cache_lookups.inc(lookups)
+        self.prefix_cache_hits.inc(sum(1 for n in reused_tokens if n))
+        self.prefix_cache_reused_tokens.inc(sum(reused_tokens))
+        self.prefix_cache_bytes.set(cache_bytes)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from model_engine_server.inference.server.events import ErrorEvent, Finished, TokenEvent
 from model_engine_server.inference.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -24,7 +25,7 @@ from model_engine_server.inference.server.protocol import (
     Usage,
     _OpenAiSampling,
 )
-from model_engine_server.inference.server.scheduler import ErrorEvent, Finished, QueueFullError, TokenEvent
+from model_engine_server.inference.server.scheduler import QueueFullError
 from model_engine_server.inference.server.service import Generation, InferenceService
 from model_engine_server.inference.server.validation import GenerationRequestError, ValidRequest
 

@@ -13,14 +13,26 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from model_engine_server.inference.server.detokenizer import IncrementalDetokenizer
 from model_engine_server.inference.server.engine import Batch, ModelRunner
+from model_engine_server.inference.server.events import (
+    ErrorEvent,
+    Event,
+    EventSink,
+    Finished,
+    GeneratedToken,
+    LoopSink,
+    PrefillToken,
+    TokenEvent,
+    deliver,
+)
+from model_engine_server.inference.server.kv_cache import KvPrefix
 from model_engine_server.inference.server.metrics import ServerMetrics
+from model_engine_server.inference.server.prefix_cache import PrefixCache, plan_prefill, uncached_tokens
 from model_engine_server.inference.server.sampling import SamplingParams, TokenChooser, choose_next_tokens
 
 logger = logging.getLogger(__name__)
@@ -28,67 +40,6 @@ logger = logging.getLogger(__name__)
 
 class QueueFullError(Exception):
     """More requests are in flight than ``max_concurrent_requests`` allows."""
-
-
-@dataclass(frozen=True)
-class GeneratedToken:
-    id: int
-    text: str
-    logprob: float
-    special: bool
-
-
-@dataclass(frozen=True)
-class PrefillToken:
-    id: int
-    text: str
-    logprob: float | None
-
-
-@dataclass(frozen=True)
-class Finished:
-    reason: str  # length | eos_token | stop_sequence
-    generated_text: str
-    tokens: tuple[GeneratedToken, ...]
-    prefill: tuple[PrefillToken, ...]
-    seed: int | None  # only when sampling, as TGI reports it
-    input_length: int
-    queue_time: float
-    inference_time: float
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    index: int  # 1-based position of the token in the output
-    token: GeneratedToken
-    finished: Finished | None = None
-
-
-@dataclass(frozen=True)
-class ErrorEvent:
-    message: str
-    error_type: str = "generation"
-
-
-Event = TokenEvent | ErrorEvent
-EventSink = Callable[[Event], None]
-
-
-@dataclass(frozen=True)
-class LoopSink:
-    """Delivers events into an asyncio queue owned by ``loop``. The scheduler batches these: one wake-up of each
-    event loop per step, instead of one per token per request."""
-
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Event]
-
-    def __call__(self, event: Event) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-
-
-def _deliver(items: list[tuple[asyncio.Queue[Event], Event]]) -> None:
-    for queue, event in items:
-        queue.put_nowait(event)
 
 
 @dataclass
@@ -136,10 +87,11 @@ class _Sequence:
 
 
 class Scheduler:
-    def __init__(self, runner: ModelRunner, limits: BatchLimits, metrics: ServerMetrics) -> None:
-        self.runner = runner
-        self.limits = limits
-        self.metrics = metrics
+    def __init__(
+        self, runner: ModelRunner, limits: BatchLimits, metrics: ServerMetrics, prefix_cache: PrefixCache | None = None
+    ) -> None:
+        self.runner, self.limits, self.metrics = runner, limits, metrics
+        self.prefix_cache = prefix_cache or PrefixCache(capacity_bytes=0)
         self._waiting: deque[GenerationRequest] = deque()
         self._condition = threading.Condition()
         self._in_flight = 0
@@ -220,9 +172,10 @@ class Scheduler:
                     request.done = True
                     self._in_flight -= 1
                     continue
+                cost = uncached_tokens(self.prefix_cache, request)  # what its prefill will compute
                 fits = (
                     reserved + request.reserved_tokens <= self.limits.max_batch_total_tokens
-                    and (not taken or prefill_tokens + len(request.prompt_ids) <= self.limits.max_batch_prefill_tokens)
+                    and (not taken or prefill_tokens + cost <= self.limits.max_batch_prefill_tokens)
                     and (self.limits.max_batch_size is None or size < self.limits.max_batch_size)
                 )
                 if not fits:
@@ -230,7 +183,7 @@ class Scheduler:
                 self._waiting.popleft()
                 taken.append(request)
                 reserved += request.reserved_tokens
-                prefill_tokens += len(request.prompt_ids)
+                prefill_tokens += cost
                 size += 1
             self.metrics.queue_size.set(len(self._waiting))
             return taken
@@ -259,13 +212,21 @@ class Scheduler:
 
     def _prefill(self, requests: list[GenerationRequest]) -> Batch | None:
         now = time.monotonic()
+        for request in requests:
+            self.metrics.queue_duration.observe(now - request.queued_at)
+            self.metrics.input_length.observe(len(request.prompt_ids))
+        groups = plan_prefill(self.prefix_cache, requests, self.metrics)
+        batches = [self._prefill_group([requests[i] for i in group.indices], group.prefixes) for group in groups]
+        kept = [b for b in batches if b is not None]
+        return Batch.concatenate(kept) if kept else None
+
+    def _prefill_group(self, requests: list[GenerationRequest], prefixes: list[KvPrefix | None]) -> Batch | None:
+        started = time.monotonic()
         rows = [_Sequence(r, self.runner) for r in requests]
-        for seq in rows:
-            self.metrics.queue_duration.observe(now - seq.request.queued_at)
-            self.metrics.input_length.observe(len(seq.request.prompt_ids))
         want_logprobs = any(r.prompt_logprobs for r in requests)
-        result = self.runner.prefill(rows, [r.prompt_ids for r in requests], want_logprobs)
-        self.metrics.batch_inference_duration.labels("prefill").observe(time.monotonic() - now)
+        result = self.runner.prefill(rows, [r.prompt_ids for r in requests], want_logprobs, prefixes)
+        self.metrics.batch_inference_duration.labels("prefill").observe(time.monotonic() - started)
+        self.prefix_cache.insert_rows(result.batch.cache, [r.prompt_ids for r in requests])
         if want_logprobs:
             assert result.prompt_logprobs is not None
             for seq, logprobs in zip(rows, result.prompt_logprobs, strict=True):
@@ -386,7 +347,7 @@ class Scheduler:
                 request.cancelled = True
         for loop, items in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_deliver, items)
+                loop.call_soon_threadsafe(deliver, items)
             except RuntimeError:  # that event loop is closed
                 for request in owners[loop]:
                     request.cancelled = True

@@ -7,15 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from model_engine_server.inference.server.engine import ModelRunner
+from model_engine_server.inference.server.events import ErrorEvent, Event, LoopSink, TokenEvent
 from model_engine_server.inference.server.metrics import ServerMetrics
-from model_engine_server.inference.server.scheduler import (
-    ErrorEvent,
-    Event,
-    GenerationRequest,
-    LoopSink,
-    Scheduler,
-    TokenEvent,
-)
+from model_engine_server.inference.server.scheduler import GenerationRequest, Scheduler
 from model_engine_server.inference.server.validation import RequestValidator, ValidRequest
 
 # How often a non-streaming request checks whether its client is still there.

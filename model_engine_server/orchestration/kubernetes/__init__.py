@@ -1,6 +1,6 @@
 """The Kubernetes orchestrator: Deployments, Services, autoscalers and PDBs per endpoint through the Kubernetes API."""
 
 from model_engine_server.orchestration.kubernetes.orchestrator import KubernetesOrchestrator
-from model_engine_server.orchestration.kubernetes.routing import KubernetesServiceResolver
+from model_engine_server.orchestration.kubernetes.routing import KubernetesPodResolver, KubernetesServiceResolver
 
-__all__ = ["KubernetesOrchestrator", "KubernetesServiceResolver"]
+__all__ = ["KubernetesOrchestrator", "KubernetesPodResolver", "KubernetesServiceResolver"]

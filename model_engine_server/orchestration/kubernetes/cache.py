@@ -128,6 +128,7 @@ class Watcher:
             if exc.status == 410:
                 raise _Gone from exc
             raise
+        self.error = None  # the watch is open again: the view is current
         self._response = response
         try:
             if self._stopping.is_set():

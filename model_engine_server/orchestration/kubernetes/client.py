@@ -89,8 +89,11 @@ SCALED_OBJECTS = Resource(
     "ScaledObject", "keda.sh", "v1alpha1", "scaledobjects", "CustomObjectsApi", "namespaced_custom_object"
 )
 LEASES = Resource("Lease", "coordination.k8s.io", "v1", "leases", "CoordinationV1Api", "namespaced_lease")
+ENDPOINT_SLICES = Resource(
+    "EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", "DiscoveryV1Api", "namespaced_endpoint_slice"
+)
 
-BY_KIND = {r.kind: r for r in (DEPLOYMENTS, SERVICES, PODS, HPAS, PDBS, SCALED_OBJECTS, LEASES)}
+BY_KIND = {r.kind: r for r in (DEPLOYMENTS, SERVICES, PODS, HPAS, PDBS, SCALED_OBJECTS, LEASES, ENDPOINT_SLICES)}
 
 # The verb each operation needs in RBAC terms (``rbac.REQUIRED_RULES`` is derived from what the code declares here).
 VERB_OF_OPERATION = {

@@ -81,12 +81,11 @@ def build_manifests(
 
 
 def _replicas(config: EndpointConfig, keda: bool, current: int | None) -> int:
-    # Without KEDA nothing can wake a Deployment at zero replicas, so min_workers == 0 keeps one worker.
-    low = config.min_workers if keda else max(1, config.min_workers)
-    high = max(low, config.max_workers)
+    # A new Deployment starts with a worker unless KEDA runs it (then the first request wakes it). An existing one
+    # keeps its count within [min, max]: zero when it sleeps (KEDA's or the reconciler's call, see set_asleep).
     if current is None:
-        return low
-    return min(max(current, low), high)
+        return config.min_workers if keda else max(1, config.min_workers)
+    return min(max(current, config.min_workers), max(1, config.max_workers))
 
 
 def _metadata(endpoint: ModelEndpoint, settings: Settings, **extra: Any) -> Manifest:
@@ -211,6 +210,8 @@ def _env(settings: Settings, kind: EngineKind) -> list[Manifest]:
     env: list[Manifest] = [{"name": "PORT", "value": str(CONTAINER_PORT)}]
     if kind == EngineKind.TGI:
         env.append({"name": "HF_HUB_ENABLE_HF_TRANSFER", "value": "1"})
+    if kind == EngineKind.BUILTIN:  # the built-in server reads this setting itself; TGI and vLLM cache on their own
+        env.append({"name": "LLM_ENGINE_PREFIX_CACHE_MB", "value": str(settings.prefix_cache_mb)})
     if settings.kubernetes_hf_token_secret:
         env.append(
             {
@@ -318,7 +319,7 @@ def scaled_object_manifest(endpoint: ModelEndpoint, settings: Settings) -> Manif
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": naming.resource_name(endpoint)},
             "minReplicaCount": 0,
             "maxReplicaCount": max(1, config.max_workers),
-            "cooldownPeriod": 300,
+            "cooldownPeriod": round(settings.scale_to_zero_idle_seconds),  # idle this long: to zero
             "triggers": [
                 {
                     "type": "prometheus",

@@ -176,9 +176,25 @@ class KubernetesOrchestrator:
         config = endpoint.config
         pods = cache.select(PODS, naming.selector_labels(endpoint))
         gpu_type = config.gpu_type or (entry.gpu_type if (entry := self.zoo.get(config.model_name)) else None)
-        return status.derive_state(
-            deployment, pods, config.gpus, gpu_type, scale_to_zero=manifests.uses_keda(config, self.settings)
-        )
+        state = status.derive_state(deployment, pods, config.gpus, gpu_type, scale_to_zero=config.min_workers == 0)
+        return status.while_scaling(endpoint, state)
+
+    async def set_asleep(self, endpoint: ModelEndpoint, asleep: bool) -> None:
+        """Without KEDA the control plane does the step between zero and one worker: the Deployment goes to zero
+        replicas (the HPA stands aside while its target is at zero) and back to one when a gateway reports demand.
+        With KEDA its ScaledObject does both, from the same demand, so this leaves the Deployment alone."""
+        config = endpoint.config
+        if self._cache is None or config.min_workers > 0 or manifests.uses_keda(config, self.settings):
+            return
+        deployment = self._cache.get(DEPLOYMENTS, naming.resource_name(endpoint))
+        annotations = (deployment or {}).get("metadata", {}).get("annotations", {}) or {}
+        if deployment is None or annotations.get(naming.REVISION_ANNOTATION) != str(endpoint.revision):
+            return  # not applied yet: apply() decides
+        replicas = int(deployment.get("spec", {}).get("replicas", 1))
+        if asleep != (replicas == 0):
+            wanted = manifests.build_manifests(endpoint, self.settings, self.zoo, current_replicas=0 if asleep else 1)
+            await self._apply(DEPLOYMENTS, wanted.deployment)
+            logger.info("endpoint %s: %s", endpoint.name, "idle, scaled to zero" if asleep else "woken up by demand")
 
     def _drift(self, endpoint: ModelEndpoint, deployment: Obj) -> str | None:
         """Why the cluster no longer matches what apply() would write, or None."""

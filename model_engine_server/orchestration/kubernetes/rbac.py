@@ -1,4 +1,4 @@
-"""The Kubernetes permissions the orchestrator needs in the endpoint namespace — and nothing more.
+"""The Kubernetes permissions the control plane needs in the endpoint namespace — and nothing more.
 
 The Helm chart's Role is tested against ``REQUIRED_RULES``; ``tests/kubernetes`` checks that the requests the
 orchestrator and the leader elector actually send are covered by it (and that every rule is used).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from model_engine_server.orchestration.kubernetes.client import (
     DEPLOYMENTS,
+    ENDPOINT_SLICES,
     HPAS,
     LEASES,
     PDBS,
@@ -43,3 +44,6 @@ def required_rules(keda_enabled: bool = True) -> list[dict[str, list[str]]]:
 
 
 REQUIRED_RULES: list[dict[str, list[str]]] = required_rules(keda_enabled=True)
+
+# The gateway and the worker route to pods (routing.KubernetesPodResolver): read-only, EndpointSlices only.
+ROUTING_RULES: list[dict[str, list[str]]] = [_rule(ENDPOINT_SLICES, ["list", "watch"])]

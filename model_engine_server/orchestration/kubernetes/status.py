@@ -6,14 +6,17 @@ emulator tests only need to write the same status fields a kubelet or scheduler 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from model_engine_server.domain.entities import EndpointStatus, ObservedState
+from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 
 Obj = dict[str, Any]
 
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+IDLE_AT_ZERO = "Idle: scaled to zero workers; the next request wakes one"
+WAKING = "Waking up from zero workers: starting a worker for waiting requests"
 MAX_MESSAGE = 400  # status reasons stay readable; the full text is in `kubectl describe`
 
 
@@ -30,7 +33,7 @@ def derive_state(
 
     if _rolled_out(deployment, desired, available):
         if desired == 0 and scale_to_zero:
-            return state(EndpointStatus.READY, "scaled to zero; the first request wakes a worker")
+            return state(EndpointStatus.READY, IDLE_AT_ZERO)
         return state(EndpointStatus.READY)
     for pod in pods:
         if pod.get("metadata", {}).get("deletionTimestamp"):
@@ -42,6 +45,17 @@ def derive_state(
     if stuck and stuck.get("status") == "False" and stuck.get("reason") == "ProgressDeadlineExceeded":
         return state(EndpointStatus.UPDATE_FAILED, f"Rollout made no progress: {_short(stuck.get('message'))}")
     return state(EndpointStatus.UPDATE_IN_PROGRESS, f"{available} of {desired} workers available")
+
+
+def while_scaling(endpoint: ModelEndpoint, state: ObservedState) -> ObservedState:
+    """A READY endpoint that may run at zero workers stays READY while it wakes or grows (requests wait for it;
+    the published client knows no "scaling" status); the reason says what is going on."""
+    scaling = state.status is EndpointStatus.UPDATE_IN_PROGRESS and not state.missing
+    if not (scaling and endpoint.status is EndpointStatus.READY and endpoint.config.min_workers == 0):
+        return state
+    desired = state.available_workers + state.unavailable_workers
+    reason = WAKING if state.available_workers == 0 else f"Scaling: {state.available_workers} of {desired} ready"
+    return replace(state, status=EndpointStatus.READY, reason=reason)
 
 
 def _rolled_out(deployment: Obj, desired: int, available: int) -> bool:

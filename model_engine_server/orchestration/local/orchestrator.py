@@ -50,6 +50,7 @@ from model_engine_server.orchestration.local.replicas import (
     adopted_deployment,
     deployment_record,
 )
+from model_engine_server.orchestration.local.scaling import Scaling, drain
 from model_engine_server.orchestration.local.state import StateFile
 from model_engine_server.orchestration.local.supervisor import ProcessStartError, start_process, stop_process_group
 from model_engine_server.orchestration.local.watcher import ReplicaWatcher
@@ -75,6 +76,7 @@ class LocalOrchestrator:
         self._supervisor: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
         self._watcher: ReplicaWatcher | None = None
+        self._scaling_policy = settings.scaling_policy()
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -109,10 +111,13 @@ class LocalOrchestrator:
             d = self._deployments.get(endpoint.id)
             if d is None or d.deleting:
                 d = Deployment(endpoint.id, endpoint.name, endpoint.revision, spec.key, desired, spec)
+                d.scaling = Scaling(self._scaling_policy)
                 self._deployments[endpoint.id] = d
             elif d.launch_key != spec.key:
                 self._begin_rollover(d)
-            d.name, d.revision, d.desired = endpoint.name, endpoint.revision, desired
+            d.scaling.configure(endpoint.config)
+            d.name, d.revision = endpoint.name, endpoint.revision
+            d.desired = d.scaling.target(d.desired, [], time.monotonic())  # the load decides from here on
             d.launch_key, d.launch = spec.key, spec
             await self._converge(d)
             self._save_state()
@@ -133,6 +138,13 @@ class LocalOrchestrator:
             self._save_state()
         self._notify()
 
+    async def set_asleep(self, endpoint: ModelEndpoint, asleep: bool) -> None:
+        d = self._deployments.get(endpoint.id)
+        if d is not None and not d.deleting and d.scaling.asleep != asleep:
+            log.info("Endpoint %s: %s", d.name, "idle, scaling to zero" if asleep else "woken up by a request")
+            d.scaling.sleep(asleep)
+            self._notify()
+
     async def observe(self, endpoint: ModelEndpoint) -> ObservedState:
         d = self._deployments.get(endpoint.id)
         if d is None or d.deleting:
@@ -144,9 +156,12 @@ class LocalOrchestrator:
         unavailable = max(d.desired - len(ready_slots), 0)
         troubled = [(slot, h) for slot, h in sorted(d.slots.items()) if h.crashes and slot not in ready_slots]
         looping = [h for _, h in troubled if h.crashes >= self._policy.crash_loop_after]
+        draining = sum(r.phase is ReplicaPhase.DRAINING for r in d.retiring)
+        scaling_reason = d.scaling.reason(d.desired, len(ready_slots), draining)
+        if (ready_slots or d.scaling.asleep or d.scaling.slept) and not d.previous and not looping:
+            return ObservedState(EndpointStatus.READY, available, unavailable, scaling_reason)
         if ready_slots and not d.previous:
-            reason = looping[0].last_reason if looping else None
-            return ObservedState(EndpointStatus.READY, available, unavailable, reason)
+            return ObservedState(EndpointStatus.READY, available, unavailable, looping[0].last_reason)
         if looping:
             return ObservedState(EndpointStatus.UPDATE_FAILED, available, unavailable, looping[0].last_reason)
         unhealthy = [r for r in d.current.values() if r.phase is ReplicaPhase.UNHEALTHY]
@@ -206,13 +221,23 @@ class LocalOrchestrator:
         d.previous = [r for r in d.previous if r.phase is not ReplicaPhase.EXITED]
         for slot, r in list(d.current.items()):
             self._check_replica(d, slot, r, now)
+        if not d.previous:  # during a rollover the count stays as it is
+            loads = [r.in_flight for r in d.current.values() if r.phase is ReplicaPhase.READY]
+            d.desired = d.scaling.target(d.desired, loads, now)
+        if d.desired and d.current and all(r.phase is ReplicaPhase.READY for r in d.current.values()):
+            d.scaling.slept = False  # awake again
         for slot in [s for s in d.current if s >= d.desired]:
-            self._retire(d, d.current.pop(slot))
+            self._drain(d, d.current.pop(slot))
         for slot in [s for s in d.slots if s >= d.desired]:
             del d.slots[slot]
         if d.launch is not None:
             for slot in range(d.desired):
-                if slot not in d.current and now >= d.slots.get(slot, SlotHealth()).restart_at:
+                if slot in d.current or now < d.slots.get(slot, SlotHealth()).restart_at:
+                    continue
+                reclaimed = d.reclaim_draining(slot)  # wanted again while it drains: back to work, no new process
+                if reclaimed is not None:
+                    log.info("Endpoint %s: replica pid %d is wanted again; it stops draining", d.name, reclaimed.pid)
+                else:
                     await self._spawn(d, d.launch, slot)
         rolled_over = all(s in d.current and d.current[s].phase is ReplicaPhase.READY for s in range(d.desired))
         if d.previous and rolled_over:
@@ -274,7 +299,31 @@ class LocalOrchestrator:
         d.retiring.append(r)
         r.stop_task = r.stop_task or asyncio.create_task(self._terminate(r), name=f"stop-{r.pid}")
 
+    def _drain(self, d: Deployment, r: Replica) -> None:
+        """Scale down without dropping work: out of the replica lists now, stopped once its requests finished."""
+        if r.phase is not ReplicaPhase.READY:
+            self._retire(d, r)
+            return
+        log.info("Endpoint %s: draining replica %d (pid %d) before stopping it", d.name, r.slot, r.pid)
+        r.phase = ReplicaPhase.DRAINING
+        d.retiring.append(r)
+        r.stop_task = asyncio.create_task(self._drain_then_stop(r), name=f"drain-{r.pid}")
+
+    async def _drain_then_stop(self, r: Replica) -> None:
+        policy = self._policy
+        await drain(
+            lambda: r.in_flight,
+            r.exited,
+            settle_seconds=policy.drain_settle_seconds,
+            timeout_seconds=self._settings.autoscale_drain_timeout_seconds,
+            poll_seconds=policy.load_interval_seconds,
+        )
+        await self._terminate(r)
+
     async def _stop(self, r: Replica) -> None:
+        if r.phase is ReplicaPhase.DRAINING and r.stop_task is not None:
+            r.stop_task.cancel()  # shutting down or deleting: no more waiting for its requests
+            r.stop_task = None
         r.stop_task = r.stop_task or asyncio.create_task(self._terminate(r), name=f"stop-{r.pid}")
         await asyncio.shield(r.stop_task)
 
@@ -327,6 +376,7 @@ class LocalOrchestrator:
     def _adopt_from_state(self) -> None:
         for record in self._state.load():
             d = adopted_deployment(record, process_alive)
+            d.scaling = Scaling(self._scaling_policy)
             for r in [*d.current.values(), *d.previous]:
                 self._watch(r)
                 log.info("Endpoint %s: re-adopted replica %d (pid %d, port %d)", d.name, r.slot, r.pid, r.port)

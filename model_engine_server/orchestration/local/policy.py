@@ -10,6 +10,7 @@ class SupervisionPolicy:
     # Health checks: `GET /health` this often while a replica starts, less often once it is ready (its exit is
     # noticed at once anyway); a ready replica that fails this many checks in a row gets no traffic until it answers.
     health_interval_seconds: float = 1.0
+    startup_probe_seconds: float = 0.25  # while starting: a cold start (a request is waiting) ends as soon as it can
     ready_health_interval_seconds: float = 5.0
     health_timeout_seconds: float = 5.0
     unhealthy_after_failures: int = 3
@@ -25,6 +26,10 @@ class SupervisionPolicy:
     # the endpoint turns UPDATE_FAILED with the last crash's output, and restarts continue at the capped backoff.
     crash_loop_after: int = 3
     stable_after_seconds: float = 60.0
+    # Load (in-flight requests, from each ready replica's /metrics) is read this often for autoscaling and drains.
+    load_interval_seconds: float = 1.0
+    # A replica being removed leaves the replica lists first; requests routed just before still reach it within this.
+    drain_settle_seconds: float = 2.0
     # SIGTERM first so in-flight streams can finish, SIGKILL after this grace.
     stop_grace_seconds: float = 10.0
     # How many trailing lines of a crashed replica's output go into the endpoint's status_reason.

@@ -1,6 +1,7 @@
 """The local orchestrator's in-memory picture: each endpoint's deployment, its replicas and their phases.
 
-A replica's life: STARTING → READY ⇄ UNHEALTHY → STOPPING → EXITED. A deployment holds the wanted generation of
+A replica's life: STARTING → READY ⇄ UNHEALTHY → STOPPING → EXITED; a ready replica removed by scaling down is
+DRAINING before STOPPING. A deployment holds the wanted generation of
 replicas by slot, the ready replicas of older generations still serving during a rollover, and those being stopped.
 """
 
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from model_engine_server.domain.autoscaling import ScalingPolicy
 from model_engine_server.orchestration.local.launch import LaunchSpec
+from model_engine_server.orchestration.local.scaling import Scaling
 from model_engine_server.orchestration.local.state import DeploymentRecord, ReplicaRecord
 
 
@@ -23,6 +26,7 @@ class ReplicaPhase(StrEnum):
     STARTING = "starting"
     READY = "ready"
     UNHEALTHY = "unhealthy"
+    DRAINING = "draining"  # being removed: no new requests, finishing the ones it has
     STOPPING = "stopping"
     EXITED = "exited"
 
@@ -42,6 +46,7 @@ class Replica:
     ready_since: float | None = None
     last_healthy_at: float | None = None
     health_failures: int = 0
+    in_flight: int | None = None  # requests it is working on, from its /metrics (None: not known yet)
     exit_code: int | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -82,9 +87,27 @@ class Deployment:
     retiring: list[Replica] = field(default_factory=list)  # being stopped in the background
     slots: dict[int, SlotHealth] = field(default_factory=dict)
     deleting: bool = False
+    scaling: Scaling = field(default_factory=lambda: Scaling(ScalingPolicy()))
 
     def replicas(self) -> list[Replica]:
         return [*self.current.values(), *self.previous, *self.retiring]
+
+    def reclaim_draining(self, slot: int) -> Replica | None:
+        """A replica of the current generation that is still draining, put back to work in ``slot`` (load came back,
+        or a request arrived just as it went idle). Draining means its stop task still waits inside ``drain``, so
+        cancelling it stops nothing."""
+        r = next(
+            (r for r in self.retiring if r.phase is ReplicaPhase.DRAINING and r.launch_key == self.launch_key), None
+        )
+        if r is None:
+            return None
+        if r.stop_task is not None:
+            r.stop_task.cancel()
+            r.stop_task = None
+        self.retiring.remove(r)
+        r.slot, r.phase = slot, ReplicaPhase.READY
+        self.current[slot] = r
+        return r
 
 
 @dataclass(frozen=True)

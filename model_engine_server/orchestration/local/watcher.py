@@ -1,5 +1,6 @@
-"""Watching replicas: notice when a replica's process exits, and health-check it (``GET /health``) to move it between
-STARTING, READY and UNHEALTHY. Every change of phase calls ``on_change`` (it wakes the supervisor)."""
+"""Watching replicas: notice when a replica's process exits, health-check it (``GET /health``) to move it between
+STARTING, READY and UNHEALTHY, and read its load (in-flight requests, from ``GET /metrics``). Every change of phase
+calls ``on_change`` (it wakes the supervisor)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from model_engine_server.orchestration.events import wait_event
 from model_engine_server.orchestration.local.policy import SupervisionPolicy
 from model_engine_server.orchestration.local.processes import process_alive
 from model_engine_server.orchestration.local.replicas import Replica, ReplicaPhase
+from model_engine_server.orchestration.local.scaling import in_flight_from_metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ class ReplicaWatcher:
         r.tasks = [
             asyncio.create_task(self._wait_for_exit(r), name=f"exit-{r.pid}"),
             asyncio.create_task(self._probe_health(r), name=f"health-{r.pid}"),
+            asyncio.create_task(self._probe_load(r), name=f"load-{r.pid}"),
         ]
 
     async def _wait_for_exit(self, r: Replica) -> None:
@@ -53,11 +56,26 @@ class ReplicaWatcher:
                 healthy = False
             if r.phase in (ReplicaPhase.STOPPING, ReplicaPhase.EXITED):
                 return
+            if r.phase is ReplicaPhase.DRAINING:  # leaving: its phase is no longer the health check's to change
+                await wait_event(r.exited, policy.ready_health_interval_seconds)
+                continue
             self._record_health(r, healthy)
-            ready = r.phase is ReplicaPhase.READY
-            await wait_event(
-                r.exited, policy.ready_health_interval_seconds if ready else policy.health_interval_seconds
-            )
+            interval = {
+                ReplicaPhase.READY: policy.ready_health_interval_seconds,
+                ReplicaPhase.STARTING: policy.startup_probe_seconds,
+            }.get(r.phase, policy.health_interval_seconds)
+            await wait_event(r.exited, interval)
+
+    async def _probe_load(self, r: Replica) -> None:
+        """In-flight requests of a ready or draining replica, for autoscaling and drains."""
+        while not r.exited.is_set():
+            if r.phase in (ReplicaPhase.READY, ReplicaPhase.DRAINING):
+                try:
+                    response = await self._http.get(f"{r.base_url}/metrics")
+                    r.in_flight = in_flight_from_metrics(response.text) if response.status_code == 200 else None
+                except (httpx.HTTPError, ValueError):  # not answering, or not a Prometheus exposition
+                    r.in_flight = None
+            await wait_event(r.exited, self._policy.load_interval_seconds)
 
     def _record_health(self, r: Replica, healthy: bool) -> None:
         now = time.monotonic()

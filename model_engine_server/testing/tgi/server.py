@@ -2,9 +2,8 @@
 
 It stands in for a model server wherever the model itself is beside the point: the gateway-overhead benchmark (so
 the gateway's own cost is visible), the async-task benchmark, the gateway's and the SDK's tests. It speaks TGI's
-HTTP protocol (``POST /generate``, ``POST /generate_stream``, ``GET /health``, ``GET /info``, and TGI's OpenAI routes
-from ``messages.py``), validates parameters the way TGI does (so a wrong mapping shows up as a 422), and generates
-deterministic text:
+HTTP protocol (``POST /generate``, ``/generate_stream``, ``GET /health``, ``/info``, ``/metrics``, and TGI's OpenAI
+routes from ``messages.py``), validates parameters like TGI (a wrong mapping shows up as a 422), and generates text:
 
 - tokens are words of ``VOCABULARY`` in order, each preceded by a space; token i has log-prob ``-(i % 4 + 1) / 4``;
 - a prompt counts one token per whitespace-separated word;
@@ -14,10 +13,8 @@ deterministic text:
 Knobs for tests (attributes; also command-line flags): ``token_delay`` between streamed tokens, ``fail_after`` (a
 stream sends that many tokens and then TGI's in-band error event), ``max_concurrent`` (beyond it: 429 like TGI),
 ``record`` (keep every request body in ``requests``). ``cancelled`` counts streams whose client went away early.
-
-It is written on asyncio and httptools directly, because a framework would cost more than the gateway it measures.
-
-Run it in-process with ``running_instant_tgi(...)``, or as a process: ``python -m model_engine_server.testing.tgi``.
+It is written on asyncio and httptools directly (a framework would cost more than the gateway it measures). Run it
+in-process with ``running_instant_tgi(...)`` or as a process: ``python -m model_engine_server.testing.tgi``.
 """
 
 from __future__ import annotations
@@ -318,6 +315,9 @@ class _Connection(asyncio.Protocol):
             return
         if method == "GET" and path == "/info":
             self._write(_response(200, orjson.dumps(server.info())))
+            return
+        if method == "GET" and path == "/metrics":  # TGI's load gauges (the local autoscaler reads them)
+            self._write(_response(200, b"tgi_batch_current_size %d\n" % server.in_flight, b"text/plain"))
             return
         if method != "POST" or path not in ("/generate", "/generate_stream", *_OPENAI_PATHS):
             self._write(_response(404, b'{"error":"not found"}'))
