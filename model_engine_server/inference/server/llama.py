@@ -9,6 +9,7 @@ the same arithmetic with fewer, larger operations:
 - the attention mask is built once per step, and not at all for a decode step without left padding;
 - grouped-query attention at decode needs no copy of the cache: the query heads sharing a key/value head are laid out
   as that head's query rows (they all sit at the same position), so one SDPA call serves them without repeating K/V.
+- a left-padded prefill computes its projections and MLP on the real tokens only (see ``_Step``).
 
 Keys and values go into the same ``BatchKvCache`` (its layers' ``update``) as with the transformers forward, so the
 cache layout, and everything the scheduler does with it, is unchanged.
