@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     routing_max_imbalance: int = Field(default=4, ge=0)
     routing_prefix_block_chars: int = Field(default=256, ge=16)
     routing_prefix_index_blocks: int = Field(default=65536, ge=1)
+    # A replica whose connection was refused is left out this long (a success clears it at once): long enough that a
+    # crashed pod is not hit by every request until its readiness probe fails, short enough that a restart is quick.
+    routing_failure_cooldown_seconds: float = Field(default=5.0, ge=0)
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)  # ": ping" comments on quiet completion streams
     async_task_result_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     # Request limits (api/limits.py): larger bodies get 413, slower bodies 408, larger headers 431, queries 414.

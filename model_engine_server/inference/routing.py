@@ -26,10 +26,11 @@ from prometheus_client import Counter, Gauge
 
 from model_engine_server.config import RoutingPolicy
 
-# A replica whose connection was refused stays out of the rotation this long, then gets requests again (a success
-# clears it at once). Long enough that a crashed pod is not hit by every request until its readiness probe fails,
-# short enough that a replica which merely restarted is back quickly.
-FAILED_REPLICA_COOLDOWN_SECONDS = 5.0
+# A replica not offered in any upstream set this long is forgotten, metrics series included. Leaving its endpoint's
+# set forgets it at once (see ``ReplicaRouter._observe``); this catches the sets that were replaced whole (an endpoint
+# scaled to zero and back comes up on new pod addresses) and endpoints that were deleted.
+IDLE_REPLICA_SECONDS = 600.0
+REASONS = ("least_load", "prefix_affinity", "retry")  # the values of REPLICA_CHOSEN's ``reason`` label
 
 REPLICA_IN_FLIGHT = Gauge(
     "llm_engine_replica_inflight_requests",
@@ -131,16 +132,26 @@ class ReplicaRouter:
         max_imbalance: int = 4,
         block_chars: int = 256,
         index_blocks: int = 65536,
+        failure_cooldown: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.max_imbalance = max_imbalance
         self.block_chars = block_chars
         self.index = PrefixIndex(index_blocks)
+        self.failure_cooldown = failure_cooldown
         self._clock = clock
         self._in_flight: dict[str, int] = {}
         self._failed_at: dict[str, float] = {}
         self._turn = 0
+        self._group: dict[str, frozenset[str]] = {}  # replica -> the latest upstream set it was offered in
+        self._seen_at: dict[str, float] = {}  # replica -> when it was last offered
+        self._departed: set[str] = set()  # left its set with requests still in flight: forgotten when they end
+        self._swept_at = clock()
+
+    def known(self) -> set[str]:
+        """Replicas this router keeps state and metrics series for."""
+        return set(self._seen_at)
 
     def in_flight(self, replica: str) -> int:
         return self._in_flight.get(replica, 0)
@@ -149,12 +160,13 @@ class ReplicaRouter:
         """Replicas whose last request could not connect, within the cool-down."""
         now = self._clock()
         for replica, at in list(self._failed_at.items()):
-            if now - at >= FAILED_REPLICA_COOLDOWN_SECONDS:
+            if now - at >= self.failure_cooldown:
                 del self._failed_at[replica]  # cooled down (or gone for good): try it again
         return set(self._failed_at)
 
     def route(self, replicas: Sequence[str], prompt: str | None) -> Route:
         self._turn += 1
+        self._observe(replicas)
         hashes: list[int] = []
         preferred = None
         failed = self.failed()
@@ -176,9 +188,11 @@ class ReplicaRouter:
             yield
         finally:
             self._in_flight[replica] -= 1
+            REPLICA_IN_FLIGHT.labels(replica).dec()
             if not self._in_flight[replica]:
                 del self._in_flight[replica]  # pods come and go: keep no entry for idle ones
-            REPLICA_IN_FLIGHT.labels(replica).dec()
+                if replica in self._departed:
+                    self._forget(replica)
 
     def connected(self, replica: str, route: Route) -> None:
         """The request reached ``replica``: it is healthy, and its prefix cache now holds this prompt's prefix."""
@@ -189,3 +203,43 @@ class ReplicaRouter:
     def connection_failed(self, replica: str) -> None:
         self._failed_at[replica] = self._clock()
         REPLICA_RETRIES.labels(replica).inc()
+
+    def _observe(self, replicas: Sequence[str]) -> None:
+        """Forget the replicas that left their endpoint's upstream set, and those not offered for a long time.
+
+        The router is not told which endpoint a set belongs to, but endpoints share no replica (each pod, local
+        process or Service has its own address): a new set sharing a replica with an older one is the same
+        endpoint's, and the older set's other members that are missing from it have left.
+        """
+        now = self._clock()
+        current = frozenset(replicas)
+        for replica in current:
+            previous = self._group.get(replica)
+            if previous is not None and previous != current:
+                for gone in previous - current:
+                    if self._group.get(gone) == previous:  # not offered in a newer set since
+                        self._depart(gone)
+            self._group[replica] = current
+            self._seen_at[replica] = now
+            self._departed.discard(replica)
+        if now - self._swept_at >= IDLE_REPLICA_SECONDS / 10:
+            self._swept_at = now
+            for replica, seen in list(self._seen_at.items()):
+                if now - seen >= IDLE_REPLICA_SECONDS:
+                    self._depart(replica)
+
+    def _depart(self, replica: str) -> None:
+        if self.in_flight(replica):
+            self._departed.add(replica)  # its series must still count those requests down
+        else:
+            self._forget(replica)
+
+    def _forget(self, replica: str) -> None:
+        self._group.pop(replica, None)
+        self._seen_at.pop(replica, None)
+        self._failed_at.pop(replica, None)
+        self._departed.discard(replica)
+        REPLICA_IN_FLIGHT.remove(replica)
+        REPLICA_RETRIES.remove(replica)
+        for reason in REASONS:
+            REPLICA_CHOSEN.remove(replica, reason)

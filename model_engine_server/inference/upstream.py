@@ -86,6 +86,7 @@ class UpstreamClient:
             max_imbalance=settings.routing_max_imbalance,
             block_chars=settings.routing_prefix_block_chars,
             index_blocks=settings.routing_prefix_index_blocks,
+            failure_cooldown=settings.routing_failure_cooldown_seconds,
         )
         return cls(UpstreamPolicy.from_settings(settings), router=router)
 

@@ -44,3 +44,22 @@ async def test_a_shared_prefix_stays_on_its_replica_on_every_route(gateway: Runn
         assert sorted(served.values()) == [0, 4]
         assert sample(metrics, "llm_engine_replica_chosen_total", reason="prefix_affinity", replica=home) >= 3
         assert sample(metrics, "llm_engine_replica_inflight_requests", replica=home) == 0
+
+
+async def test_a_replica_gone_from_the_endpoint_leaves_metrics(gateway: RunningGateway) -> None:
+    async with running_instant_tgi() as a, running_instant_tgi() as b:
+        await gateway.add_endpoint("bakery", [a.url, b.url])
+        native = {"prompt": "Customer: bread?", "max_new_tokens": 2, "temperature": 0}
+        params = {"model_endpoint_name": "bakery"}
+        async with gateway.client() as client:
+            for _ in range(2):  # idle replicas take turns: both get one
+                response = await client.post("/v1/llm/completions-sync", params=params, json=native, auth=ALICE)
+                assert response.status_code == 200, response.text
+            assert f'replica="{b.url}"' in (await client.get("/metrics")).text
+
+            gateway.resolver.routes["bakery"] = [a.url]  # b's pod went away
+            response = await client.post("/v1/llm/completions-sync", params=params, json=native, auth=ALICE)
+            assert response.status_code == 200, response.text
+            metrics = (await client.get("/metrics")).text
+        assert f'replica="{b.url}"' not in metrics
+        assert sample(metrics, "llm_engine_replica_chosen_total", reason="least_load", replica=a.url) >= 1

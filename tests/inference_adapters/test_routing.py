@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 
 from model_engine_server.api.openai_schemas import ChatCompletionBody, CompletionBody
 from model_engine_server.config import RoutingPolicy
 from model_engine_server.inference.routing import (
-    FAILED_REPLICA_COOLDOWN_SECONDS,
+    IDLE_REPLICA_SECONDS,
     PrefixIndex,
     ReplicaRouter,
     order_replicas,
@@ -123,11 +124,51 @@ def test_least_load_policy_ignores_prefixes() -> None:
 
 def test_a_refused_replica_sits_out_the_cooldown_then_returns() -> None:
     clock = Clock()
-    router = ReplicaRouter(clock=clock)
+    router = ReplicaRouter(failure_cooldown=30, clock=clock)
     router.connection_failed(A)
     assert all(router.route([A, B], None).order == [B] for _ in range(3))
-    clock.now += FAILED_REPLICA_COOLDOWN_SECONDS
+    clock.now += 29  # the configured cool-down, not a built-in one
+    assert router.route([A, B], None).order == [B]
+    clock.now += 1
     assert {router.route([A, B], None).order[0] for _ in range(2)} == {A, B}
+
+
+def series(replica: str) -> list[str]:
+    """The /metrics lines (this process's registry) that name ``replica``."""
+    return [line for line in generate_latest(REGISTRY).decode().splitlines() if f'replica="{replica}"' in line]
+
+
+def test_a_replica_that_left_its_endpoint_loses_its_series() -> None:
+    router = ReplicaRouter()
+    other = ["http://other:80"]  # another endpoint's replica: untouched by this endpoint's churn
+    for replicas in ([A, B], other):
+        route = router.route(replicas, None)
+        with router.sending(route.order[0], route.reason):
+            pass
+    router.connection_failed(B)
+    assert series(A) and series(B) and series(other[0])
+
+    router.route([A, C], None)  # B scaled away, C came up
+    assert series(B) == [] and router.known() == {A, C, other[0]}
+    assert series(A) and series(other[0])
+
+
+def test_a_departed_replica_keeps_its_series_until_its_requests_end() -> None:
+    router = ReplicaRouter()
+    with router.sending(B, "least_load"):
+        router.route([A, B], None)
+        router.route([A], None)  # B is draining: its in-flight request still counts
+        assert 'llm_engine_replica_inflight_requests{replica="http://b:80"} 1.0' in series(B)
+    assert series(B) == []
+
+
+def test_a_replica_offered_nowhere_for_long_is_forgotten() -> None:
+    clock = Clock()
+    router = ReplicaRouter(clock=clock)
+    router.route([C], None)  # an endpoint later scaled to zero and back on new addresses: C is never seen again
+    clock.now += IDLE_REPLICA_SECONDS
+    router.route([A], None)
+    assert router.known() == {A}
 
 
 def test_a_success_clears_the_failure_at_once() -> None:

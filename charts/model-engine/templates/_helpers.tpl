@@ -184,6 +184,8 @@ never from plain values.
   value: {{ .Values.gateway.routing.prefixBlockChars | int64 | quote }}
 - name: LLM_ENGINE_ROUTING_PREFIX_INDEX_BLOCKS
   value: {{ .Values.gateway.routing.prefixIndexBlocks | int64 | quote }}
+- name: LLM_ENGINE_ROUTING_FAILURE_COOLDOWN_SECONDS
+  value: {{ .Values.gateway.routing.failureCooldownSeconds | quote }}
 - name: LLM_ENGINE_STREAM_KEEPALIVE_SECONDS
   value: {{ .Values.gateway.streamKeepaliveSeconds | quote }}
 - name: LLM_ENGINE_MAX_REQUEST_BODY_BYTES
