@@ -18,7 +18,7 @@ from model_engine_server.orchestration.kubernetes.client import KubeApi, KubeRet
 from tests.kubernetes.emulator import KubeEmulator
 
 NAMESPACE = "llm-engine-endpoints"
-FAST_RETRY = KubeRetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
+FAST_RETRY = KubeRetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, forbidden_delay=0.05)
 
 
 @pytest.fixture

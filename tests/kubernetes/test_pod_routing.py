@@ -6,6 +6,7 @@ EndpointSlice controller (``sync_endpoint_slices``); the resolver must answer ex
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from model_engine_server.orchestration.kubernetes import (
 )
 from model_engine_server.orchestration.kubernetes.engines import CONTAINER_PORT
 from model_engine_server.orchestration.kubernetes.rbac import ROUTING_RULES
-from model_engine_server.orchestration.kubernetes.routing import ready_pod_urls
+from model_engine_server.orchestration.kubernetes.routing import FORBIDDEN_HINT, ready_pod_urls
 from model_engine_server.testing import eventually_async
 from tests.kubernetes.conftest import FAST_RETRY, NAMESPACE, add_pod, make_api, make_endpoint, make_settings
 from tests.kubernetes.emulator import KubeEmulator
@@ -211,3 +212,37 @@ async def test_a_dropped_watch_resumes_and_misses_no_change(
     add_pod(emulator, endpoint, "b", pod_status("10.0.0.2"))
     sync_endpoint_slices(emulator, NAMESPACE)
     await answers(resolver, endpoint, lambda urls: urls == pod_urls("10.0.0.1", "10.0.0.2"))
+
+
+def refusals(emulator: KubeEmulator) -> int:
+    return sum(1 for r in emulator.requests if r.plural == "endpointslices" and r.status == 403)
+
+
+def watch_logs(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level and text in r.getMessage()]
+
+
+async def test_a_missing_permission_is_logged_once_with_what_to_do_until_it_changes(
+    emulator: KubeEmulator, resolver: KubernetesPodResolver, endpoint: ModelEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="model_engine_server.orchestration.kubernetes.cache")
+    emulator.fail("GET", "/endpointslices", 403, times=1000, message="endpointslices is forbidden")
+    await resolver.upstreams(endpoint)
+    await eventually_async(lambda: refusals(emulator) >= 4, what="the watcher retrying")
+    warnings = watch_logs(caplog, logging.WARNING, "watch of endpointslices")
+    assert len(warnings) == 1, warnings
+    assert "may not list endpointslices" in warnings[0] and FORBIDDEN_HINT in warnings[0]
+    assert "LLM_ENGINE_KUBERNETES_POD_ROUTING=false" in warnings[0]
+
+    emulator.faults.clear()  # granted
+    await eventually_async(lambda: watch_logs(caplog, logging.INFO, "endpointslices recovered"), what="recovery")
+    assert resolver.watching
+
+    # Revoked, and the open watch cut: failing again is news, and again logged once however often it is retried.
+    emulator.fail("GET", "/endpointslices", 403, times=1000, message="endpointslices is forbidden")
+    emulator.drop_watches()
+    forbidden = lambda: watch_logs(caplog, logging.WARNING, FORBIDDEN_HINT)  # noqa: E731
+    await eventually_async(lambda: len(forbidden()) == 2, what="failing again logged")
+    before = refusals(emulator)
+    await eventually_async(lambda: refusals(emulator) >= before + 4, what="more retries")
+    assert len(forbidden()) == 2

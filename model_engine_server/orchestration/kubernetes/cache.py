@@ -17,7 +17,7 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from model_engine_server.domain.exceptions import OrchestrationError
+from model_engine_server.domain.exceptions import OrchestrationError, PermissionDeniedError
 from model_engine_server.orchestration.kubernetes.client import KubeApi, KubeRetryPolicy, Obj, Resource, iter_events
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class Watcher:
     timeout_seconds: int
     on_change: Callable[[], None]
     retry: KubeRetryPolicy
+    forbidden_hint: str = ""  # what the operator can do about a 403, appended to its warning
     synced: threading.Event = field(default_factory=threading.Event, init=False)
     error: str | None = field(default=None, init=False)  # last failure to list/watch, surfaced by observe()
     relists: int = field(default=0, init=False)  # how often a full list was needed (410 Gone or first start)
@@ -40,6 +41,7 @@ class Watcher:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False)
     _response: Any = field(default=None, init=False)
+    _reported: str | None = field(default=None, init=False)  # the failure last logged, until the watch recovers
 
     def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"k8s-watch-{self.resource.plural}", daemon=True)
@@ -97,12 +99,32 @@ class Watcher:
             except Exception as exc:  # a watcher must outlive any one bad response; it reports and retries
                 if self._stopping.is_set():
                     return
-                self.error = _describe(exc)
-                logger.warning(
-                    "watch of %s failed: %s", self.resource.plural, self.error, exc_info=not isinstance(exc, _EXPECTED)
-                )
-                self._stopping.wait(self.retry.delay(min(failures, 6)))
+                self._failed(exc)
+                forbidden = isinstance(exc, PermissionDeniedError)
+                self._stopping.wait(self.retry.forbidden_delay if forbidden else self.retry.delay(min(failures, 6)))
                 failures += 1
+
+    def _failed(self, exc: Exception) -> None:
+        """Record the failure; log it only when it is news (the first, or a different one), not on every retry."""
+        self.error = _describe(exc)
+        if self.error == self._reported:
+            return
+        self._reported = self.error
+        hint = f" — {self.forbidden_hint}" if self.forbidden_hint and isinstance(exc, PermissionDeniedError) else ""
+        logger.warning(
+            "watch of %s failed: %s%s (logged again only if it changes; retrying)",
+            self.resource.plural,
+            self.error,
+            hint,
+            exc_info=not isinstance(exc, _EXPECTED),
+        )
+
+    def _current(self) -> None:
+        """A list or watch succeeded: the view is current again."""
+        self.error = None
+        if self._reported is not None:
+            self._reported = None
+            logger.info("watch of %s recovered", self.resource.plural)
 
     def _relist(self) -> str:
         body = self.api.list(self.resource, self.label_selector)
@@ -110,7 +132,7 @@ class Watcher:
         with self._lock:
             self._objects = items
         self.relists += 1
-        self.error = None
+        self._current()
         self.synced.set()
         self.on_change()
         return str(body.get("metadata", {}).get("resourceVersion", ""))
@@ -123,7 +145,7 @@ class Watcher:
             if exc.status == 410:
                 raise _Gone from exc
             raise
-        self.error = None  # the watch is open again: the view is current
+        self._current()  # the watch is open again
         self._response = response
         try:
             if self._stopping.is_set():

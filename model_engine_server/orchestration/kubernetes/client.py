@@ -45,6 +45,9 @@ class KubeRetryPolicy:
     attempts: int = 6
     base_delay: float = 0.25
     max_delay: float = 8.0
+    # A watch refused with 403 waits this long before trying again: a permission is granted by an operator, not
+    # restored by the API server within seconds, and each refusal is a request (and an audit log entry) for nothing.
+    forbidden_delay: float = 60.0
 
     def delay(self, attempt: int) -> float:
         return full_jitter(attempt, self.base_delay, self.max_delay)

@@ -33,6 +33,11 @@ from model_engine_server.orchestration.kubernetes.client import (
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # set by the EndpointSlice controller on every slice of a Service
+FORBIDDEN_HINT = (
+    "Requests go to each endpoint's Service meanwhile. Grant the gateway the routing Role (the chart's `-routing` "
+    "Role, rbac.create with endpoints.podRouting) or turn pod routing off (chart endpoints.podRouting=false, "
+    "LLM_ENGINE_KUBERNETES_POD_ROUTING=false)."
+)
 _PORT_NAME = "http"  # the Service's (and the inference container's) port name, see manifests.py
 
 
@@ -118,6 +123,7 @@ class KubernetesPodResolver:
                 self._settings.kubernetes_watch_timeout_seconds,
                 on_change=lambda: None,  # read on every request; nothing waits for changes
                 retry=self._retry,
+                forbidden_hint=FORBIDDEN_HINT,
             )
             self._watcher.start()
 
