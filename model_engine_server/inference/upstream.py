@@ -15,6 +15,7 @@ as a domain error:
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -140,52 +141,50 @@ class UpstreamClient:
     async def post(self, upstreams: Sequence[str], path: str, content: bytes, prompt: str | None = None) -> bytes:
         """The body of the chosen replica's 200 answer to ``POST path``; any other answer raises its error.
         ``prompt`` is the prompt text the engine will see, for prefix affinity (None: route on load alone)."""
-        route = self._route(upstreams, prompt)
-        for base_url, reason in self._attempts(route):
-            with self.router.sending(base_url, reason):
-                try:
-                    response = await self._post(base_url + path, content, _JSON_HEADERS)
-                    self.router.connected(base_url, route)
-                    try:
-                        raw = await response.aread()
-                    finally:
-                        await response.aclose()
-                except httpx.ConnectError:
-                    self.router.connection_failed(base_url)
-                    continue  # refused before anything was sent: the next replica may take it
-                except httpx.TransportError as exc:
-                    raise _transport_error(exc) from exc
-            if response.status_code != 200:
-                raise error_from_response(response.status_code, raw)
-            return raw
-        raise EndpointNotReadyError("No replica of the endpoint accepted a connection.")
+        async with self._exchange(upstreams, path, content, _JSON_HEADERS, prompt) as response:
+            raw = await response.aread()
+        if response.status_code != 200:
+            raise error_from_response(response.status_code, raw)
+        return raw
 
     async def stream_data(
         self, upstreams: Sequence[str], path: str, content: bytes, prompt: str | None = None
     ) -> AsyncGenerator[str]:
         """The ``data:`` payloads of the chosen replica's event stream for ``POST path``. Closing the generator
         early closes the upstream connection."""
+        async with self._exchange(upstreams, path, content, _SSE_HEADERS, prompt) as response:
+            if response.status_code != 200:
+                raise error_from_response(response.status_code, await response.aread())
+            async for line in response.aiter_lines():
+                data = sse_data(line)
+                if data is not None:
+                    yield data
+
+    @asynccontextmanager
+    async def _exchange(
+        self, upstreams: Sequence[str], path: str, content: bytes, headers: dict[str, str], prompt: str | None
+    ) -> AsyncIterator[httpx.Response]:
+        """The response of the first replica that takes the connection, counted in flight to it until the block
+        ends, then closed. A refused connection moves on to the next replica (nothing was sent, so that retry is
+        safe); any later transport failure leaves as a domain error."""
         route = self._route(upstreams, prompt)
         for base_url, reason in self._attempts(route):
             with self.router.sending(base_url, reason):
                 try:
-                    response = await self._post(base_url + path, content, _SSE_HEADERS)
-                    self.router.connected(base_url, route)
-                    try:
-                        if response.status_code != 200:
-                            raise error_from_response(response.status_code, await response.aread())
-                        async for line in response.aiter_lines():
-                            data = sse_data(line)
-                            if data is not None:
-                                yield data
-                        return
-                    finally:
-                        await response.aclose()
+                    response = await self._post(base_url + path, content, headers)
                 except httpx.ConnectError:
                     self.router.connection_failed(base_url)
                     continue
                 except httpx.TransportError as exc:
                     raise _transport_error(exc) from exc
+                self.router.connected(base_url, route)
+                try:
+                    yield response
+                except httpx.TransportError as exc:
+                    raise _transport_error(exc) from exc
+                finally:
+                    await response.aclose()
+                return
         raise EndpointNotReadyError("No replica of the endpoint accepted a connection.")
 
 

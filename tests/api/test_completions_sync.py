@@ -209,12 +209,16 @@ async def test_bad_input_is_a_clear_4xx_and_never_reaches_the_engine(
     assert tgi.requests == []
 
 
+@pytest.mark.parametrize("route", [SYNC, STREAM])
 async def test_engine_validation_error_becomes_400_with_the_engines_message(
-    gateway: RunningGateway, tgi: InstantTgiServer
+    gateway: RunningGateway, tgi: InstantTgiServer, route: str
 ) -> None:
+    """A stream the engine refuses before its first token is an ordinary HTTP error too, not an in-band event."""
     tgi.max_total_tokens = 10
     await gateway.add_endpoint("llm", [tgi.url])
-    response = await post(gateway, {"prompt": "a b c", "max_new_tokens": 9, "temperature": 0.1})
+    async with gateway.client() as client:
+        body = {"prompt": "a b c", "max_new_tokens": 9, "temperature": 0.1}
+        response = await client.post(route, params={"model_endpoint_name": "llm"}, json=body, auth=ALICE)
     assert response.status_code == 400
     assert "must be <= 10" in response.json()["detail"]
 
