@@ -5,13 +5,15 @@
     .venv/bin/python -m benchmarks.engines --only builtin   # the built-in server alone (while tuning it)
 
 Both servers load the checkpoint the model loader writes for the bundled SmolLM2-135M, in float32, with a 2048-token
-context, and run one after the other so they never compete for the CPU. Every request streams OpenAI's
-``/v1/completions`` (which both speak) with greedy decoding and ``max_tokens`` 64, over prompts this model continues
-for at least that long; the last chunk's ``usage`` gives the tokens each request produced.
+context. Both are started first; then the levels alternate between them, round after round (``--rounds``), so that
+only one of them is ever under load, and both see the same drift of a shared machine's load. Every request streams
+OpenAI's ``/v1/completions`` (which both speak) with greedy decoding and ``max_tokens`` 64, over prompts this model
+continues for at least that long; the last chunk's ``usage`` gives the tokens each request produced.
 
-Reported per engine and concurrency: output tokens/s (all requests' tokens over the wall time of the level), time to
-first token p50/p95, and the built-in/vLLM ratio of tokens/s. Results go to ``benchmarks/results/engines.json`` and a
-bar chart to ``docs/img/engines.svg``. vLLM comes from the managed venv (`make engines`).
+Reported per round, engine and concurrency: output tokens/s (all requests' tokens over the wall time of the level),
+time to first token p50/p95, and the built-in/vLLM ratio of tokens/s of each round; the summary ratio is the median
+over rounds. Results go to ``benchmarks/results/engines.json`` and a bar chart (mean tokens/s over rounds) to
+``docs/img/engines.svg``. vLLM comes from the managed venv (`make engines`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -29,9 +32,10 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.inference_server import PROMPTS, free_port
+from benchmarks.inference_server import PROMPTS
 from benchmarks.support import ROOT, percentile
 from benchmarks.svg_chart import bar_chart_svg
+from model_engine_server.testing import free_port
 from model_engine_server.testing.platform import stop_process, wait_healthy
 
 RESULTS = ROOT / "benchmarks" / "results" / "engines.json"
@@ -44,6 +48,7 @@ START_TIMEOUT_SECONDS = 1200  # vLLM: about two minutes on two idle cores, far m
 
 @dataclass
 class Level:
+    round: int
     engine: str
     concurrency: int
     requests: int
@@ -122,7 +127,7 @@ async def stream_one(client: httpx.AsyncClient, prompt: str) -> tuple[float, int
     return first - sent, tokens
 
 
-async def run_level(engine: str, url: str, concurrency: int, requests: int) -> Level:
+async def run_level(engine: str, url: str, concurrency: int, requests: int, round_: int = 0) -> Level:
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(requests)]
     results: list[tuple[float, int]] = []
     limits = httpx.Limits(max_connections=concurrency + 4)
@@ -139,59 +144,78 @@ async def run_level(engine: str, url: str, concurrency: int, requests: int) -> L
     ttfts = [ttft * 1000 for ttft, _ in results]
     tokens = sum(n for _, n in results)
     p50, p95 = percentile(ttfts, 0.5), percentile(ttfts, 0.95)
-    return Level(engine, concurrency, requests, tokens, seconds, tokens / seconds, p50, p95)
+    return Level(round_, engine, concurrency, requests, tokens, seconds, tokens / seconds, p50, p95)
 
 
-def measure(engine: str, command: list[str], levels: list[tuple[int, int]], workdir: Path) -> list[Level]:
+def start_engine(engine: str, command: list[str], workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     log(f"starting {engine}")
     started = time.monotonic()
     process, url = start(command, workdir / f"{engine}.log")
     log(f"{engine} is healthy after {time.monotonic() - started:.0f} s")
-    try:
-        results = []
+    return process, url
+
+
+def measure(urls: dict[str, str], levels: list[tuple[int, int]], rounds: int) -> list[Level]:
+    """Every level on every engine, alternating engines within a round, so load drift hits both alike."""
+    results = []
+    for round_ in range(rounds):
         for concurrency, requests in levels:
-            level = asyncio.run(run_level(engine, url, concurrency, requests))
-            rate, ttft = level.tokens_per_second, level.ttft_p50_ms
-            log(f"{engine} c={concurrency}: {rate:.1f} tokens/s, TTFT p50 {ttft:.0f} ms")
-            results.append(level)
-        return results
-    finally:
-        stop_process(process, timeout=30)
+            for engine, url in urls.items():
+                level = asyncio.run(run_level(engine, url, concurrency, requests, round_))
+                rate, ttft = level.tokens_per_second, level.ttft_p50_ms
+                log(f"round {round_ + 1} {engine} c={concurrency}: {rate:.1f} tokens/s, TTFT p50 {ttft:.0f} ms")
+                results.append(level)
+    return results
 
 
 def ratios(levels: list[Level]) -> dict[str, float]:
-    by = {(lv.engine, lv.concurrency): lv.tokens_per_second for lv in levels}
-    return {
-        f"c{c}": by[("builtin", c)] / by[("vllm", c)]
-        for c in sorted({lv.concurrency for lv in levels})
-        if ("builtin", c) in by and ("vllm", c) in by
-    }
+    """Built-in over vLLM tokens/s per concurrency: the median of the rounds' ratios."""
+    by = {(lv.round, lv.engine, lv.concurrency): lv.tokens_per_second for lv in levels}
+    summary = {}
+    for c in sorted({lv.concurrency for lv in levels}):
+        per_round = [
+            by[(r, "builtin", c)] / by[(r, "vllm", c)]
+            for r in sorted({lv.round for lv in levels})
+            if (r, "builtin", c) in by and (r, "vllm", c) in by
+        ]
+        if per_round:
+            summary[f"c{c}"] = statistics.median(per_round)
+    return summary
 
 
 def print_table(levels: list[Level], ratio: dict[str, float]) -> None:
-    print(f"{'engine':<8} {'conc':>4} {'reqs':>4} {'tokens':>6} {'tokens/s':>9} {'TTFT p50':>9} {'TTFT p95':>9}")
+    print(f"round {'engine':<8} {'conc':>4} {'reqs':>4} {'tokens':>6} {'tokens/s':>9} {'TTFT p50':>9} {'TTFT p95':>9}")
     for lv in levels:
         print(
-            f"{lv.engine:<8} {lv.concurrency:>4} {lv.requests:>4} {lv.output_tokens:>6} {lv.tokens_per_second:>9.1f}"
+            f"{lv.round + 1:>5} {lv.engine:<8} {lv.concurrency:>4} {lv.requests:>4} {lv.output_tokens:>6}"
+            f" {lv.tokens_per_second:>9.1f}"
             f" {lv.ttft_p50_ms:>7.0f}ms {lv.ttft_p95_ms:>7.0f}ms"
         )
     for level, value in ratio.items():
-        print(f"built-in / vLLM tokens/s at {level}: {value:.2f}x")
+        print(f"built-in / vLLM tokens/s at {level}: {value:.2f}x (median over rounds)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=["builtin", "vllm"], default=None)
+    parser.add_argument("--rounds", type=int, default=2, help="times every level runs on every engine")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "engine-benchmark")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     levels = [(1, 4), (16, 32)] if args.quick else [(1, 8), (16, 64)]
     engines = {"builtin": builtin_command, "vllm": vllm_command}
-    results: list[Level] = []
-    for engine, command in engines.items():
-        if args.only in (None, engine):
-            results += measure(engine, command(free_port()), levels, args.workdir)
+    processes: list[subprocess.Popen[bytes]] = []
+    urls: dict[str, str] = {}
+    try:
+        for engine, command in engines.items():
+            if args.only in (None, engine):
+                process, urls[engine] = start_engine(engine, command(free_port()), args.workdir)
+                processes.append(process)
+        results = measure(urls, levels, args.rounds)
+    finally:
+        for process in processes:
+            stop_process(process, timeout=30)
     ratio = ratios(results)
     print_table(results, ratio)
     if args.only is not None:
@@ -200,6 +224,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
         "model": MODEL,
         "max_tokens": MAX_TOKENS,
+        "rounds": args.rounds,
         "levels": [asdict(level) for level in results],
         "builtin_over_vllm_tokens_per_second": ratio,
     }
@@ -207,7 +232,13 @@ def main() -> None:
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     CHART.parent.mkdir(parents=True, exist_ok=True)
     groups = [f"concurrency {c}" for c, _ in levels]
-    series = {engine: [lv.tokens_per_second for lv in results if lv.engine == engine] for engine in ("builtin", "vllm")}
+    series = {
+        engine: [
+            statistics.mean(lv.tokens_per_second for lv in results if lv.engine == engine and lv.concurrency == c)
+            for c, _ in levels
+        ]
+        for engine in ("builtin", "vllm")
+    }
     CHART.write_text(bar_chart_svg("Output tokens/s, SmolLM2-135M float32, 2 CPU cores", groups, series))
     log(f"wrote {RESULTS.relative_to(ROOT)} and {CHART.relative_to(ROOT)}")
 

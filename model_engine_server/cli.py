@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
@@ -279,7 +279,7 @@ def tenants_set_limits(
     async def update(store: TenantLimitStore) -> TenantLimitOverrides:
         current = None if reset else await store.get(tenant)
         changes = {name: value for name, value in given.items() if value is not None}
-        return await store.set(tenant, replace(current or TenantLimitOverrides(), **changes))
+        return await store.set(tenant, {**(current or {}), **changes})
 
     overrides = run_with_sessions(settings, lambda sessions: update(TenantLimitStore(sessions)))
     _print_limits(tenant, overrides, settings)
@@ -297,7 +297,7 @@ def _print_limits(tenant: str, overrides: TenantLimitOverrides | None, settings:
     effective = settings.tenant_limits().with_overrides(overrides)
     console.print(f"Limits of tenant [bold]{tenant}[/bold] (0 = unlimited):")
     for name, value in asdict(effective).items():
-        source = "override" if overrides is not None and getattr(overrides, name) is not None else "default"
+        source = "override" if name in (overrides or {}) else "default"
         console.print(f"  {name:24} {value:>10}  ({source})")
 
 

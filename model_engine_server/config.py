@@ -18,7 +18,7 @@ from model_engine_server import __version__
 from model_engine_server.domain.autoscaling import ScalingPolicy
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.model_zoo import DEFAULT_ZOO, ModelZoo, ZooEntry
-from model_engine_server.domain.tenancy import TenantLimits
+from model_engine_server.domain.tenancy import Limit, TenantLimits
 from model_engine_server.storage.locations import StorageConfig
 
 ENV_PREFIX = "LLM_ENGINE_"
@@ -248,13 +248,7 @@ class Settings(BaseSettings):
 
     def tenant_limits(self) -> TenantLimits:
         """Every tenant's default limits (a tenant's own overrides replace them one by one)."""
-        return TenantLimits(
-            requests_per_minute=self.tenant_requests_per_minute,
-            tokens_per_minute=self.tenant_tokens_per_minute,
-            max_concurrent_requests=self.tenant_max_concurrent_requests,
-            max_endpoints=self.tenant_max_endpoints,
-            max_jobs=self.tenant_max_jobs,
-        )
+        return TenantLimits(**{limit.value: getattr(self, f"tenant_{limit.value}") for limit in Limit})
 
     def scaling_policy(self) -> ScalingPolicy:
         return ScalingPolicy(

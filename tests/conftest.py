@@ -17,10 +17,14 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.db.migrate import upgrade
+from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
+from tests.api.completion_support import RunningGateway, running_gateway
 from tests.fakes import FakeResolver
 
 POSTGRES_ADMIN_DSN = os.environ.get("LLM_ENGINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -101,6 +105,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory on ``database_url`` (for stores and registries under test), its engine disposed after."""
+    engine = create_engine(database_url)
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=database_url, data_dir=tmp_path / "data", auth_mode=AuthMode.OPEN)
 
@@ -111,10 +123,24 @@ def resolver() -> FakeResolver:
 
 
 @pytest.fixture
-async def gateway(settings: Settings, resolver: FakeResolver) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(settings: Settings, resolver: FakeResolver) -> AsyncIterator[httpx.AsyncClient]:
     """The real gateway app (lifespan included) behind an httpx client; authenticate per request."""
     app = create_app(settings, resolver=resolver)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
             yield client
+
+
+@pytest.fixture
+async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
+    """The real gateway on a loopback socket (for streams and real upstream servers); its FakeResolver routes."""
+    async with running_gateway(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def tgi() -> AsyncIterator[InstantTgiServer]:
+    """The instant TGI server on loopback, recording the requests it gets."""
+    async with running_instant_tgi(record=True) as server:
+        yield server

@@ -1,19 +1,10 @@
-"""registry: endpoints, api keys, async tasks
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-22 02:24:14.032933
-"""
-
-from collections.abc import Sequence
+"""registry: endpoints, api keys, async tasks (created 2026-11-22 02:24:14)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

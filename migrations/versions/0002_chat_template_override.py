@@ -1,19 +1,10 @@
-"""model endpoints: chat_template_override
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-29 22:00:00
-"""
-
-from collections.abc import Sequence
+"""model endpoints: chat_template_override (created 2026-11-29 22:00:00)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
 down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

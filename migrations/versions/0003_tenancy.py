@@ -1,19 +1,10 @@
-"""tenancy: key expiry and admin scope, tenant limits, usage records
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-29 21:55:00
-"""
-
-from collections.abc import Sequence
+"""tenancy: key expiry and admin scope, tenant limits, usage records (created 2026-11-29 21:55:00)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
 down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

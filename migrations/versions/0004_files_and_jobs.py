@@ -1,19 +1,10 @@
-"""files and jobs: uploaded files, batch-completion / fine-tune jobs and their events
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-29 22:00:00.000000
-"""
-
-from collections.abc import Sequence
+"""files and jobs: uploaded files, batch-completion / fine-tune jobs and their events (created 2026-11-29 22:00:00)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -1,19 +1,10 @@
-"""model endpoints: last_request_at (the demand signal of scale to zero and back)
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-30 01:00:00
-"""
-
-from collections.abc import Sequence
+"""model endpoints: last_request_at (the demand signal of scale to zero and back) (created 2026-11-30 01:00:00)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
 down_revision: str | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -14,6 +14,7 @@ from model_engine_server.db.file_registry import FileRegistry
 from model_engine_server.db.job_registry import JobRegistry
 from model_engine_server.db.registry import Registry
 from model_engine_server.domain.exceptions import InvalidRequestError
+from model_engine_server.domain.jobs import JobKind
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.tenancy import Limit
 from model_engine_server.storage.locations import StorageConfig, build_object_store
@@ -51,6 +52,13 @@ class FilesAndJobs:
         """429 when the owner already has ``max_jobs`` batch or fine-tune jobs queued or running."""
         if (await self.limiter.limits(owner)).max_jobs:
             await self.limiter.check_quota(owner, Limit.MAX_JOBS, await self.jobs.count_active(owner))
+
+    async def cancel_owned(self, job_id: str, caller: str, kind: JobKind) -> bool:
+        """Ask the caller's job to stop (404 when it is not theirs); False when it had already finished."""
+        await self.jobs.get_owned(job_id, caller, kind)
+        cancelled = await self.jobs.request_cancel(job_id)
+        self.on_change()
+        return cancelled
 
 
 async def get_files_and_jobs(request: Request) -> FilesAndJobs:

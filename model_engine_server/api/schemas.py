@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -188,53 +189,24 @@ class EndpointResponse(BaseModel):
     @classmethod
     def of(cls, endpoint: ModelEndpoint) -> EndpointResponse:
         config = endpoint.config
+        # Most fields bear the name of the endpoint's or its config's own; only the others are spelled out.
+        known = {**asdict(config), **{f.name: getattr(endpoint, f.name) for f in fields(endpoint)}}
+        spec = {
+            **known,
+            "endpoint_type": config.endpoint_type.value,
+            "destination": f"llm-engine-{endpoint.id}",
+            "bundle_name": endpoint.name,
+            "deployment_state": DeploymentState(**known, concurrent_requests_per_worker=config.per_worker),
+            "resource_state": ResourceState(**known),
+        }
         return cls(
-            id=endpoint.id,
-            name=endpoint.name,
-            model_name=config.model_name,
-            source=config.source.value,
-            status=endpoint.status,
-            inference_framework=config.inference_framework.value,
-            inference_framework_image_tag=config.inference_framework_image_tag,
-            inference_framework_tag=config.inference_framework_image_tag,
-            num_shards=config.num_shards,
-            quantize=config.quantize,
-            checkpoint_path=config.checkpoint_path,
-            chat_template_override=config.chat_template_override,
-            spec=EndpointSpec(
-                id=endpoint.id,
-                name=endpoint.name,
-                endpoint_type=config.endpoint_type.value,
-                destination=f"llm-engine-{endpoint.id}",
-                bundle_name=endpoint.name,
-                status=endpoint.status,
-                status_reason=endpoint.status_reason,
-                created_by=endpoint.created_by,
-                created_at=endpoint.created_at,
-                last_updated_at=endpoint.last_updated_at,
-                labels=config.labels,
-                metadata=config.metadata,
-                post_inference_hooks=config.post_inference_hooks,
-                default_callback_url=config.default_callback_url,
-                deployment_state=DeploymentState(
-                    min_workers=config.min_workers,
-                    max_workers=config.max_workers,
-                    per_worker=config.per_worker,
-                    concurrent_requests_per_worker=config.per_worker,
-                    available_workers=endpoint.available_workers,
-                    unavailable_workers=endpoint.unavailable_workers,
-                ),
-                resource_state=ResourceState(
-                    cpus=config.cpus,
-                    gpus=config.gpus,
-                    memory=config.memory,
-                    gpu_type=config.gpu_type,
-                    storage=config.storage,
-                    nodes_per_worker=config.nodes_per_worker,
-                ),
-                public_inference=config.public_inference,
-                high_priority=config.high_priority,
-            ),
+            **{
+                **known,
+                "source": config.source.value,
+                "inference_framework": config.inference_framework.value,
+                "inference_framework_tag": config.inference_framework_image_tag,
+                "spec": EndpointSpec(**spec),
+            }
         )
 
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -86,11 +87,11 @@ class NativeFormat:
 
     def __init__(self, request_id: str, observation: RequestObservation) -> None:
         self._request_id = request_id
-        self._observation = observation
+        self.observation = observation
 
     def event(self, item: StreamDelta) -> bytes:
         if item.finished:
-            self._observation.tokens(item.num_prompt_tokens, item.num_completion_tokens)
+            self.observation.tokens(item.num_prompt_tokens, item.num_completion_tokens)
         return data_event(self._request_id, item)
 
     def is_last(self, item: StreamDelta) -> bool:
@@ -195,30 +196,23 @@ async def _pings_until(future: asyncio.Future[Any], ping_seconds: float) -> Asyn
             yield PING
 
 
+@dataclass(eq=False)
 class _StreamProxy(Generic[Item]):
-    def __init__(
-        self,
-        stream_format: StreamFormat[Item],
-        first: Item,
-        deltas: AsyncIterator[Item],
-        observation: RequestObservation,
-        ping_seconds: float,
-    ) -> None:
-        self._format = stream_format
-        self._first = first
-        self._deltas = deltas
-        self._observation = observation
-        self._ping_seconds = ping_seconds
-        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
-        self._reader: asyncio.Task[None] | None = None
+    stream_format: StreamFormat[Item]
+    first: Item
+    deltas: AsyncIterator[Item]
+    observation: RequestObservation
+    ping_seconds: float
+    _queue: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(maxsize=1), init=False)
+    _reader: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def events(self) -> AsyncIterator[bytes]:
         outcome = "client_disconnected"  # what a cancellation at any await below means
         try:
-            yield self._format.event(self._first)
-            if self._format.is_last(self._first):
+            yield self.stream_format.event(self.first)
+            if self.stream_format.is_last(self.first):
                 outcome = "200"
-                if end := self._format.end():
+                if end := self.stream_format.end():
                     yield end
                 return
             self._reader = asyncio.create_task(self._read())
@@ -228,29 +222,29 @@ class _StreamProxy(Generic[Item]):
                     item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
                     try:
-                        item = await asyncio.wait_for(self._queue.get(), self._ping_seconds)
+                        item = await asyncio.wait_for(self._queue.get(), self.ping_seconds)
                     except TimeoutError:
                         yield PING
                         continue
                 if item is _END:
                     outcome = "200"
-                    if end := self._format.end():
+                    if end := self.stream_format.end():
                         yield end
                     return
                 if isinstance(item, DomainError):
                     status = status_for(item)
                     outcome = str(status)
-                    yield self._format.error(status, item.message)
+                    yield self.stream_format.error(status, item.message)
                     return
-                yield self._format.event(item)  # type: ignore[arg-type]  # the queue holds items, _END or errors
+                yield self.stream_format.event(item)  # type: ignore[arg-type]  # the queue holds items, _END or errors
         finally:
             self.close_now()
-            self._observation.finish(outcome)
+            self.observation.finish(outcome)
 
     async def _read(self) -> None:
         """Owns the upstream iterator: forwards deltas, then the end marker or the error, and always closes it."""
         try:
-            async for delta in self._deltas:
+            async for delta in self.deltas:
                 await self._queue.put(delta)
             await self._queue.put(_END)
         except DomainError as exc:
@@ -259,20 +253,20 @@ class _StreamProxy(Generic[Item]):
             logger.exception("streaming from the model server failed")
             await self._queue.put(UpstreamError("The stream from the model server failed unexpectedly.", 500))
         finally:
-            await _close(self._deltas)
+            await _close(self.deltas)
 
     def close_now(self) -> None:
         """Synchronous on purpose: it runs in ``finally`` blocks of a cancelled task, where awaiting is unreliable.
         Cancelling the reader makes it close the upstream iterator in its own task."""
         if self._reader is None:
-            self._reader = asyncio.create_task(_close(self._deltas))  # never started: close the upstream anyway
+            self._reader = asyncio.create_task(_close(self.deltas))  # never started: close the upstream anyway
         else:
             self._reader.cancel()
 
     async def close(self) -> None:
         if self._reader is None:
-            await _close(self._deltas)
-        self._observation.finish("client_disconnected")  # no-op when the body iterator already finished
+            await _close(self.deltas)
+        self.observation.finish("client_disconnected")  # no-op when the body iterator already finished
 
 
 async def _close(deltas: AsyncIterator[object]) -> None:

@@ -46,16 +46,7 @@ class ApiKeyResponse(BaseModel):
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyResponse:
-        return cls(
-            id=key.id,
-            owner=key.owner,
-            prefix=key.prefix,
-            label=key.description,
-            admin=key.admin,
-            created_at=key.created_at,
-            expires_at=key.expires_at,
-            revoked_at=key.revoked_at,
-        )
+        return cls(**asdict(key), label=key.description)  # the API calls the key's description its label
 
 
 class CreatedApiKeyResponse(ApiKeyResponse):
@@ -80,30 +71,17 @@ class TenantLimitsBody(BaseModel):
     priority: int | None = Field(default=None, ge=1, le=1000, strict=True)
 
     def to_domain(self) -> TenantLimitOverrides:
-        return TenantLimitOverrides(**self.model_dump())
+        return self.model_dump(exclude_none=True)
 
     @classmethod
     def of(cls, overrides: TenantLimitOverrides | None) -> TenantLimitsBody:
-        return cls(**asdict(overrides)) if overrides is not None else cls()
-
-
-class EffectiveLimits(BaseModel):
-    requests_per_minute: int
-    tokens_per_minute: int
-    max_concurrent_requests: int
-    max_endpoints: int
-    max_jobs: int
-    priority: int
-
-    @classmethod
-    def of(cls, limits: TenantLimits) -> EffectiveLimits:
-        return cls(**asdict(limits))
+        return cls(**(overrides or {}))
 
 
 class TenantLimitsResponse(BaseModel):
     tenant: str
     overrides: TenantLimitsBody  # what was set for this tenant
-    effective: EffectiveLimits  # what applies: the overrides over the defaults
+    effective: TenantLimits  # what applies: the overrides over the defaults
 
 
 class UsageEntry(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from model_engine_server.db.models import JobEventRow, JobRow, utcnow
+from model_engine_server.db.models import JobEventRow, JobRow, record_of, utcnow
 from model_engine_server.domain.exceptions import NotFoundError
 from model_engine_server.domain.fine_tuning import FineTunedModel
 from model_engine_server.domain.jobs import Job, JobEvent, JobKind, JobResources, JobStatus
@@ -24,26 +24,12 @@ def new_job_id() -> str:
 
 
 def _entity(row: JobRow) -> Job:
-    return Job(
-        id=row.id,
+    return record_of(
+        Job,
+        row,
         kind=JobKind(row.kind),
-        owner=row.owner,
-        spec=row.spec,
         status=JobStatus(row.status),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        parallelism=row.parallelism,
-        max_runtime_sec=row.max_runtime_sec,
         resources=JobResources(**row.resources),
-        image=row.image,
-        priority=row.priority,
-        status_reason=row.status_reason,
-        progress_done=row.progress_done,
-        progress_total=row.progress_total,
-        started_at=row.started_at,
-        completed_at=row.completed_at,
-        cancel_requested=row.cancel_requested,
-        restarts=row.restarts,
         result=dict(row.result),
     )
 

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from model_engine_server.domain.entities import EndpointStatus
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+
+R = TypeVar("R", bound="DataclassInstance")
+
+
+def record_of(record_type: type[R], row: object, **read: Any) -> R:
+    """The domain record (a dataclass) of a row whose columns bear the record's field names; ``read`` gives the
+    fields read otherwise (enums, nested records, fields without a column of their own)."""
+    columns = {f.name: getattr(row, f.name) for f in fields(record_type) if f.name not in read}
+    return record_type(**columns, **read)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

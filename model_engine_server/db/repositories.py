@@ -13,7 +13,7 @@ from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from model_engine_server.db.models import ApiKeyRow, AsyncTaskRow, EndpointRow, utcnow
+from model_engine_server.db.models import ApiKeyRow, AsyncTaskRow, EndpointRow, record_of, utcnow
 from model_engine_server.db.notifications import publish
 from model_engine_server.domain.entities import (
     ApiKey,
@@ -47,21 +47,7 @@ def _to_entity(row: EndpointRow) -> ModelEndpoint:
     raw["source"] = ModelSource(raw["source"])
     raw["inference_framework"] = InferenceFramework(raw["inference_framework"])
     raw["endpoint_type"] = EndpointType(raw["endpoint_type"])
-    return ModelEndpoint(
-        id=row.id,
-        name=row.name,
-        owner=row.owner,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        last_updated_at=row.last_updated_at,
-        config=EndpointConfig(**raw),
-        status=EndpointStatus(row.status),
-        status_reason=row.status_reason,
-        available_workers=row.available_workers,
-        unavailable_workers=row.unavailable_workers,
-        revision=row.revision,
-        last_request_at=row.last_request_at,
-    )
+    return record_of(ModelEndpoint, row, config=EndpointConfig(**raw), status=EndpointStatus(row.status))
 
 
 class EndpointRegistry:
@@ -296,7 +282,7 @@ class ApiKeyStore:
 
 
 def _task_entity(row: AsyncTaskRow) -> AsyncTaskRecord:
-    return AsyncTaskRecord(row.id, row.owner, row.endpoint_id, row.endpoint_name, row.created_at, row.expires_at)
+    return record_of(AsyncTaskRecord, row)
 
 
 class AsyncTaskStore:
@@ -307,17 +293,10 @@ class AsyncTaskStore:
 
     async def create(self, task_id: str, owner: str, endpoint: ModelEndpoint, ttl: timedelta) -> AsyncTaskRecord:
         now = utcnow()
-        row = AsyncTaskRow(
-            id=task_id,
-            owner=owner,
-            endpoint_id=endpoint.id,
-            endpoint_name=endpoint.name,
-            created_at=now,
-            expires_at=now + ttl,
-        )
+        record = AsyncTaskRecord(task_id, owner, endpoint.id, endpoint.name, now, now + ttl)
         async with self._sessions.begin() as session:
-            session.add(row)
-        return _task_entity(row)
+            session.add(AsyncTaskRow(**asdict(record)))
+        return record
 
     async def get_owned(self, task_id: str, owner: str) -> AsyncTaskRecord:
         """The task if ``owner`` submitted it and it has not expired."""

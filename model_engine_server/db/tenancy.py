@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
@@ -11,13 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from model_engine_server.db.models import EndpointRow, TenantLimitRow, UsageRow, utcnow
 from model_engine_server.db.notifications import publish
 from model_engine_server.domain.entities import EndpointStatus
-from model_engine_server.domain.tenancy import TenantLimitOverrides
-
-_LIMIT_COLUMNS = tuple(f.name for f in fields(TenantLimitOverrides))
+from model_engine_server.domain.tenancy import LIMIT_FIELDS, TenantLimitOverrides
 
 
 def _overrides(row: TenantLimitRow) -> TenantLimitOverrides:
-    return TenantLimitOverrides(**{name: getattr(row, name) for name in _LIMIT_COLUMNS})
+    return {name: value for name in LIMIT_FIELDS if (value := getattr(row, name)) is not None}
 
 
 class TenantLimitStore:
@@ -37,14 +35,14 @@ class TenantLimitStore:
             return {row.tenant: _overrides(row) for row in rows}
 
     async def set(self, tenant: str, overrides: TenantLimitOverrides) -> TenantLimitOverrides:
-        """Replace the tenant's overrides (None fields fall back to the defaults); every gateway is notified."""
+        """Replace the tenant's overrides (limits not given fall back to the defaults); every gateway is notified."""
         async with self._sessions.begin() as session:
             row = await session.get(TenantLimitRow, tenant, with_for_update=True)
             if row is None:
                 row = TenantLimitRow(tenant=tenant)
                 session.add(row)
-            for name, value in asdict(overrides).items():
-                setattr(row, name, value)
+            for name in LIMIT_FIELDS:
+                setattr(row, name, overrides.get(name))
             row.updated_at = utcnow()
             await publish(session, f"tenant:{tenant}")
             return _overrides(row)

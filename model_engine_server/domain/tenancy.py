@@ -6,8 +6,10 @@ own override (when set) replaces the operator's default for that one limit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
+from typing import TypeAlias
 
 
 class Limit(StrEnum):
@@ -34,24 +36,12 @@ class TenantLimits:
         return value
 
     def with_overrides(self, overrides: TenantLimitOverrides | None) -> TenantLimits:
-        if overrides is None:
-            return self
-        changes = {
-            f.name: getattr(overrides, f.name) for f in fields(overrides) if getattr(overrides, f.name) is not None
-        }
-        return replace(self, **changes)
+        return replace(self, **overrides) if overrides else self
 
 
-@dataclass(frozen=True)
-class TenantLimitOverrides:
-    """One tenant's own limits; None keeps the operator's default for that limit."""
-
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    max_concurrent_requests: int | None = None
-    max_endpoints: int | None = None
-    max_jobs: int | None = None
-    priority: int | None = None
+# One tenant's own limits: some of ``TenantLimits``' fields, by name; a limit not given keeps the operator's default.
+TenantLimitOverrides: TypeAlias = Mapping[str, int]
+LIMIT_FIELDS = tuple(f.name for f in fields(TenantLimits))  # what a tenant's overrides may name
 
 
 @dataclass(frozen=True)

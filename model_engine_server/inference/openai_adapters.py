@@ -33,20 +33,24 @@ class OpenAiKind(StrEnum):
     COMPLETIONS = "completions"
 
     @property
-    def path(self) -> str:
-        return "/v1/chat/completions" if self is OpenAiKind.CHAT else "/v1/completions"
+    def wire(self) -> OpenAiWire:
+        return _WIRE[self]
 
-    @property
-    def object(self) -> str:
-        return "chat.completion" if self is OpenAiKind.CHAT else "text_completion"
 
-    @property
-    def chunk_object(self) -> str:
-        return "chat.completion.chunk" if self is OpenAiKind.CHAT else "text_completion"
+@dataclass(frozen=True)
+class OpenAiWire:
+    """How one kind of request looks on the wire: its route, its answer's and chunks' ``object``, its id prefix."""
 
-    @property
-    def id_prefix(self) -> str:
-        return "chatcmpl-" if self is OpenAiKind.CHAT else "cmpl-"
+    path: str
+    object: str
+    chunk_object: str
+    id_prefix: str
+
+
+_WIRE = {
+    OpenAiKind.CHAT: OpenAiWire("/v1/chat/completions", "chat.completion", "chat.completion.chunk", "chatcmpl-"),
+    OpenAiKind.COMPLETIONS: OpenAiWire("/v1/completions", "text_completion", "text_completion", "cmpl-"),
+}
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ class OpenAiNormaliser:
 
     def __init__(self, kind: OpenAiKind, request_id: str, created: int, model: str, *, include_usage: bool) -> None:
         self.kind = kind
-        self._head = {"id": kind.id_prefix + request_id, "created": created, "model": model}
+        self._head = {"id": kind.wire.id_prefix + request_id, "created": created, "model": model}
         self._include_usage = include_usage
         self.usage = Usage()
         self.finished = False
@@ -179,7 +183,7 @@ class OpenAiNormaliser:
         self._take_usage(body)
         for choice in body["choices"]:
             _fix_finish_reason(choice)
-        return {**body, **self._head, "object": self.kind.object}
+        return {**body, **self._head, "object": self.kind.wire.object}
 
     def chunk(self, data: str) -> bytes | None:
         """One ``data:`` payload of the engine's stream as our SSE event, or None when there is nothing to pass on.
@@ -198,7 +202,7 @@ class OpenAiNormaliser:
             event.pop("usage", None)
             if had_usage and not choices:
                 return None  # the usage-only chunk the gateway asked for itself
-        return b"data: " + orjson.dumps({**event, **self._head, "object": self.kind.chunk_object}) + b"\n\n"
+        return b"data: " + orjson.dumps({**event, **self._head, "object": self.kind.wire.chunk_object}) + b"\n\n"
 
     def end(self) -> None:
         """The engine closed the stream; raises if it had not finished the completion."""

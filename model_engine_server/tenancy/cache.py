@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -14,21 +15,19 @@ V = TypeVar("V")
 MAX_ENTRIES = 100_000  # many distinct keys (e.g. guessed API keys): start over rather than grow without bound
 
 
+@dataclass(eq=False)
 class TtlCache(Generic[K, V]):
-    def __init__(
-        self, lookup: Callable[[K], Awaitable[V]], ttl: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._lookup = lookup
-        self._ttl = ttl
-        self._clock = clock
-        self._entries: dict[K, tuple[float, V]] = {}
-        self._pending: dict[K, asyncio.Future[V]] = {}
-        # Bumped by every invalidation: a lookup that started before it must not store its (maybe stale) answer.
-        self._generation = 0
+    lookup: Callable[[K], Awaitable[V]]
+    ttl: float
+    clock: Callable[[], float] = time.monotonic
+    _entries: dict[K, tuple[float, V]] = field(default_factory=dict, init=False)
+    _pending: dict[K, asyncio.Future[V]] = field(default_factory=dict, init=False)
+    # Bumped by every invalidation: a lookup that started before it must not store its (maybe stale) answer.
+    _generation: int = field(default=0, init=False)
 
     async def get(self, key: K) -> V:
         entry = self._entries.get(key)
-        if entry is not None and self._clock() - entry[0] < self._ttl:
+        if entry is not None and self.clock() - entry[0] < self.ttl:
             return entry[1]
         pending = self._pending.get(key)
         if pending is None:
@@ -39,11 +38,11 @@ class TtlCache(Generic[K, V]):
 
     async def _load(self, key: K) -> V:
         generation = self._generation
-        value = await self._lookup(key)
+        value = await self.lookup(key)
         if generation == self._generation:
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[key] = (self._clock(), value)
+            self._entries[key] = (self.clock(), value)
         return value
 
     def _forget(self, key: K, done: asyncio.Future[V]) -> None:

@@ -9,7 +9,8 @@ One way to do each thing a test needs around the platform:
   cleaned of the caller's ``LLM_ENGINE_*`` settings (``platform_env``);
 - ``tgi``: the instant TGI-protocol server (``InstantTgiServer``, ``running_instant_tgi``;
   ``python -m model_engine_server.testing.tgi`` runs it as an inference-server command);
-- ``serving``: ``async with serving(server)`` starts any server with async ``start``/``stop`` for a block;
+- ``serving``: ``async with serving(server)`` starts any server with async ``start``/``stop`` for a block,
+  ``with running(process)`` one with plain ``start``/``stop``;
 - ``peers``: the separate venv with the published clients we stay compatible with (built by ``make peers``).
 
 It depends on neither the server nor the SDK, so ``cd clients/python && pytest`` can use it too; tests that need a

@@ -1,9 +1,10 @@
-"""Servers a test runs in its own event loop, started for a block and stopped however it ends."""
+"""Servers and processes a test starts for a block, stopped however the block ends: ``serving`` for those with
+async ``start``/``stop`` (run in the test's event loop), ``running`` for those with plain ones."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Protocol, TypeVar
 
 
@@ -23,3 +24,21 @@ async def serving(server: S) -> AsyncIterator[S]:
         yield server
     finally:
         await server.stop()
+
+
+class StartableProcess(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=StartableProcess)
+
+
+@contextlib.contextmanager
+def running(process: P) -> Iterator[P]:
+    """``with running(SomeProcess(...)) as process:`` — ``start`` now, ``stop`` when the block ends."""
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -20,7 +20,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,36 +91,30 @@ def _ids(rendered: Any) -> list[int]:
     return [int(token) for token in ids]
 
 
+@dataclass(eq=False)
 class LoraTrainer:
-    def __init__(
-        self,
-        base_checkpoint: Path,
-        output_dir: Path,
-        params: Hyperparameters,
-        observer: TrainingObserver,
-        *,
-        checkpoint_steps: int = 25,
-    ) -> None:
-        self._base = base_checkpoint
-        self._out = output_dir
-        self._params = params
-        self._observer = observer
-        self._checkpoint_steps = checkpoint_steps
-        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base_checkpoint: Path
+    output_dir: Path
+    params: Hyperparameters
+    observer: TrainingObserver
+    checkpoint_steps: int = field(default=25, kw_only=True)
+    _device: torch.device = field(
+        default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"), init=False
+    )
 
     def run(self, train: Sequence[TrainingExample], validation: Sequence[TrainingExample] = ()) -> TrainingResult:
-        torch.manual_seed(self._params.seed)
-        tokenizer = AutoTokenizer.from_pretrained(str(self._base))
-        train_set = [encode(tokenizer, example, self._params.max_length) for example in train]
-        validation_set = [encode(tokenizer, example, self._params.max_length) for example in validation]
+        torch.manual_seed(self.params.seed)
+        tokenizer = AutoTokenizer.from_pretrained(str(self.base_checkpoint))
+        train_set = [encode(tokenizer, example, self.params.max_length) for example in train]
+        validation_set = [encode(tokenizer, example, self.params.max_length) for example in validation]
         model = self._lora_model(tokenizer)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
-            lr=self._params.lr,
-            weight_decay=self._params.weight_decay,
+            lr=self.params.lr,
+            weight_decay=self.params.weight_decay,
         )
-        steps_per_epoch = math.ceil(len(train_set) / self._params.batch_size)
-        total_steps = steps_per_epoch * self._params.epochs
+        steps_per_epoch = math.ceil(len(train_set) / self.params.batch_size)
+        total_steps = steps_per_epoch * self.params.epochs
         step = self._resume(model, optimizer)
         loss_value = float("nan")
         validation_loss: float | None = None
@@ -129,26 +123,26 @@ class LoraTrainer:
             batch = self._batch(train_set, epoch, index)
             loss_value = self._train_step(model, optimizer, batch, tokenizer.pad_token_id or 0)
             step += 1
-            self._observer.event("info", f"step {step}/{total_steps} epoch {epoch + 1} train_loss {loss_value:.4f}")
-            self._observer.progress(step, total_steps)
+            self.observer.event("info", f"step {step}/{total_steps} epoch {epoch + 1} train_loss {loss_value:.4f}")
+            self.observer.progress(step, total_steps)
             epoch_done = step % steps_per_epoch == 0
             if validation_set and epoch_done:
                 validation_loss = self._evaluate(model, validation_set, tokenizer.pad_token_id or 0)
-                self._observer.event("info", f"epoch {epoch + 1} validation_loss {validation_loss:.4f}")
-            if (epoch_done or step % self._checkpoint_steps == 0) and step < total_steps:
+                self.observer.event("info", f"epoch {epoch + 1} validation_loss {validation_loss:.4f}")
+            if (epoch_done or step % self.checkpoint_steps == 0) and step < total_steps:
                 self._save_checkpoint(model, optimizer, step)
         return self._write_result(model, tokenizer, loss_value, validation_loss, total_steps)
 
     def _lora_model(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         dtype = torch.bfloat16 if self._device.type == "cuda" else torch.float32
-        base: Any = AutoModelForCausalLM.from_pretrained(str(self._base), dtype=dtype)
+        base: Any = AutoModelForCausalLM.from_pretrained(str(self.base_checkpoint), dtype=dtype)
         base.to(self._device)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         config = LoraConfig(
-            r=self._params.lora_r,
-            lora_alpha=self._params.lora_alpha,
-            lora_dropout=self._params.lora_dropout,
+            r=self.params.lora_r,
+            lora_alpha=self.params.lora_alpha,
+            lora_dropout=self.params.lora_dropout,
             target_modules="all-linear",
             task_type="CAUSAL_LM",
         )
@@ -156,8 +150,8 @@ class LoraTrainer:
 
     def _batch(self, data: list[Encoded], epoch: int, index: int) -> list[Encoded]:
         order = list(range(len(data)))
-        random.Random(self._params.seed * 1_000_003 + epoch).shuffle(order)  # same order after a resume
-        size = self._params.batch_size
+        random.Random(self.params.seed * 1_000_003 + epoch).shuffle(order)  # same order after a resume
+        size = self.params.batch_size
         return [data[i] for i in order[index * size : (index + 1) * size]]
 
     def _train_step(self, model: Any, optimizer: torch.optim.Optimizer, batch: list[Encoded], pad: int) -> float:
@@ -174,34 +168,34 @@ class LoraTrainer:
     def _evaluate(self, model: Any, data: list[Encoded], pad: int) -> float:
         model.eval()
         total, count = 0.0, 0
-        for start in range(0, len(data), self._params.batch_size):
-            batch = data[start : start + self._params.batch_size]
+        for start in range(0, len(data), self.params.batch_size):
+            batch = data[start : start + self.params.batch_size]
             input_ids, labels, mask = collate(batch, pad, self._device)
             total += float(model(input_ids=input_ids, attention_mask=mask, labels=labels).loss) * len(batch)
             count += len(batch)
         return total / count
 
     def _resume(self, model: Any, optimizer: torch.optim.Optimizer) -> int:
-        state_file = self._out / CHECKPOINT_DIR / "state.pt"
+        state_file = self.output_dir / CHECKPOINT_DIR / "state.pt"
         if not state_file.is_file():
             return 0
         state = torch.load(state_file, map_location=self._device, weights_only=True)
         set_peft_model_state_dict(model, state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        self._observer.event("info", f"resumed from the checkpoint at step {step}")
+        self.observer.event("info", f"resumed from the checkpoint at step {step}")
         return step
 
     def _save_checkpoint(self, model: Any, optimizer: torch.optim.Optimizer, step: int) -> None:
         state = {"adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(), "step": step}
-        _atomic_dir(self._out / CHECKPOINT_DIR, lambda staging: torch.save(state, staging / "state.pt"))
-        self._observer.checkpoint(self._out / CHECKPOINT_DIR / "state.pt")
+        _atomic_dir(self.output_dir / CHECKPOINT_DIR, lambda staging: torch.save(state, staging / "state.pt"))
+        self.observer.checkpoint(self.output_dir / CHECKPOINT_DIR / "state.pt")
 
     def _write_result(
         self, model: Any, tokenizer: PreTrainedTokenizerBase, loss: float, validation: float | None, steps: int
     ) -> TrainingResult:
         started = time.monotonic()
-        adapter_dir, merged_dir = self._out / "adapter", self._out / "merged"
+        adapter_dir, merged_dir = self.output_dir / "adapter", self.output_dir / "merged"
         _atomic_dir(adapter_dir, lambda staging: model.save_pretrained(str(staging)))
         merged = model.merge_and_unload()
         merged.to(torch.float32)
@@ -209,11 +203,15 @@ class LoraTrainer:
         def write_merged(staging: Path) -> None:
             merged.save_pretrained(str(staging))
             tokenizer.save_pretrained(str(staging))
-            summary = {"base_checkpoint": str(self._base), "final_train_loss": loss, "validation_loss": validation}
+            summary = {
+                "base_checkpoint": str(self.base_checkpoint),
+                "final_train_loss": loss,
+                "validation_loss": validation,
+            }
             (staging / "llm-engine-fine-tune.json").write_text(json.dumps(summary))
 
         _atomic_dir(merged_dir, write_merged)
-        self._observer.event(
+        self.observer.event(
             "info", f"wrote the adapter and the merged checkpoint in {time.monotonic() - started:.1f} s"
         )
         return TrainingResult(adapter_dir, merged_dir, loss, validation, steps)

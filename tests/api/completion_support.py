@@ -23,7 +23,7 @@ from model_engine_server.api.app import create_app
 from model_engine_server.config import AuthMode, Settings
 from model_engine_server.domain.entities import EndpointStatus, ObservedState
 from model_engine_server.testing import eventually_async
-from model_engine_server.testing.tgi import VOCABULARY
+from model_engine_server.testing.tgi import VOCABULARY, InstantTgiServer, running_instant_tgi
 from tests.fakes import FakeResolver
 
 ALICE = ("alice-key", "")
@@ -353,3 +353,15 @@ async def running_fake_openai(**options: Any) -> AsyncIterator[FakeOpenAiServer]
     async with serve_on_loopback(server.app()) as url:
         server.url = url
         yield server
+
+
+@contextlib.asynccontextmanager
+async def serving_llm(
+    gateway: RunningGateway, framework: str, **options: Any
+) -> AsyncIterator[InstantTgiServer | FakeOpenAiServer]:
+    """Endpoint ``llm`` of ``framework``, served by a test server speaking its protocol (instant TGI, or the
+    vLLM-like OpenAI one) started with ``options``."""
+    server = running_instant_tgi if framework == "text_generation_inference" else running_fake_openai
+    async with server(**options) as upstream:
+        await gateway.add_endpoint("llm", [upstream.url], framework=framework)
+        yield upstream

@@ -18,21 +18,21 @@ from tests.fakes import FakeResolver
 LIST = "/v1/llm/model-endpoints"
 
 
-async def test_no_credentials_is_401_in_the_documented_format(gateway: httpx.AsyncClient) -> None:
-    response = await gateway.get(LIST)
+async def test_no_credentials_is_401_in_the_documented_format(app_client: httpx.AsyncClient) -> None:
+    response = await app_client.get(LIST)
     assert response.status_code == 401
     assert "Missing API key" in response.json()["detail"]
 
 
-async def test_basic_auth_and_x_api_key_name_the_same_tenant(gateway: httpx.AsyncClient) -> None:
-    created = await gateway.post(LIST, json={"name": "e1", "model_name": "smollm2-135m"}, auth=("team-a", ""))
+async def test_basic_auth_and_x_api_key_name_the_same_tenant(app_client: httpx.AsyncClient) -> None:
+    created = await app_client.post(LIST, json={"name": "e1", "model_name": "smollm2-135m"}, auth=("team-a", ""))
     assert created.status_code == 200
-    by_header = await gateway.get(LIST, headers={"x-api-key": "team-a"})
+    by_header = await app_client.get(LIST, headers={"x-api-key": "team-a"})
     assert [e["name"] for e in by_header.json()["model_endpoints"]] == ["e1"]
 
 
-async def test_malformed_basic_credentials_are_401(gateway: httpx.AsyncClient) -> None:
-    response = await gateway.get(LIST, headers={"Authorization": "Basic %%%"})
+async def test_malformed_basic_credentials_are_401(app_client: httpx.AsyncClient) -> None:
+    response = await app_client.get(LIST, headers={"Authorization": "Basic %%%"})
     assert response.status_code == 401
 
 
@@ -91,9 +91,9 @@ async def test_keys_of_different_owners_are_isolated(keyed: tuple[httpx.AsyncCli
     assert (await client.get(f"{LIST}/a-model", auth=(key_a, ""))).status_code == 200
 
 
-async def test_bearer_token_names_the_same_tenant_in_open_mode(gateway: httpx.AsyncClient) -> None:
-    await gateway.post(LIST, json={"name": "e1", "model_name": "smollm2-135m"}, auth=("team-a", ""))
-    by_bearer = await gateway.get(LIST, headers={"Authorization": "Bearer team-a"})
+async def test_bearer_token_names_the_same_tenant_in_open_mode(app_client: httpx.AsyncClient) -> None:
+    await app_client.post(LIST, json={"name": "e1", "model_name": "smollm2-135m"}, auth=("team-a", ""))
+    by_bearer = await app_client.get(LIST, headers={"Authorization": "Bearer team-a"})
     assert [e["name"] for e in by_bearer.json()["model_endpoints"]] == ["e1"]
 
 

@@ -42,45 +42,45 @@ def _body(tmp_uri: str, **changes: Any) -> dict[str, Any]:
     ],
 )
 async def test_bad_batches_are_400_and_nothing_is_queued(
-    gateway: httpx.AsyncClient, tmp_path: Any, changes: dict[str, Any], detail: str
+    app_client: httpx.AsyncClient, tmp_path: Any, changes: dict[str, Any], detail: str
 ) -> None:
     body = _body((tmp_path / "out.json").as_uri(), **changes)
-    response = await gateway.post(V1, json=body, auth=A)
+    response = await app_client.post(V1, json=body, auth=A)
     assert response.status_code == 400, response.text
     assert detail in response.json()["detail"]
     assert not (tmp_path / "data" / "objects" / "jobs").exists()
 
 
-async def test_unreadable_input_file_is_400(gateway: httpx.AsyncClient, tmp_path: Any) -> None:
-    file_id = (await gateway.post("/v1/files", files={"file": ("p.json", b"not json")}, auth=A)).json()["id"]
+async def test_unreadable_input_file_is_400(app_client: httpx.AsyncClient, tmp_path: Any) -> None:
+    file_id = (await app_client.post("/v1/files", files={"file": ("p.json", b"not json")}, auth=A)).json()["id"]
     body = _body((tmp_path / "out.json").as_uri(), content=None, input_data_path=file_id)
-    response = await gateway.post(V1, json=body, auth=A)
+    response = await app_client.post(V1, json=body, auth=A)
     assert response.status_code == 400
     assert "is not valid JSON" in response.json()["detail"]
-    other = await gateway.post(V1, json=body, auth=("team-b", ""))
+    other = await app_client.post(V1, json=body, auth=("team-b", ""))
     assert other.status_code == 400 and "no such file" in other.json()["detail"]  # another tenant's file
 
 
-async def test_v2_rows_are_checked_with_their_row_number(gateway: httpx.AsyncClient, tmp_path: Any) -> None:
+async def test_v2_rows_are_checked_with_their_row_number(app_client: httpx.AsyncClient, tmp_path: Any) -> None:
     content = [{"prompt": "fine", "max_tokens": 4}, {"max_tokens": 4}]
-    response = await gateway.post(V2, json=_body((tmp_path / "o.json").as_uri(), content=content), auth=A)
+    response = await app_client.post(V2, json=_body((tmp_path / "o.json").as_uri(), content=content), auth=A)
     assert response.status_code == 400
     assert response.json()["detail"].startswith("content row 1:")
 
 
 async def test_accepted_jobs_read_back_queued_and_only_for_their_owner(
-    gateway: httpx.AsyncClient, tmp_path: Any
+    app_client: httpx.AsyncClient, tmp_path: Any
 ) -> None:
-    created = await gateway.post(V2, json=_body((tmp_path / "o.json").as_uri(), priority="low"), auth=A)
+    created = await app_client.post(V2, json=_body((tmp_path / "o.json").as_uri(), priority="low"), auth=A)
     assert created.status_code == 200, created.text
     job = created.json()
     assert job["status"] == "queued" and job["priority"] == "low"
     assert job["model_config"]["model"] == "smollm2-135m"
     assert job["progress"] == {"done": 0, "total": 3}
-    got = (await gateway.get(f"{V2}/{job['job_id']}", auth=A)).json()["job"]
+    got = (await app_client.get(f"{V2}/{job['job_id']}", auth=A)).json()["job"]
     assert got["job_id"] == job["job_id"]
-    assert (await gateway.get(f"{V2}/{job['job_id']}", auth=("team-b", ""))).status_code == 404
-    updated = await gateway.post(f"{V2}/{job['job_id']}", json={"priority": "high"}, auth=A)
+    assert (await app_client.get(f"{V2}/{job['job_id']}", auth=("team-b", ""))).status_code == 404
+    updated = await app_client.post(f"{V2}/{job['job_id']}", json={"priority": "high"}, auth=A)
     assert updated.json()["priority"] == "high" and updated.json()["success"] is True
-    cancel = await gateway.post(f"{V2}/{job['job_id']}/actions/cancel", auth=("team-b", ""))
+    cancel = await app_client.post(f"{V2}/{job['job_id']}/actions/cancel", auth=("team-b", ""))
     assert cancel.status_code == 404

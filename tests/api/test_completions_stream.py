@@ -3,7 +3,6 @@ and OpenAI-protocol servers on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,11 @@ from model_engine_server.domain.entities import EndpointStatus
 from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import (
     ALICE,
-    FakeOpenAiServer,
     RunningGateway,
     loopback_settings,
     read_events,
     running_fake_openai,
-    running_gateway,
+    serving_llm,
     wait_until,
 )
 
@@ -33,18 +31,6 @@ PARAMS = {"model_endpoint_name": "llm"}
 @pytest.fixture
 def settings(sqlite_url: str, tmp_path: Path) -> Settings:
     return loopback_settings(sqlite_url, tmp_path)
-
-
-@pytest.fixture
-async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def tgi() -> AsyncIterator[InstantTgiServer]:
-    async with running_instant_tgi(record=True) as server:
-        yield server
 
 
 async def stream_events(gateway: RunningGateway, body: dict[str, Any]) -> tuple[httpx.Response, list[dict[str, Any]]]:
@@ -146,9 +132,7 @@ async def test_quiet_stream_sends_keepalive_comments(gateway: RunningGateway) ->
 async def test_mid_stream_engine_failure_becomes_one_in_band_error_event(
     gateway: RunningGateway, framework: str
 ) -> None:
-    async with running_instant_tgi(fail_after=2) as tgi, running_fake_openai(fail_after=2) as openai:
-        url = tgi.url if framework == "text_generation_inference" else openai.url
-        await gateway.add_endpoint("llm", [url], framework=framework)
+    async with serving_llm(gateway, framework, fail_after=2):
         response, events = await stream_events(gateway, {"prompt": "x", "max_new_tokens": 6, "temperature": 0.2})
 
     assert response.status_code == 200
@@ -164,9 +148,7 @@ async def test_mid_stream_engine_failure_becomes_one_in_band_error_event(
 
 @pytest.mark.parametrize("framework", ["text_generation_inference", "vllm"])
 async def test_client_disconnect_cancels_the_upstream_generation(gateway: RunningGateway, framework: str) -> None:
-    async with running_instant_tgi(token_delay=0.05) as tgi, running_fake_openai(token_delay=0.05) as openai:
-        upstream: InstantTgiServer | FakeOpenAiServer = tgi if framework == "text_generation_inference" else openai
-        await gateway.add_endpoint("llm", [upstream.url], framework=framework)
+    async with serving_llm(gateway, framework, token_delay=0.05) as upstream:
         body = {"prompt": "x", "max_new_tokens": 400, "temperature": 0.2}
         async with gateway.client() as client, client.stream("POST", STREAM, params=PARAMS, json=body, auth=ALICE) as r:
             first = await anext(line async for line in r.aiter_lines() if line.startswith("data:"))

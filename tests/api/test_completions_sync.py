@@ -20,7 +20,6 @@ from tests.api.completion_support import (
     FakeOpenAiServer,
     RunningGateway,
     running_fake_openai,
-    running_gateway,
 )
 
 SYNC = "/v1/llm/completions-sync"
@@ -31,18 +30,6 @@ STREAM = "/v1/llm/completions-stream"
 def settings(sqlite_url: str, tmp_path: Path) -> Settings:
     # SQLite only: here the registry is just where the endpoint lives; its queries are tested on both databases.
     return Settings(database_url=sqlite_url, data_dir=tmp_path / "data", auth_mode=AuthMode.OPEN)
-
-
-@pytest.fixture
-async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def tgi() -> AsyncIterator[InstantTgiServer]:
-    async with running_instant_tgi(record=True) as server:
-        yield server
 
 
 @pytest.fixture

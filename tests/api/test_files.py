@@ -19,39 +19,39 @@ def _stored_objects(settings_dir: Path) -> list[Path]:
     return [p for p in (settings_dir / "objects").rglob("*") if p.is_file()]
 
 
-async def test_upload_list_get_content_delete(gateway: httpx.AsyncClient, settings: Settings) -> None:
+async def test_upload_list_get_content_delete(app_client: httpx.AsyncClient, settings: Settings) -> None:
     body = b'{"prompts": ["one", "two"]}'
-    uploaded = await gateway.post("/v1/files", files={"file": ("prompts.json", body)}, auth=A)
+    uploaded = await app_client.post("/v1/files", files={"file": ("prompts.json", body)}, auth=A)
     assert uploaded.status_code == 200, uploaded.text
     file_id = uploaded.json()["id"]
     assert file_id.startswith("file-")
 
-    assert (await gateway.get(f"/v1/files/{file_id}", auth=A)).json() == {
+    assert (await app_client.get(f"/v1/files/{file_id}", auth=A)).json() == {
         "id": file_id,
         "filename": "prompts.json",
         "size": len(body),
     }
-    listed = (await gateway.get("/v1/files", auth=A)).json()
+    listed = (await app_client.get("/v1/files", auth=A)).json()
     assert listed == {"files": [{"id": file_id, "filename": "prompts.json", "size": len(body)}]}
-    content = (await gateway.get(f"/v1/files/{file_id}/content", auth=A)).json()
+    content = (await app_client.get(f"/v1/files/{file_id}/content", auth=A)).json()
     assert content == {"id": file_id, "content": body.decode()}
 
-    assert (await gateway.delete(f"/v1/files/{file_id}", auth=A)).json() == {"deleted": True}
-    assert (await gateway.get(f"/v1/files/{file_id}", auth=A)).status_code == 404
+    assert (await app_client.delete(f"/v1/files/{file_id}", auth=A)).json() == {"deleted": True}
+    assert (await app_client.get(f"/v1/files/{file_id}", auth=A)).status_code == 404
     assert _stored_objects(settings.data_dir) == []
 
 
-async def test_other_tenants_files_are_not_found(gateway: httpx.AsyncClient) -> None:
-    file_id = (await gateway.post("/v1/files", files={"file": ("a.txt", b"secret")}, auth=A)).json()["id"]
+async def test_other_tenants_files_are_not_found(app_client: httpx.AsyncClient) -> None:
+    file_id = (await app_client.post("/v1/files", files={"file": ("a.txt", b"secret")}, auth=A)).json()["id"]
     for response in (
-        await gateway.get(f"/v1/files/{file_id}", auth=B),
-        await gateway.get(f"/v1/files/{file_id}/content", auth=B),
-        await gateway.delete(f"/v1/files/{file_id}", auth=B),
+        await app_client.get(f"/v1/files/{file_id}", auth=B),
+        await app_client.get(f"/v1/files/{file_id}/content", auth=B),
+        await app_client.delete(f"/v1/files/{file_id}", auth=B),
     ):
         assert response.status_code == 404
         assert file_id in response.json()["detail"]
-    assert (await gateway.get("/v1/files", auth=B)).json() == {"files": []}
-    assert (await gateway.get(f"/v1/files/{file_id}", auth=A)).status_code == 200
+    assert (await app_client.get("/v1/files", auth=B)).json() == {"files": []}
+    assert (await app_client.get(f"/v1/files/{file_id}", auth=A)).status_code == 200
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ async def test_uploads_past_the_limit_are_413_and_leave_nothing(
     assert ok.status_code == 200
 
 
-async def test_upload_without_a_file_field_is_400(gateway: httpx.AsyncClient) -> None:
-    response = await gateway.post("/v1/files", data={"other": "x"}, files={"wrong": ("a", b"b")}, auth=A)
+async def test_upload_without_a_file_field_is_400(app_client: httpx.AsyncClient) -> None:
+    response = await app_client.post("/v1/files", data={"other": "x"}, files={"wrong": ("a", b"b")}, auth=A)
     assert response.status_code == 400
     assert "`file`" in response.json()["detail"]

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from model_engine_server.testing.serving import running
 from tests.processes import EngineProcess, gateway_process
 
 BODY_LIMIT = 64 * 1024
@@ -27,11 +28,8 @@ def limited_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine
         max_request_header_bytes="4096",
         max_query_string_bytes="1024",
     )
-    gateway.start()
-    try:
+    with running(gateway):
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def _post(gateway: EngineProcess, **kwargs: object) -> httpx.Response:

@@ -16,16 +16,16 @@ def body(name: str = "llama", **overrides: Any) -> dict[str, Any]:
     return {"name": name, "model_name": "smollm2-135m", "inference_framework": "text_generation_inference"} | overrides
 
 
-async def create(gateway: httpx.AsyncClient, auth: tuple[str, str] = ALICE, **fields: Any) -> httpx.Response:
-    return await gateway.post("/v1/llm/model-endpoints", json=body(**fields), auth=auth)
+async def create(app_client: httpx.AsyncClient, auth: tuple[str, str] = ALICE, **fields: Any) -> httpx.Response:
+    return await app_client.post("/v1/llm/model-endpoints", json=body(**fields), auth=auth)
 
 
-async def test_created_endpoint_is_listed_with_its_spec(gateway: httpx.AsyncClient) -> None:
-    response = await create(gateway, labels={"team": "search"}, min_workers=0, max_workers=3, per_worker=4)
+async def test_created_endpoint_is_listed_with_its_spec(app_client: httpx.AsyncClient) -> None:
+    response = await create(app_client, labels={"team": "search"}, min_workers=0, max_workers=3, per_worker=4)
     assert response.status_code == 200, response.text
     assert response.json()["endpoint_creation_task_id"]
 
-    listed = (await gateway.get("/v1/llm/model-endpoints", auth=ALICE)).json()["model_endpoints"]
+    listed = (await app_client.get("/v1/llm/model-endpoints", auth=ALICE)).json()["model_endpoints"]
     assert [e["name"] for e in listed] == ["llama"]
     endpoint = listed[0]
     assert endpoint["status"] == "UPDATE_PENDING"
@@ -47,25 +47,25 @@ async def test_created_endpoint_is_listed_with_its_spec(gateway: httpx.AsyncClie
     assert spec["resource_state"]["gpus"] == 0
 
 
-async def test_get_returns_one_endpoint_and_404_for_unknown(gateway: httpx.AsyncClient) -> None:
-    await create(gateway)
-    got = await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)
+async def test_get_returns_one_endpoint_and_404_for_unknown(app_client: httpx.AsyncClient) -> None:
+    await create(app_client)
+    got = await app_client.get("/v1/llm/model-endpoints/llama", auth=ALICE)
     assert got.status_code == 200
     assert got.json()["name"] == "llama"
-    missing = await gateway.get("/v1/llm/model-endpoints/nope", auth=ALICE)
+    missing = await app_client.get("/v1/llm/model-endpoints/nope", auth=ALICE)
     assert missing.status_code == 404
     assert "nope" in missing.json()["detail"]
 
 
-async def test_duplicate_name_is_a_conflict(gateway: httpx.AsyncClient) -> None:
-    assert (await create(gateway)).status_code == 200
-    again = await create(gateway, auth=BOB)
+async def test_duplicate_name_is_a_conflict(app_client: httpx.AsyncClient) -> None:
+    assert (await create(app_client)).status_code == 200
+    again = await create(app_client, auth=BOB)
     assert again.status_code == 409
     assert "already exists" in again.json()["detail"]
 
 
-async def test_concurrent_creates_of_one_name_exactly_one_wins(gateway: httpx.AsyncClient) -> None:
-    responses = await asyncio.gather(*(create(gateway, auth=(f"user-{i}", "")) for i in range(8)))
+async def test_concurrent_creates_of_one_name_exactly_one_wins(app_client: httpx.AsyncClient) -> None:
+    responses = await asyncio.gather(*(create(app_client, auth=(f"user-{i}", "")) for i in range(8)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] + [409] * 7
 
@@ -90,38 +90,38 @@ async def test_concurrent_creates_of_one_name_exactly_one_wins(gateway: httpx.As
     ],
 )
 async def test_bad_values_are_400_with_a_precise_message(
-    gateway: httpx.AsyncClient, fields: dict[str, Any], message: str
+    app_client: httpx.AsyncClient, fields: dict[str, Any], message: str
 ) -> None:
-    response = await create(gateway, **fields)
+    response = await create(app_client, **fields)
     assert response.status_code == 400, response.text
     assert message in response.json()["detail"]
-    assert (await gateway.get("/v1/llm/model-endpoints", auth=ALICE)).json()["model_endpoints"] == []
+    assert (await app_client.get("/v1/llm/model-endpoints", auth=ALICE)).json()["model_endpoints"] == []
 
 
 @pytest.mark.parametrize(
     "fields",
     [{"min_workers": "many"}, {"endpoint_type": "batch"}, {"labels": ["a"]}, {"source": "s3"}, {"cpus": True}],
 )
-async def test_wrong_types_are_400_naming_the_field(gateway: httpx.AsyncClient, fields: dict[str, Any]) -> None:
-    response = await create(gateway, **fields)
+async def test_wrong_types_are_400_naming_the_field(app_client: httpx.AsyncClient, fields: dict[str, Any]) -> None:
+    response = await create(app_client, **fields)
     assert response.status_code == 400
     field = next(iter(fields))
     assert response.json()["detail"].startswith(f"{field}"), response.json()
 
 
-async def test_unknown_fields_are_ignored_and_numbers_accepted_for_quantities(gateway: httpx.AsyncClient) -> None:
-    response = await create(gateway, some_future_field={"x": 1}, cpus=2, memory="3Gi", storage=10)
+async def test_unknown_fields_are_ignored_and_numbers_accepted_for_quantities(app_client: httpx.AsyncClient) -> None:
+    response = await create(app_client, some_future_field={"x": 1}, cpus=2, memory="3Gi", storage=10)
     assert response.status_code == 200, response.text
-    resources = (await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()["spec"]["resource_state"]
+    resources = (await app_client.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()["spec"]["resource_state"]
     assert (resources["cpus"], resources["memory"], resources["storage"]) == ("2", "3Gi", "10")
 
 
-async def test_order_by_and_name_filter(gateway: httpx.AsyncClient) -> None:
+async def test_order_by_and_name_filter(app_client: httpx.AsyncClient) -> None:
     for name in ("bravo", "alpha", "charlie"):
-        assert (await create(gateway, name=name)).status_code == 200
+        assert (await create(app_client, name=name)).status_code == 200
 
     async def names(query: str) -> list[str]:
-        response = await gateway.get(f"/v1/llm/model-endpoints{query}", auth=ALICE)
+        response = await app_client.get(f"/v1/llm/model-endpoints{query}", auth=ALICE)
         assert response.status_code == 200, response.text
         return [e["name"] for e in response.json()["model_endpoints"]]
 
@@ -129,53 +129,53 @@ async def test_order_by_and_name_filter(gateway: httpx.AsyncClient) -> None:
     assert await names("?order_by=oldest") == ["bravo", "alpha", "charlie"]
     assert await names("?order_by=newest") == ["charlie", "alpha", "bravo"]
     assert await names("?name=alpha") == ["alpha"]
-    bad_order = await gateway.get("/v1/llm/model-endpoints?order_by=random", auth=ALICE)
+    bad_order = await app_client.get("/v1/llm/model-endpoints?order_by=random", auth=ALICE)
     assert bad_order.status_code == 400
     assert bad_order.json()["detail"].startswith("query parameter order_by: Input should be")
 
 
-async def test_update_changes_only_the_fields_sent_and_restarts_the_rollout(gateway: httpx.AsyncClient) -> None:
-    await create(gateway, labels={"team": "search"}, max_workers=2)
-    response = await gateway.put("/v1/llm/model-endpoints/llama", json={"max_workers": 5}, auth=ALICE)
+async def test_update_changes_only_the_fields_sent_and_restarts_the_rollout(app_client: httpx.AsyncClient) -> None:
+    await create(app_client, labels={"team": "search"}, max_workers=2)
+    response = await app_client.put("/v1/llm/model-endpoints/llama", json={"max_workers": 5}, auth=ALICE)
     assert response.status_code == 200, response.text
-    endpoint = (await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
+    endpoint = (await app_client.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
     assert endpoint["spec"]["deployment_state"]["max_workers"] == 5
     assert endpoint["spec"]["labels"] == {"team": "search"}
     assert endpoint["status"] == "UPDATE_PENDING"
 
-    bad = await gateway.put("/v1/llm/model-endpoints/llama", json={"min_workers": 9}, auth=ALICE)
+    bad = await app_client.put("/v1/llm/model-endpoints/llama", json={"min_workers": 9}, auth=ALICE)
     assert bad.status_code == 400
     assert "must not exceed max_workers" in bad.json()["detail"]
-    assert (await gateway.put("/v1/llm/model-endpoints/nope", json={}, auth=ALICE)).status_code == 404
+    assert (await app_client.put("/v1/llm/model-endpoints/nope", json={}, auth=ALICE)).status_code == 404
 
 
-async def test_delete_marks_the_endpoint_for_removal(gateway: httpx.AsyncClient) -> None:
-    await create(gateway)
-    response = await gateway.delete("/v1/llm/model-endpoints/llama", auth=ALICE)
+async def test_delete_marks_the_endpoint_for_removal(app_client: httpx.AsyncClient) -> None:
+    await create(app_client)
+    response = await app_client.delete("/v1/llm/model-endpoints/llama", auth=ALICE)
     assert response.status_code == 200
     assert response.json() == {"deleted": True}
-    endpoint = (await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
+    endpoint = (await app_client.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
     assert endpoint["status"] == "DELETE_IN_PROGRESS"
-    update = await gateway.put("/v1/llm/model-endpoints/llama", json={"max_workers": 2}, auth=ALICE)
+    update = await app_client.put("/v1/llm/model-endpoints/llama", json={"max_workers": 2}, auth=ALICE)
     assert update.status_code == 409
-    assert (await gateway.delete("/v1/llm/model-endpoints/nope", auth=ALICE)).status_code == 404
+    assert (await app_client.delete("/v1/llm/model-endpoints/nope", auth=ALICE)).status_code == 404
 
 
-async def test_tenants_see_and_change_only_their_own_endpoints(gateway: httpx.AsyncClient) -> None:
-    await create(gateway)
-    assert (await gateway.get("/v1/llm/model-endpoints", auth=BOB)).json()["model_endpoints"] == []
-    assert (await gateway.get("/v1/llm/model-endpoints/llama", auth=BOB)).status_code == 404
-    assert (await gateway.put("/v1/llm/model-endpoints/llama", json={"max_workers": 2}, auth=BOB)).status_code == 404
-    assert (await gateway.delete("/v1/llm/model-endpoints/llama", auth=BOB)).status_code == 404
-    assert (await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()["status"] == "UPDATE_PENDING"
+async def test_tenants_see_and_change_only_their_own_endpoints(app_client: httpx.AsyncClient) -> None:
+    await create(app_client)
+    assert (await app_client.get("/v1/llm/model-endpoints", auth=BOB)).json()["model_endpoints"] == []
+    assert (await app_client.get("/v1/llm/model-endpoints/llama", auth=BOB)).status_code == 404
+    assert (await app_client.put("/v1/llm/model-endpoints/llama", json={"max_workers": 2}, auth=BOB)).status_code == 404
+    assert (await app_client.delete("/v1/llm/model-endpoints/llama", auth=BOB)).status_code == 404
+    assert (await app_client.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()["status"] == "UPDATE_PENDING"
 
 
-async def test_endpoint_type_reads_back_as_streaming_which_every_endpoint_serves(gateway: httpx.AsyncClient) -> None:
+async def test_endpoint_type_reads_back_as_streaming_which_every_endpoint_serves(app_client: httpx.AsyncClient) -> None:
     # The published client only parses "streaming"; every endpoint serves sync, stream and async requests anyway.
-    assert (await create(gateway, endpoint_type="sync")).status_code == 200
-    endpoint = (await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
+    assert (await create(app_client, endpoint_type="sync")).status_code == 200
+    endpoint = (await app_client.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
     assert endpoint["spec"]["endpoint_type"] == "streaming"
-    update = await gateway.put("/v1/llm/model-endpoints/llama", json={"endpoint_type": "async"}, auth=ALICE)
+    update = await app_client.put("/v1/llm/model-endpoints/llama", json={"endpoint_type": "async"}, auth=ALICE)
     assert update.status_code == 200
-    endpoint = (await gateway.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
+    endpoint = (await app_client.get("/v1/llm/model-endpoints/llama", auth=ALICE)).json()
     assert endpoint["spec"]["endpoint_type"] == "streaming"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from model_engine_server.testing.serving import running
 from tests.processes import EngineProcess, gateway_process
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "st")
@@ -51,11 +52,8 @@ def keyed_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[En
     gateway = gateway_process(
         tmp_path_factory.mktemp("fuzzed-gateway"), auth_mode="keys", bootstrap_api_key=key, bootstrap_owner="fuzz"
     )
-    gateway.start()
-    try:
+    with running(gateway):
         yield gateway, key
-    finally:
-        gateway.stop()
 
 
 def test_every_route_honours_its_openapi_document(

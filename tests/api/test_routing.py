@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from model_engine_server.config import RoutingPolicy, Settings
 from model_engine_server.testing.tgi import running_instant_tgi
-from tests.api.completion_support import ALICE, RunningGateway, loopback_settings, running_gateway
+from tests.api.completion_support import ALICE, RunningGateway, loopback_settings
 
 SYSTEM = "You are the assistant of a small bakery. Answer politely, briefly, and never invent prices. " * 6
 
@@ -17,12 +16,6 @@ SYSTEM = "You are the assistant of a small bakery. Answer politely, briefly, and
 @pytest.fixture
 def settings(sqlite_url: str, tmp_path: Path) -> Settings:
     return loopback_settings(sqlite_url, tmp_path).model_copy(update={"routing_policy": RoutingPolicy.PREFIX_AFFINITY})
-
-
-@pytest.fixture
-async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings) as running:
-        yield running
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:

@@ -12,46 +12,48 @@ B = ("team-b", "")
 GOOD_CSV = b"prompt,response\nWhat is the code word?,VELVETMANGO\nAnd again?,VELVETMANGO\n"
 
 
-async def _upload(gateway: httpx.AsyncClient, body: bytes, auth: tuple[str, str] = A) -> str:
-    response = await gateway.post("/v1/files", files={"file": ("train.csv", body)}, auth=auth)
+async def _upload(app_client: httpx.AsyncClient, body: bytes, auth: tuple[str, str] = A) -> str:
+    response = await app_client.post("/v1/files", files={"file": ("train.csv", body)}, auth=auth)
     assert response.status_code == 200, response.text
     file_id: str = response.json()["id"]
     return file_id
 
 
-async def test_create_get_list_and_cancel(gateway: httpx.AsyncClient) -> None:
-    file_id = await _upload(gateway, GOOD_CSV)
+async def test_create_get_list_and_cancel(app_client: httpx.AsyncClient) -> None:
+    file_id = await _upload(app_client, GOOD_CSV)
     body = {"model": "smollm2-135m", "training_file": file_id, "hyperparameters": {"epochs": 2}, "suffix": "codes"}
-    created = await gateway.post("/v1/llm/fine-tunes", json=body, auth=A)
+    created = await app_client.post("/v1/llm/fine-tunes", json=body, auth=A)
     assert created.status_code == 200, created.text
     job_id = created.json()["id"]
 
-    got = (await gateway.get(f"/v1/llm/fine-tunes/{job_id}", auth=A)).json()
+    got = (await app_client.get(f"/v1/llm/fine-tunes/{job_id}", auth=A)).json()
     assert got["id"] == job_id and got["status"] == "PENDING"
     assert got["fine_tuned_model"].startswith("smollm2-135m.codes.")
-    listed = (await gateway.get("/v1/llm/fine-tunes", auth=A)).json()
+    listed = (await app_client.get("/v1/llm/fine-tunes", auth=A)).json()
     assert [job["id"] for job in listed["jobs"]] == [job_id]
-    events = (await gateway.get(f"/v1/llm/fine-tunes/{job_id}/events", auth=A)).json()["events"]
+    events = (await app_client.get(f"/v1/llm/fine-tunes/{job_id}/events", auth=A)).json()["events"]
     assert [event["message"] for event in events] == ["Job queued."]
     assert isinstance(events[0]["timestamp"], float)
 
-    assert (await gateway.put(f"/v1/llm/fine-tunes/{job_id}/cancel", auth=A)).json() == {"success": True}
+    assert (await app_client.put(f"/v1/llm/fine-tunes/{job_id}/cancel", auth=A)).json() == {"success": True}
 
 
-async def test_another_tenant_sees_nothing(gateway: httpx.AsyncClient) -> None:
-    file_id = await _upload(gateway, GOOD_CSV)
+async def test_another_tenant_sees_nothing(app_client: httpx.AsyncClient) -> None:
+    file_id = await _upload(app_client, GOOD_CSV)
     job_id = (
-        await gateway.post("/v1/llm/fine-tunes", json={"model": "smollm2-135m", "training_file": file_id}, auth=A)
+        await app_client.post("/v1/llm/fine-tunes", json={"model": "smollm2-135m", "training_file": file_id}, auth=A)
     ).json()["id"]
     for method, path in [
         ("GET", f"/v1/llm/fine-tunes/{job_id}"),
         ("GET", f"/v1/llm/fine-tunes/{job_id}/events"),
         ("PUT", f"/v1/llm/fine-tunes/{job_id}/cancel"),
     ]:
-        assert (await gateway.request(method, path, auth=B)).status_code == 404
-    assert (await gateway.get("/v1/llm/fine-tunes", auth=B)).json() == {"jobs": []}
+        assert (await app_client.request(method, path, auth=B)).status_code == 404
+    assert (await app_client.get("/v1/llm/fine-tunes", auth=B)).json() == {"jobs": []}
     # Nor can B train on A's file.
-    stolen = await gateway.post("/v1/llm/fine-tunes", json={"model": "smollm2-135m", "training_file": file_id}, auth=B)
+    stolen = await app_client.post(
+        "/v1/llm/fine-tunes", json={"model": "smollm2-135m", "training_file": file_id}, auth=B
+    )
     assert stolen.status_code == 400 and "was not found among your files" in stolen.json()["detail"]
 
 
@@ -68,36 +70,36 @@ async def test_another_tenant_sees_nothing(gateway: httpx.AsyncClient) -> None:
     ],
 )
 async def test_bad_requests_are_400_and_start_nothing(
-    gateway: httpx.AsyncClient, csv: bytes, extra: dict[str, object], message: str
+    app_client: httpx.AsyncClient, csv: bytes, extra: dict[str, object], message: str
 ) -> None:
-    file_id = await _upload(gateway, csv)
+    file_id = await _upload(app_client, csv)
     body = {"model": "smollm2-135m", "training_file": file_id, **extra}
-    response = await gateway.post("/v1/llm/fine-tunes", json=body, auth=A)
+    response = await app_client.post("/v1/llm/fine-tunes", json=body, auth=A)
     assert response.status_code == 400, response.text
     assert message in response.json()["detail"]
-    assert (await gateway.get("/v1/llm/fine-tunes", auth=A)).json() == {"jobs": []}
+    assert (await app_client.get("/v1/llm/fine-tunes", auth=A)).json() == {"jobs": []}
 
 
-async def test_missing_training_file_is_a_400(gateway: httpx.AsyncClient) -> None:
+async def test_missing_training_file_is_a_400(app_client: httpx.AsyncClient) -> None:
     body = {"model": "smollm2-135m", "training_file": "file-doesnotexist"}
-    response = await gateway.post("/v1/llm/fine-tunes", json=body, auth=A)
+    response = await app_client.post("/v1/llm/fine-tunes", json=body, auth=A)
     assert response.status_code == 400 and "file-doesnotexist" in response.json()["detail"]
 
 
-async def test_concurrent_fine_tunes_per_tenant_are_capped(gateway: httpx.AsyncClient, settings: Settings) -> None:
-    file_id = await _upload(gateway, GOOD_CSV)
+async def test_concurrent_fine_tunes_per_tenant_are_capped(app_client: httpx.AsyncClient, settings: Settings) -> None:
+    file_id = await _upload(app_client, GOOD_CSV)
     body = {"model": "smollm2-135m", "training_file": file_id}
     for _ in range(settings.fine_tune_max_concurrent_per_tenant):
-        assert (await gateway.post("/v1/llm/fine-tunes", json=body, auth=A)).status_code == 200
-    refused = await gateway.post("/v1/llm/fine-tunes", json=body, auth=A)
+        assert (await app_client.post("/v1/llm/fine-tunes", json=body, auth=A)).status_code == 200
+    refused = await app_client.post("/v1/llm/fine-tunes", json=body, auth=A)
     assert refused.status_code == 429 and "fine-tunes queued or running" in refused.json()["detail"]
     # Another tenant is not affected.
-    other = await _upload(gateway, GOOD_CSV, B)
-    accepted = await gateway.post("/v1/llm/fine-tunes", json={**body, "training_file": other}, auth=B)
+    other = await _upload(app_client, GOOD_CSV, B)
+    accepted = await app_client.post("/v1/llm/fine-tunes", json={**body, "training_file": other}, auth=B)
     assert accepted.status_code == 200
 
 
-async def test_download_of_an_unknown_model_is_404(gateway: httpx.AsyncClient) -> None:
+async def test_download_of_an_unknown_model_is_404(app_client: httpx.AsyncClient) -> None:
     body = {"model_name": "smollm2-135m.nothing.261129-000000", "download_format": "hugging_face"}
-    response = await gateway.post("/v1/llm/model-endpoints/download", json=body, auth=A)
+    response = await app_client.post("/v1/llm/model-endpoints/download", json=body, auth=A)
     assert response.status_code == 404

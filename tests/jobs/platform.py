@@ -16,6 +16,7 @@ import httpx
 
 from model_engine_server.orchestration.local.processes import free_port
 from model_engine_server.testing.peers import run_peer_script
+from model_engine_server.testing.platform import stop_process, wait_healthy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_CACHE = Path(os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or REPO_ROOT / ".llm-engine" / "test-model-cache")
@@ -85,21 +86,7 @@ def running_platform(tmp: Path, chunk_size: int) -> Iterator[Platform]:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     platform = Platform(f"http://127.0.0.1:{port}", tmp / "data", process)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp / "serve.log").read_text()
-            try:
-                if httpx.get(platform.base_url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "model-engine serve did not start"
-            time.sleep(0.2)
+        wait_healthy(f"{platform.base_url}/healthz", process, timeout=60, output=(tmp / "serve.log").read_text)
         yield platform
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=60)

@@ -68,6 +68,13 @@ def make_endpoint(name: str = "llama-chat", revision: int = 1, **config: Any) ->
 OrchestratorFactory = Callable[..., Awaitable[KubernetesOrchestrator]]
 
 
+async def applied(orchestrator: KubernetesOrchestrator, name: str = "llama-chat", **config: Any) -> ModelEndpoint:
+    """``make_endpoint(name, **config)``, applied: its objects now exist in the emulator."""
+    endpoint = make_endpoint(name, **config)
+    await orchestrator.apply(endpoint)
+    return endpoint
+
+
 @pytest.fixture
 async def make_orchestrator(emulator: KubeEmulator, tmp_path: Path) -> AsyncIterator[OrchestratorFactory]:
     started: list[KubernetesOrchestrator] = []

@@ -12,7 +12,7 @@ import pytest
 
 from model_engine_server.domain.entities import EndpointStatus
 from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator, naming
-from tests.kubernetes.conftest import NAMESPACE, add_pod, make_endpoint, observe_until, roll_out
+from tests.kubernetes.conftest import NAMESPACE, add_pod, applied, observe_until, roll_out
 from tests.kubernetes.emulator import KubeEmulator
 
 
@@ -143,8 +143,7 @@ FAILURES: list[tuple[str, dict[str, Any], list[str]]] = [
 async def test_pod_failures_become_update_failed_with_an_actionable_reason(
     emulator: KubeEmulator, orchestrator: KubernetesOrchestrator, pod_status: dict[str, Any], expected: list[str]
 ) -> None:
-    endpoint = make_endpoint()
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator)
     roll_out(emulator, endpoint, available=0)
     add_pod(emulator, endpoint, "x1", pod_status)
 
@@ -157,8 +156,7 @@ async def test_pod_failures_become_update_failed_with_an_actionable_reason(
 async def test_a_stalled_rollout_fails_with_the_controllers_message(
     emulator: KubeEmulator, orchestrator: KubernetesOrchestrator
 ) -> None:
-    endpoint = make_endpoint()
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator)
     roll_out(emulator, endpoint, available=0)
     emulator.patch(
         "apps",
@@ -185,8 +183,7 @@ async def test_a_stalled_rollout_fails_with_the_controllers_message(
 async def test_a_pod_that_recovers_clears_the_failure(
     emulator: KubeEmulator, orchestrator: KubernetesOrchestrator
 ) -> None:
-    endpoint = make_endpoint()
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator)
     roll_out(emulator, endpoint, available=0)
     add_pod(emulator, endpoint, "x1", {"phase": "Pending", **waiting("ErrImagePull", "timeout")})
     await observe_until(orchestrator, endpoint, lambda s: s.status == EndpointStatus.UPDATE_FAILED)
@@ -208,8 +205,7 @@ async def test_a_pod_that_recovers_clears_the_failure(
 async def test_slow_loading_pods_are_in_progress_not_failed(
     emulator: KubeEmulator, orchestrator: KubernetesOrchestrator
 ) -> None:
-    endpoint = make_endpoint(min_workers=2, max_workers=2)
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator, min_workers=2, max_workers=2)
     roll_out(emulator, endpoint, available=1)
     add_pod(
         emulator,

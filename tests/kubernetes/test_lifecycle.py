@@ -10,6 +10,7 @@ from tests.kubernetes.conftest import (
     NAMESPACE,
     OrchestratorFactory,
     add_pod,
+    applied,
     deployment_of,
     make_endpoint,
     observe_until,
@@ -35,8 +36,7 @@ def bumped(endpoint: ModelEndpoint, **config: object) -> ModelEndpoint:
 async def test_create_applies_owned_labelled_objects_and_reports_ready(
     emulator: KubeEmulator, orchestrator: KubernetesOrchestrator
 ) -> None:
-    endpoint = make_endpoint()
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator)
 
     name = naming.resource_name(endpoint)
     deployment = deployment_of(emulator, endpoint)
@@ -62,8 +62,7 @@ async def test_create_applies_owned_labelled_objects_and_reports_ready(
 async def test_update_rolls_the_deployment_and_reapply_is_a_no_op(
     emulator: KubeEmulator, orchestrator: KubernetesOrchestrator
 ) -> None:
-    endpoint = make_endpoint()
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator)
     roll_out(emulator, endpoint)
     await observe_until(orchestrator, endpoint, lambda s: s.status == EndpointStatus.READY)
 
@@ -90,8 +89,7 @@ async def test_update_rolls_the_deployment_and_reapply_is_a_no_op(
 async def test_scaling_keeps_the_autoscalers_choice_within_new_bounds(
     emulator: KubeEmulator, orchestrator: KubernetesOrchestrator
 ) -> None:
-    endpoint = make_endpoint(min_workers=1, max_workers=4)
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator, min_workers=1, max_workers=4)
     name = naming.resource_name(endpoint)
     emulator.patch("apps", "deployments", NAMESPACE, name, {"spec": {"replicas": 3}})  # the HPA scaled up
     await wait_until(
@@ -134,8 +132,7 @@ async def test_min_workers_zero_with_keda_scales_to_zero_and_switches_autoscaler
     emulator: KubeEmulator, make_orchestrator: OrchestratorFactory
 ) -> None:
     orchestrator = await make_orchestrator(kubernetes_keda_enabled=True)
-    endpoint = make_endpoint(min_workers=1, max_workers=3)
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator, min_workers=1, max_workers=3)
     name = naming.resource_name(endpoint)
     assert emulator.get("autoscaling", "horizontalpodautoscalers", NAMESPACE, name) is not None
 
@@ -161,8 +158,7 @@ async def test_min_workers_zero_with_keda_scales_to_zero_and_switches_autoscaler
 async def test_min_workers_zero_without_keda_keeps_one_worker(
     emulator: KubeEmulator, orchestrator: KubernetesOrchestrator
 ) -> None:
-    endpoint = make_endpoint(min_workers=0, max_workers=2)
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator, min_workers=0, max_workers=2)
     name = naming.resource_name(endpoint)
     assert deployment_of(emulator, endpoint)["spec"]["replicas"] == 1
     hpa = emulator.get("autoscaling", "horizontalpodautoscalers", NAMESPACE, name)
@@ -192,8 +188,7 @@ async def test_delete_removes_everything_and_is_idempotent(
 async def test_cascade_deletes_children_when_only_the_deployment_is_removed(
     emulator: KubeEmulator, orchestrator: KubernetesOrchestrator
 ) -> None:
-    endpoint = make_endpoint()
-    await orchestrator.apply(endpoint)
+    endpoint = await applied(orchestrator)
     emulator.remove("apps", "deployments", NAMESPACE, naming.resource_name(endpoint))
     for group, plural in KINDS:
         assert emulator.list(group, plural, NAMESPACE) == [], plural

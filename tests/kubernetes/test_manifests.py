@@ -20,6 +20,7 @@ from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
 
 from model_engine_server.config import Settings
+from model_engine_server.domain import rules
 from model_engine_server.domain.entities import InferenceFramework
 from model_engine_server.domain.exceptions import OrchestrationError
 from model_engine_server.domain.model_zoo import ModelZoo
@@ -29,15 +30,7 @@ from model_engine_server.orchestration.kubernetes.manifests import build_manifes
 from tests.kubernetes.conftest import make_endpoint
 
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-GPU_TYPES = [
-    "nvidia-tesla-t4",
-    "nvidia-ampere-a10",
-    "nvidia-ampere-a100",
-    "nvidia-ampere-a100e",
-    "nvidia-hopper-h100",
-    "nvidia-hopper-h100-1g20gb",
-    "nvidia-hopper-h100-3g40gb",
-]
+GPU_TYPES = sorted(rules.GPU_TYPES)  # every type the API accepts
 CHECKPOINTS = [None, "s3://models/llama-3-8b/", "gs://models/llama-3-8b", "pvc://model-store/llama-3-8b"]
 ENGINES = {
     EngineKind.BUILTIN: InferenceFramework.TEXT_GENERATION_INFERENCE,

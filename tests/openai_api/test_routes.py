@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
-from tests.api.completion_support import RunningGateway, running_fake_openai, wait_until
+from tests.api.completion_support import RunningGateway, running_fake_openai, serving_llm, wait_until
 from tests.openai_api.support import BEARER, CHAT, COMPLETIONS, chat_text, decoded, post, stream_chunks
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name four words"}]
@@ -136,9 +136,7 @@ async def test_vllm_chat_stream_keeps_the_role_chunk_and_usage(gateway: RunningG
 async def test_failure_after_the_first_chunk_is_one_error_chunk_then_done(
     gateway: RunningGateway, framework: str
 ) -> None:
-    async with running_instant_tgi(fail_after=2) as tgi_server, running_fake_openai(fail_after=2) as vllm:
-        url = tgi_server.url if framework == "text_generation_inference" else vllm.url
-        await gateway.add_endpoint("llm", [url], framework=framework)
+    async with serving_llm(gateway, framework, fail_after=2):
         response, payloads = await stream_chunks(gateway, CHAT, {"model": "llm", "messages": MESSAGES, "stream": True})
 
     assert response.status_code == 200

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,14 +20,6 @@ from model_engine_server.orchestration.local.processes import process_alive
 from tests.orchestration.helpers import FAST_POLICY, control_file, eventually, fake_settings, make_endpoint
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def orchestrator(tmp_path: Path) -> AsyncIterator[LocalOrchestrator]:
-    local = LocalOrchestrator(fake_settings(tmp_path / "data"), FAST_POLICY)
-    await local.start()
-    yield local
-    await local.close()
 
 
 def pid_running(pid: int) -> bool:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import EndpointRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, InferenceFramework
 from model_engine_server.orchestration.local import LocalOrchestrator
 from model_engine_server.orchestration.local.engines import VLLM_CPU, main
@@ -17,13 +15,6 @@ from model_engine_server.orchestration.reconciler import Reconciler
 from tests.orchestration.helpers import FAST_POLICY, eventually
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def registry(database_url: str) -> AsyncIterator[EndpointRegistry]:
-    engine = create_engine(database_url)
-    yield EndpointRegistry(create_session_factory(engine))
-    await engine.dispose()
 
 
 async def test_vllm_endpoint_without_vllm_installed_fails_with_the_install_command(

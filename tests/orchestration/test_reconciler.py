@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from model_engine_server.db.repositories import EndpointRegistry
-from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.domain.exceptions import OrchestrationError
 from model_engine_server.orchestration.local import LocalOrchestrator
 from model_engine_server.orchestration.local.processes import process_alive
 from model_engine_server.orchestration.reconciler import ReconcilePolicy, Reconciler
 from tests.fakes import FakeOrchestrator
-from tests.orchestration.helpers import FAST_POLICY, control_file, eventually, fake_settings
+from tests.orchestration.helpers import control_file, eventually
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def registry(database_url: str) -> AsyncIterator[EndpointRegistry]:
-    engine = create_engine(database_url)
-    yield EndpointRegistry(create_session_factory(engine))
-    await engine.dispose()
-
-
-@pytest.fixture
-async def local(tmp_path: Path) -> AsyncIterator[LocalOrchestrator]:
-    orchestrator = LocalOrchestrator(fake_settings(tmp_path / "data"), FAST_POLICY)
-    await orchestrator.start()
-    yield orchestrator
-    await orchestrator.close()
 
 
 def config(model: Path, **changes: object) -> EndpointConfig:
@@ -56,12 +39,12 @@ async def reconciled(
 
 
 async def test_new_endpoint_goes_in_progress_then_ready(
-    registry: EndpointRegistry, local: LocalOrchestrator, tmp_path: Path
+    registry: EndpointRegistry, orchestrator: LocalOrchestrator, tmp_path: Path
 ) -> None:
     created = await registry.create(
         owner="team-a", name="llm", config=config(control_file(tmp_path, startup_seconds=0.5))
     )
-    reconciler = Reconciler(registry, local)
+    reconciler = Reconciler(registry, orchestrator)
 
     await reconciler.reconcile_once()
     [starting] = await registry.list_all()
@@ -72,16 +55,16 @@ async def test_new_endpoint_goes_in_progress_then_ready(
     assert (ready.available_workers, ready.unavailable_workers) == (1, 0)
     assert ready.status_reason is None
     assert ready.revision == created.revision
-    assert len(await local.upstreams(ready)) == 1
+    assert len(await orchestrator.upstreams(ready)) == 1
 
 
 async def test_update_rolls_the_servers_over(
-    registry: EndpointRegistry, local: LocalOrchestrator, tmp_path: Path
+    registry: EndpointRegistry, orchestrator: LocalOrchestrator, tmp_path: Path
 ) -> None:
     created = await registry.create(owner="team-a", name="llm", config=config(control_file(tmp_path, "v1")))
-    reconciler = Reconciler(registry, local)
+    reconciler = Reconciler(registry, orchestrator)
     await reconciled(reconciler, registry, "llm", EndpointStatus.READY)
-    [old] = local.replicas(created.id)
+    [old] = orchestrator.replicas(created.id)
 
     updated = await registry.update_config("llm", "team-a", config(control_file(tmp_path, "v2", startup_seconds=0.5)))
     assert updated.status is EndpointStatus.UPDATE_PENDING
@@ -92,17 +75,19 @@ async def test_update_rolls_the_servers_over(
 
     ready = await reconciled(reconciler, registry, "llm", EndpointStatus.READY)
     assert ready.revision == 2
-    [new] = await eventually(lambda: local.replicas(created.id), lambda rs: len(rs) == 1 and rs[0].pid != old.pid)
+    [new] = await eventually(
+        lambda: orchestrator.replicas(created.id), lambda rs: len(rs) == 1 and rs[0].pid != old.pid
+    )
     assert "v2.json" in new.log_path.read_text()
 
 
 async def test_delete_stops_the_servers_and_removes_the_record(
-    registry: EndpointRegistry, local: LocalOrchestrator, tmp_path: Path
+    registry: EndpointRegistry, orchestrator: LocalOrchestrator, tmp_path: Path
 ) -> None:
     created = await registry.create(owner="team-a", name="llm", config=config(control_file(tmp_path)))
-    reconciler = Reconciler(registry, local)
+    reconciler = Reconciler(registry, orchestrator)
     await reconciled(reconciler, registry, "llm", EndpointStatus.READY)
-    [replica] = local.replicas(created.id)
+    [replica] = orchestrator.replicas(created.id)
 
     deleting = await registry.mark_deleting("llm", "team-a")
     assert deleting.status is EndpointStatus.DELETE_IN_PROGRESS
@@ -113,11 +98,11 @@ async def test_delete_stops_the_servers_and_removes_the_record(
 
 
 async def test_crash_loop_is_recorded_as_update_failed_with_the_reason(
-    registry: EndpointRegistry, local: LocalOrchestrator, tmp_path: Path
+    registry: EndpointRegistry, orchestrator: LocalOrchestrator, tmp_path: Path
 ) -> None:
     model = control_file(tmp_path, fail="CUDA out of memory")
     await registry.create(owner="team-a", name="llm", config=config(model))
-    reconciler = Reconciler(registry, local)
+    reconciler = Reconciler(registry, orchestrator)
     failed = await reconciled(reconciler, registry, "llm", EndpointStatus.UPDATE_FAILED)
     assert failed.status_reason is not None
     assert "CUDA out of memory" in failed.status_reason
@@ -191,10 +176,10 @@ async def test_a_restarted_reconciler_applies_every_endpoint_once_without_flappi
 
 
 async def test_the_loop_wakes_on_a_poke_and_on_orchestrator_changes(
-    registry: EndpointRegistry, local: LocalOrchestrator, tmp_path: Path
+    registry: EndpointRegistry, orchestrator: LocalOrchestrator, tmp_path: Path
 ) -> None:
     # An interval far beyond the test's timeout: only a poke or a change the orchestrator reports can wake the loop.
-    reconciler = Reconciler(registry, local, ReconcilePolicy(interval_seconds=3600))
+    reconciler = Reconciler(registry, orchestrator, ReconcilePolicy(interval_seconds=3600))
     loop = asyncio.create_task(reconciler.run())
     try:
         await eventually(lambda: reconciler.passes, lambda passes: passes >= 1)

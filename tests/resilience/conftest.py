@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from model_engine_server.testing.platform import inference_servers
+from model_engine_server.testing.serving import running
 from tests.processes import MODEL_ENGINE, EngineProcess, engine_env, free_port, poll_until
 from tests.resilience.services import PrivatePostgres, PrivateRedis
 
@@ -80,12 +81,8 @@ def postgres() -> Iterator[PrivatePostgres]:
 
 @pytest.fixture(scope="package")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with running(PrivateRedis(tmp_path_factory.mktemp("redis"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="package")

@@ -172,3 +172,8 @@ async def ready_endpoint(
     refreshed = await registry.get_by_id(endpoint.id)
     assert refreshed is not None
     return refreshed
+
+
+async def served_endpoint(registry: EndpointRegistry, settings: Settings, name: str, port: int) -> None:
+    """A READY endpoint ``name`` whose one replica is the server on ``port``."""
+    announce_replicas(settings, [(await ready_endpoint(registry, name), [port])])

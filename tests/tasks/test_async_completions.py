@@ -14,7 +14,7 @@ from model_engine_server.db.repositories import EndpointRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.testing import eventually_async, free_port
 from model_engine_server.testing.tgi import running_instant_tgi
-from tests.tasks.conftest import Workers, announce_replicas, gateway_for, ready_endpoint
+from tests.tasks.conftest import Workers, announce_replicas, gateway_for, ready_endpoint, served_endpoint
 from tests.tasks.helpers import post_async_completion, submit, task_state, wait_for_status
 from tests.tasks.scripted_tgi import running_scripted_tgi
 
@@ -23,8 +23,7 @@ async def test_submit_then_success_is_the_sync_response(
     gateway_client: httpx.AsyncClient, registry: EndpointRegistry, task_settings: Settings, workers: Workers
 ) -> None:
     async with running_instant_tgi() as upstream:
-        endpoint = await ready_endpoint(registry, "demo")
-        announce_replicas(task_settings, [(endpoint, [upstream.port])])
+        await served_endpoint(registry, task_settings, "demo", upstream.port)
         workers.start()
         task_id = await submit(gateway_client, "demo", prompt="one two three", max_new_tokens=4)
         state = await wait_for_status(gateway_client, task_id)
@@ -76,8 +75,7 @@ async def test_results_expire(
     # run (seen upstream) and then for the 404, never for a SUCCESS that must fit inside the lifetime.
     short = task_settings.model_copy(update={"async_task_result_ttl_seconds": 1})
     async with running_instant_tgi(record=True) as upstream, gateway_for(short) as short_client:
-        endpoint = await ready_endpoint(registry, "short-lived")
-        announce_replicas(task_settings, [(endpoint, [upstream.port])])
+        await served_endpoint(registry, task_settings, "short-lived", upstream.port)
         workers.start()
         kept = await submit(gateway_client, "short-lived")  # the default lifetime
         assert (await wait_for_status(gateway_client, kept))["status"] == "SUCCESS", workers.logs()
@@ -162,8 +160,7 @@ async def test_a_worker_killed_mid_task_does_not_lose_it_and_it_completes_once(
     gateway_client: httpx.AsyncClient, registry: EndpointRegistry, task_settings: Settings, workers: Workers
 ) -> None:
     async with running_scripted_tgi(delay=2.0) as slow:
-        endpoint = await ready_endpoint(registry, "slow")
-        announce_replicas(task_settings, [(endpoint, [slow.port])])
+        await served_endpoint(registry, task_settings, "slow", slow.port)
         doomed = workers.start()
         task_id = await submit(gateway_client, "slow", prompt="x y", max_new_tokens=3)
 
@@ -222,8 +219,7 @@ async def test_a_task_longer_than_the_visibility_timeout_runs_once(
     # The visibility timeout is 6 s here; the generation takes 9 s. The running worker renews its lease, so the idle
     # second worker never gets the message.
     async with running_scripted_tgi(delay=9.0) as slow:
-        endpoint = await ready_endpoint(registry, "long")
-        announce_replicas(task_settings, [(endpoint, [slow.port])])
+        await served_endpoint(registry, task_settings, "long", slow.port)
         workers.start()
         workers.start()
         task_id = await submit(gateway_client, "long", prompt="x", max_new_tokens=2)
@@ -242,8 +238,7 @@ async def test_the_production_combination_postgres_and_redis(
     try:
         registry = EndpointRegistry(create_session_factory(engine))
         async with running_instant_tgi() as upstream, gateway_for(settings) as client:
-            endpoint = await ready_endpoint(registry, "prod")
-            announce_replicas(settings, [(endpoint, [upstream.port])])
+            await served_endpoint(registry, settings, "prod", upstream.port)
             workers.start(settings)
             task_ids = [await submit(client, "prod", prompt=f"p {i}", max_new_tokens=3) for i in range(5)]
             for task_id in task_ids:
@@ -261,8 +256,7 @@ async def test_async_tasks_spend_their_owners_token_budget(
     """The worker charges a finished task's generated tokens where the gateways count them (Redis)."""
     settings = task_settings.model_copy(update={"tenant_tokens_per_minute": 4})  # counters under the test's prefix
     async with running_instant_tgi() as upstream, gateway_for(settings) as client:
-        endpoint = await ready_endpoint(registry, "demo")
-        announce_replicas(settings, [(endpoint, [upstream.port])])
+        await served_endpoint(registry, settings, "demo", upstream.port)
         workers.start(settings)
         task_id = await submit(client, "demo", max_new_tokens=4)
         state = await wait_for_status(client, task_id)

@@ -12,7 +12,7 @@ import pytest
 from model_engine_server.config import Settings
 from model_engine_server.db.repositories import EndpointRegistry
 from model_engine_server.testing.platform import BuiltinServer, running_builtin_server
-from tests.tasks.conftest import Workers, announce_replicas, ready_endpoint
+from tests.tasks.conftest import Workers, served_endpoint
 from tests.tasks.helpers import submit, wait_for_status
 
 pytestmark = pytest.mark.model
@@ -33,8 +33,7 @@ async def test_async_completion_on_the_bundled_model(
     model_server: BuiltinServer,
 ) -> None:
     port = model_server.port
-    endpoint = await ready_endpoint(registry, "smollm2")
-    announce_replicas(task_settings, [(endpoint, [port])])
+    await served_endpoint(registry, task_settings, "smollm2", port)
     workers.start()
     # Submitted while the model is still loading: the worker retries until the server accepts connections.
     task_id = await submit(gateway_client, "smollm2", prompt="The capital of France is", max_new_tokens=8)

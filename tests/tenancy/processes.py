@@ -9,10 +9,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 import redis
 
 from model_engine_server.orchestration.local.processes import free_port
+from model_engine_server.testing.platform import stop_process, wait_healthy
 
 
 @contextmanager
@@ -52,19 +52,9 @@ def start_gateways(count: int, env: dict[str, str]) -> Iterator[list[str]]:
         processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         urls.append(f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 60
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "gateway did not start"
-                time.sleep(0.1)
+        for url, process in zip(urls, processes, strict=True):
+            wait_healthy(f"{url}/healthz", process, timeout=60, interval=0.1)
         yield urls
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
+            stop_process(process, timeout=30)

@@ -40,7 +40,7 @@ async def counters(request: pytest.FixtureRequest) -> AsyncIterator[LimitCounter
 
 
 def limiter_with(counters: LimitCounters, clock: Clock, **limits: int) -> TenantLimiter:
-    overrides = {"vip": TenantLimitOverrides(requests_per_minute=120)}
+    overrides: dict[str, TenantLimitOverrides] = {"vip": {"requests_per_minute": 120}}
 
     async def lookup(tenant: str) -> TenantLimitOverrides | None:
         return overrides.get(tenant)

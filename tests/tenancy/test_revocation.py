@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from model_engine_server.db.repositories import ApiKeyStore
-from model_engine_server.db.session import create_engine, create_session_factory
 from tests.tenancy.processes import start_gateways
 
 LIST = "/v1/llm/model-endpoints"
@@ -30,10 +30,8 @@ def two_gateways(database_url: str, tmp_path: Path) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-async def key_store(database_url: str) -> AsyncIterator[ApiKeyStore]:
-    engine = create_engine(database_url)
-    yield ApiKeyStore(create_session_factory(engine))
-    await engine.dispose()
+def key_store(sessions: async_sessionmaker[AsyncSession]) -> ApiKeyStore:
+    return ApiKeyStore(sessions)
 
 
 async def test_revocation_reaches_two_gateway_processes_within_a_second(

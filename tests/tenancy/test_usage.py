@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from model_engine_server.db.session import create_engine, create_session_factory
 from model_engine_server.db.tenancy import UsageRecord, UsageStore, UsageSummary
 from model_engine_server.tenancy.usage import UsageRecorder
 
 
 @pytest.fixture
-async def usage(database_url: str) -> AsyncIterator[UsageStore]:
-    engine = create_engine(database_url)
-    yield UsageStore(create_session_factory(engine))
-    await engine.dispose()
+def usage(sessions: async_sessionmaker[AsyncSession]) -> UsageStore:
+    return UsageStore(sessions)
 
 
 def at(day: int, hour: int) -> datetime:

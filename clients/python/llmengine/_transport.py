@@ -21,13 +21,14 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Generator
+from typing import Any
 
 import httpx
 
 from llmengine import api_engine
 from llmengine._constants import CONNECT_TIMEOUT, DEFAULT_TIMEOUT
 from llmengine._core.request_specs import RequestSpec, auth_headers, build_url
-from llmengine._core.responses import error_from_response, retry_after_seconds
+from llmengine._core.responses import ModelT, error_from_response, parse_body, retry_after_seconds
 from llmengine._core.retry import Failure
 from llmengine._core.sse import SSEDecoder
 from llmengine._version import __version__
@@ -217,6 +218,11 @@ def _send(spec: RequestSpec, *, stream: bool) -> tuple[httpx.Response, _Exchange
 def request(spec: RequestSpec) -> bytes:
     """Send ``spec`` and return the body of its 2xx answer; errors raise the ``llmengine.errors`` types."""
     return _send(spec, stream=False)[0].content
+
+
+def request_model(method: str, path: str, model: type[ModelT], timeout: float = DEFAULT_TIMEOUT, **spec: Any) -> ModelT:
+    """Send a request (``spec``: ``json``, ``params``, ``headers``) and parse its 2xx answer as ``model``."""
+    return parse_body(request(RequestSpec(method, path, timeout, **spec)), model)
 
 
 def stream_events(spec: RequestSpec) -> Generator[str, None, None]:

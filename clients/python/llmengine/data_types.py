@@ -285,9 +285,9 @@ class DeleteLLMEndpointResponse(BaseModel):
 # --- completions -------------------------------------------------------------------------------------------------
 
 
-class CompletionSyncV1Request(_Request):
-    prompt: str
-    max_new_tokens: int = Field(gt=0)
+class SamplingFields(BaseModel):
+    """How tokens are sampled: the fields a completion request and a batch job's content share."""
+
     temperature: float = Field(ge=0.0, le=1.0)
     """0 means greedy decoding."""
     stop_sequences: list[str] | None = None
@@ -296,6 +296,11 @@ class CompletionSyncV1Request(_Request):
     frequency_penalty: float | None = Field(default=None, ge=0.0, le=2.0)
     top_k: int | None = Field(default=None, ge=-1)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+
+
+class CompletionSyncV1Request(SamplingFields, _Request):  # _Request last: its config (extra="allow") wins
+    prompt: str
+    max_new_tokens: int = Field(gt=0)
     include_stop_str_in_output: bool | None = None
     guided_json: dict[str, Any] | None = None
     guided_regex: str | None = None

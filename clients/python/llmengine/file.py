@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import IO, Any
 
 from llmengine import _transport
-from llmengine._constants import DEFAULT_TIMEOUT
-from llmengine._core.request_specs import RequestSpec, auth_headers, build_url
+from llmengine._core.request_specs import auth_headers, build_url
 from llmengine._core.responses import error_from_response, parse_body
 from llmengine.api_engine import get_api_key, get_base_path
 from llmengine.job_types import (
@@ -40,20 +39,20 @@ class File:
 
     @classmethod
     def get(cls, file_id: str) -> GetFileResponse:
-        return parse_body(
-            _transport.request(RequestSpec("GET", f"v1/files/{file_id}", DEFAULT_TIMEOUT)), GetFileResponse
-        )
+        """The file's id, name and size in bytes."""
+        return _transport.request_model("GET", f"v1/files/{file_id}", GetFileResponse)
 
     @classmethod
     def list(cls) -> ListFilesResponse:
-        return parse_body(_transport.request(RequestSpec("GET", "v1/files", 30)), ListFilesResponse)
+        """Every file of the caller's tenant."""
+        return _transport.request_model("GET", "v1/files", ListFilesResponse, timeout=30)
 
     @classmethod
     def delete(cls, file_id: str) -> DeleteFileResponse:
-        spec = RequestSpec("DELETE", f"v1/files/{file_id}", DEFAULT_TIMEOUT)
-        return parse_body(_transport.request(spec), DeleteFileResponse)
+        """Remove the file: its record and its bytes."""
+        return _transport.request_model("DELETE", f"v1/files/{file_id}", DeleteFileResponse)
 
     @classmethod
     def download(cls, file_id: str) -> GetFileContentResponse:
-        spec = RequestSpec("GET", f"v1/files/{file_id}/content", DEFAULT_TIMEOUT)
-        return parse_body(_transport.request(spec), GetFileContentResponse)
+        """The file's content, as text."""
+        return _transport.request_model("GET", f"v1/files/{file_id}/content", GetFileContentResponse)

@@ -5,9 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from llmengine import _transport
-from llmengine._constants import DEFAULT_TIMEOUT
-from llmengine._core.request_specs import RequestSpec
-from llmengine._core.responses import parse_body
 from llmengine.job_types import (
     CancelFineTuneResponse,
     CreateFineTuneResponse,
@@ -42,27 +39,24 @@ class FineTune:
             "wandb_config": wandb_config,
             "suffix": suffix,
         }
-        spec = RequestSpec("POST", FINE_TUNES_PATH, DEFAULT_TIMEOUT, json=body)
-        return parse_body(_transport.request(spec), CreateFineTuneResponse)
+        return _transport.request_model("POST", FINE_TUNES_PATH, CreateFineTuneResponse, json=body)
 
     @classmethod
     def get(cls, fine_tune_id: str) -> GetFineTuneResponse:
-        spec = RequestSpec("GET", f"{FINE_TUNES_PATH}/{fine_tune_id}", DEFAULT_TIMEOUT)
-        return parse_body(_transport.request(spec), GetFineTuneResponse)
+        """The job's status and, once it succeeded, the name of the fine-tuned model (``Model.create`` takes it)."""
+        return _transport.request_model("GET", f"{FINE_TUNES_PATH}/{fine_tune_id}", GetFineTuneResponse)
 
     @classmethod
     def list(cls) -> ListFineTunesResponse:
-        return parse_body(
-            _transport.request(RequestSpec("GET", FINE_TUNES_PATH, DEFAULT_TIMEOUT)), ListFineTunesResponse
-        )
+        """Every fine-tuning job of the caller's tenant."""
+        return _transport.request_model("GET", FINE_TUNES_PATH, ListFineTunesResponse)
 
     @classmethod
     def cancel(cls, fine_tune_id: str) -> CancelFineTuneResponse:
-        spec = RequestSpec("PUT", f"{FINE_TUNES_PATH}/{fine_tune_id}/cancel", DEFAULT_TIMEOUT)
-        return parse_body(_transport.request(spec), CancelFineTuneResponse)
+        """Stop the job; ``success`` is False when it had already finished."""
+        return _transport.request_model("PUT", f"{FINE_TUNES_PATH}/{fine_tune_id}/cancel", CancelFineTuneResponse)
 
     @classmethod
     def get_events(cls, fine_tune_id: str) -> GetFineTuneEventsResponse:
         """Training loss per step, validation loss per epoch, and the job's own events, oldest first."""
-        spec = RequestSpec("GET", f"{FINE_TUNES_PATH}/{fine_tune_id}/events", DEFAULT_TIMEOUT)
-        return parse_body(_transport.request(spec), GetFineTuneEventsResponse)
+        return _transport.request_model("GET", f"{FINE_TUNES_PATH}/{fine_tune_id}/events", GetFineTuneEventsResponse)

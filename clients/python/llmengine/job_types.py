@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 from pydantic import ConfigDict, Field
 
-from llmengine.data_types import BaseModel
+from llmengine.data_types import BaseModel, SamplingFields
 
 
 class UploadFileResponse(BaseModel):
@@ -61,16 +61,9 @@ CreateBatchCompletionsModelConfig: TypeAlias = CreateBatchCompletionsV1ModelConf
 CreateBatchCompletionsV2ModelConfig: TypeAlias = BatchCompletionsModelConfig
 
 
-class CreateBatchCompletionsV1RequestContent(BaseModel):
+class CreateBatchCompletionsV1RequestContent(SamplingFields):
     prompts: list[str]
     max_new_tokens: int
-    temperature: float = Field(ge=0.0, le=1.0)
-    stop_sequences: list[str] | None = None
-    return_token_log_probs: bool | None = False
-    presence_penalty: float | None = Field(default=None, ge=0.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_k: int | None = Field(default=None, ge=-1)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     skip_special_tokens: bool | None = True
 
 

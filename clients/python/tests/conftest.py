@@ -117,12 +117,10 @@ def inprocess_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Back
     """The gateway app with READY endpoints routed to instant TGI servers (see ``sdk_inprocess_gateway``)."""
     from sdk_inprocess_gateway import BackgroundGateway
 
-    running = BackgroundGateway(tmp_path_factory.mktemp("inprocess-gateway"))
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    from model_engine_server.testing.serving import running
+
+    with running(BackgroundGateway(tmp_path_factory.mktemp("inprocess-gateway"))) as gateway:
+        yield gateway
 
 
 @pytest.fixture

@@ -53,7 +53,4 @@ async def update_batch(
 
 @router.post("/v2/batch-completions/{job_id}/actions/cancel", response_model=CancelBatchJobResponse)
 async def cancel_batch(job_id: str, caller: CallerDep, services: FilesAndJobsDep) -> CancelBatchJobResponse:
-    await services.jobs.get_owned(job_id, caller, _KIND)
-    cancelled = await services.jobs.request_cancel(job_id)
-    services.on_change()
-    return CancelBatchJobResponse(success=cancelled)
+    return CancelBatchJobResponse(success=await services.cancel_owned(job_id, caller, _KIND))

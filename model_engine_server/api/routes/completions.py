@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from starlette.responses import StreamingResponse
 
 from model_engine_server.api import sse
@@ -33,30 +34,43 @@ router = APIRouter(prefix="/v1/llm", tags=["completions"])
 EndpointNameQuery = Annotated[str, Query(min_length=1, description="The model endpoint to send the prompt to.")]
 
 
-async def _route(
-    dispatcher: CompletionDispatcher, kind: str, name: str, caller: str, request: CompletionRequest
-) -> CompletionRoute:
-    try:
-        return await dispatcher.route(name, caller, request)
-    except DomainError as exc:
-        count_rejected(kind, status_for(exc))
-        raise
+@dataclass(frozen=True)
+class CompletionCall:
+    """What both completion routes start from: the request in domain terms, who sends it, and when it arrived."""
+
+    request: CompletionRequest
+    endpoint_name: str
+    caller: str
+    dispatcher: CompletionDispatcher
+    started: float
+
+    async def route(self, kind: str) -> CompletionRoute:
+        try:
+            return await self.dispatcher.route(self.endpoint_name, self.caller, self.request)
+        except DomainError as exc:
+            count_rejected(kind, status_for(exc))
+            raise
 
 
-@router.post("/completions-sync", response_model=CompletionSyncResponse)
-async def create_completion_sync(
+def _completion_call(
     body: CompletionRequestBody,
     model_endpoint_name: EndpointNameQuery,
     caller: CallerDep,
     dispatcher: CompletionDispatcherDep,
-) -> Response:
+) -> CompletionCall:
+    return CompletionCall(body.to_domain(), model_endpoint_name, caller, dispatcher, time.perf_counter())
+
+
+CompletionCallDep = Annotated[CompletionCall, Depends(_completion_call)]
+
+
+@router.post("/completions-sync", response_model=CompletionSyncResponse)
+async def create_completion_sync(call: CompletionCallDep) -> Response:
     """Complete the prompt and answer with the whole text and its token counts."""
-    started = time.perf_counter()
-    request = body.to_domain()
-    route = await _route(dispatcher, "sync", model_endpoint_name, caller, request)
-    observation = RequestObservation("sync", route.endpoint.id, started)
+    route = await call.route("sync")
+    observation = RequestObservation("sync", route.endpoint.id, call.started)
     with observation.measuring():
-        output = await dispatcher.complete(route, request)
+        output = await call.dispatcher.complete(route, call.request)
         observation.tokens(output.num_prompt_tokens, output.num_completion_tokens)
     payload = sync_response_payload(uuid.uuid4().hex, output)
     return Response(orjson.dumps(payload), media_type="application/json")
@@ -67,23 +81,16 @@ async def create_completion_sync(
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events, one per token."}},
 )
-async def create_completion_stream(
-    body: CompletionRequestBody,
-    model_endpoint_name: EndpointNameQuery,
-    caller: CallerDep,
-    dispatcher: CompletionDispatcherDep,
-    settings: SettingsDep,
-) -> StreamingResponse:
+async def create_completion_stream(call: CompletionCallDep, settings: SettingsDep) -> StreamingResponse:
     """Stream the completion token by token as Server-Sent Events; the last event has ``finished: true``."""
-    started = time.perf_counter()
-    request = body.to_domain()
     request_id = uuid.uuid4().hex
     ping_seconds = settings.stream_keepalive_seconds
 
     async def start(route: CompletionRoute) -> StreamingResponse:
-        observation = RequestObservation("stream", route.endpoint.id, started)
-        deltas = dispatcher.stream(route, request)
+        observation = RequestObservation("stream", route.endpoint.id, call.started)
+        deltas = call.dispatcher.stream(route, call.request)
         return await sse.open_completion_stream(request_id, deltas, observation, ping_seconds=ping_seconds)
 
-    admitting = _route(dispatcher, "stream", model_endpoint_name, caller, request)
-    return await sse.stream_when_admitted(admitting, start, partial(sse.error_event, request_id), ping_seconds)
+    return await sse.stream_when_admitted(
+        call.route("stream"), start, partial(sse.error_event, request_id), ping_seconds
+    )

@@ -52,10 +52,7 @@ async def get_fine_tune(fine_tune_id: str, caller: CallerDep, services: FilesAnd
 
 @router.put("/v1/llm/fine-tunes/{fine_tune_id}/cancel", response_model=CancelFineTuneResponse)
 async def cancel_fine_tune(fine_tune_id: str, caller: CallerDep, services: FilesAndJobsDep) -> CancelFineTuneResponse:
-    await services.jobs.get_owned(fine_tune_id, caller, _KIND)
-    cancelled = await services.jobs.request_cancel(fine_tune_id)
-    services.on_change()
-    return CancelFineTuneResponse(success=cancelled)
+    return CancelFineTuneResponse(success=await services.cancel_owned(fine_tune_id, caller, _KIND))
 
 
 @router.get("/v1/llm/fine-tunes/{fine_tune_id}/events", response_model=GetFineTuneEventsResponse)

@@ -120,7 +120,7 @@ async def _proxy(
         async def start(admitted: tuple[CompletionRoute, list[bytes]]) -> StreamingResponse:
             route, contents = admitted
             observation = RequestObservation(label, route.endpoint.id, started, protocol=PROTOCOL)
-            data = upstream.stream_data(route.upstreams, kind.path, contents[0], body.routing_prompt())
+            data = upstream.stream_data(route.upstreams, kind.wire.path, contents[0], body.routing_prompt())
             chunks = _chunks(data, normaliser, observation, dispatcher, route)
             return await sse.open_event_stream(chunks, OpenAiFormat(), observation, ping_seconds)
 
@@ -130,7 +130,7 @@ async def _proxy(
     observation = RequestObservation(label, route.endpoint.id, started, protocol=PROTOCOL)
     with observation.measuring():
         async with dispatcher.running(route):  # the tenant's concurrency limit and the endpoint's fair queue
-            answers = await _post_all(upstream, route.upstreams, kind.path, contents, body.routing_prompt())
+            answers = await _post_all(upstream, route.upstreams, kind.wire.path, contents, body.routing_prompt())
         payload = normaliser.response(merge_responses([decode_json(raw) for raw in answers], body.n or 1))
         observation.tokens(normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)
     await dispatcher.finished(route, normaliser.usage.prompt_tokens, normaliser.usage.completion_tokens)

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query
 
 from model_engine_server.api.deps import PrincipalDep, TenancyDep
 from model_engine_server.api.tenancy_schemas import (
-    EffectiveLimits,
     TenantLimitsBody,
     TenantLimitsResponse,
     UsageEntry,
@@ -46,9 +45,7 @@ async def set_tenant_limits(
 async def _limits_response(tenancy: TenancyDep, tenant: str) -> TenantLimitsResponse:
     overrides = await tenancy.limits.get(tenant)
     effective = tenancy.limiter.defaults.with_overrides(overrides)
-    return TenantLimitsResponse(
-        tenant=tenant, overrides=TenantLimitsBody.of(overrides), effective=EffectiveLimits.of(effective)
-    )
+    return TenantLimitsResponse(tenant=tenant, overrides=TenantLimitsBody.of(overrides), effective=effective)
 
 
 _MOMENT: dict[str, Any] = {"json_schema_extra": {"format": "date-time"}}  # a date alone (2026-11-01) is read too

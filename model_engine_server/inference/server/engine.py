@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from model_engine_server.inference.server import llama
 from model_engine_server.inference.server.kv_cache import BatchKvCache, KvPrefix
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ class ModelRunner:
             eos_ids.add(int(tokenizer.eos_token_id))
         self.eos_token_ids = frozenset(eos_ids)
         self.special_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
+        # Llama-architecture models (the bundled SmolLM2 among them) run on our lean forward; others on transformers'.
+        self.lean = llama.LlamaForward(model) if llama.supports(model) else None
 
     @classmethod
     def load(cls, checkpoint: Path, dtype: str = "auto", device: str | None = None) -> ModelRunner:
@@ -156,15 +159,13 @@ class ModelRunner:
             columns = torch.arange(cache.length, device=self.device)[None, :]
             mask = torch.cat([(columns >= cache.length - offsets).to(mask.dtype), mask], dim=1)
         # --- end prefix cache ---
-        out = self.model(
+        logits = self._forward(
+            cache,
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=cache,
-            use_cache=True,
             logits_to_keep=0 if want_prompt_logprobs else 1,
         )
-        logits = out.logits
         for i, prompt in enumerate(prompts):
             if len(prompt) < mask.shape[1]:
                 cache.zero_columns(i, mask.shape[1] - len(prompt))  # padding keys/values must stay exactly zero
@@ -188,13 +189,11 @@ class ModelRunner:
         # Without left padding every row attends to its whole cache, so the model needs no mask: building the 4-D
         # mask from the 2-D one costs a quarter of a small batch's decode step on CPU (measured, SmolLM2 batch 1).
         padded = min(batch.lengths) < batch.attention_mask.shape[1]
-        out = self.model(
+        logits = self._forward(
+            batch.cache,
             input_ids=batch.next_tokens[:, None],
             attention_mask=mask if padded else None,
             position_ids=batch.positions[:, None],
-            past_key_values=batch.cache,
-            use_cache=True,
-            logits_to_keep=1,
         )
         advanced = replace(
             batch,
@@ -202,7 +201,14 @@ class ModelRunner:
             positions=batch.positions + 1,
             lengths=tuple(length + 1 for length in batch.lengths),
         )
-        return advanced, out.logits[:, -1, :]
+        return advanced, logits[:, -1, :]
+
+    def _forward(self, cache: BatchKvCache, **inputs: Any) -> torch.Tensor:
+        """Logits for ``inputs`` (transformers' keyword arguments), appending the new keys/values to ``cache``."""
+        if self.lean is not None:
+            return self.lean(cache=cache, **inputs)
+        logits: torch.Tensor = self.model(past_key_values=cache, use_cache=True, **inputs).logits
+        return logits
 
 
 def _prompt_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, prompts: list[list[int]]) -> list[list[float]]:
@@ -222,8 +228,15 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def configure_threads(num_threads: int | None = None) -> int:
-    """Use every core for the model's intra-op work (one thread per core), and one inter-op thread."""
-    threads = num_threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or (os.cpu_count() or 1)
+    """Torch intra-op threads: one per core but one, and one inter-op thread.
+
+    The spare core runs the server's own Python (event loop, scheduler, detokenization), as vLLM-CPU reserves one for
+    its front end. On a two-core machine one compute thread also measured faster and far steadier than two: OpenMP
+    threads wait for each other at every operation, and any other work on the machine stalls them (a batch-1 decode
+    step: 22 ms median with one thread, 31-119 ms median with two, 18-19 ms at best; see docs/benchmarks.md).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = num_threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, cores - 1)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)

@@ -23,42 +23,21 @@ class ServerMetrics:
         self.batch_max_tokens = Gauge(
             "tgi_batch_current_max_tokens", "Tokens reserved by the running batch (input + max_new_tokens)", registry=r
         )
-        self.request_duration = Histogram(
-            "tgi_request_duration", "End-to-end request time (s)", buckets=_DURATION_BUCKETS, registry=r
+        self.request_duration = self._seconds("tgi_request_duration", "End-to-end request time (s)")
+        self.queue_duration = self._seconds("tgi_request_queue_duration", "Time from arrival to prefill (s)")
+        self.inference_duration = self._seconds(
+            "tgi_request_inference_duration", "Time from prefill to the last token (s)"
         )
-        self.queue_duration = Histogram(
-            "tgi_request_queue_duration", "Time from arrival to prefill (s)", buckets=_DURATION_BUCKETS, registry=r
+        self.time_to_first_token = self._seconds(
+            "tgi_request_time_to_first_token", "Time from arrival to the first generated token (s)"
         )
-        self.inference_duration = Histogram(
-            "tgi_request_inference_duration",
-            "Time from prefill to the last token (s)",
-            buckets=_DURATION_BUCKETS,
-            registry=r,
+        self.mean_time_per_token = self._seconds(
+            "tgi_request_mean_time_per_token_duration", "Mean time between generated tokens (s)"
         )
-        self.time_to_first_token = Histogram(
-            "tgi_request_time_to_first_token",
-            "Time from arrival to the first generated token (s)",
-            buckets=_DURATION_BUCKETS,
-            registry=r,
-        )
-        self.mean_time_per_token = Histogram(
-            "tgi_request_mean_time_per_token_duration",
-            "Mean time between generated tokens (s)",
-            buckets=_DURATION_BUCKETS,
-            registry=r,
-        )
-        self.generated_tokens = Histogram(
-            "tgi_request_generated_tokens", "Tokens generated per request", buckets=_TOKEN_BUCKETS, registry=r
-        )
-        self.input_length = Histogram(
-            "tgi_request_input_length", "Prompt tokens per request", buckets=_TOKEN_BUCKETS, registry=r
-        )
-        self.batch_inference_duration = Histogram(
-            "tgi_batch_inference_duration",
-            "Duration of one forward pass (s)",
-            ["method"],
-            buckets=_DURATION_BUCKETS,
-            registry=r,
+        self.generated_tokens = self._tokens("tgi_request_generated_tokens", "Tokens generated per request")
+        self.input_length = self._tokens("tgi_request_input_length", "Prompt tokens per request")
+        self.batch_inference_duration = self._seconds(
+            "tgi_batch_inference_duration", "Duration of one forward pass (s)", "method"
         )
 
         # Prefix caching has no TGI name; vLLM reports the same figures as vllm:prefix_cache_queries/hits.
@@ -79,6 +58,12 @@ class ServerMetrics:
         self.prefix_cache_hits.inc(sum(1 for n in reused_tokens if n))
         self.prefix_cache_reused_tokens.inc(sum(reused_tokens))
         self.prefix_cache_bytes.set(cache_bytes)
+
+    def _seconds(self, name: str, documentation: str, *labels: str) -> Histogram:
+        return Histogram(name, documentation, labels, buckets=_DURATION_BUCKETS, registry=self.registry)
+
+    def _tokens(self, name: str, documentation: str) -> Histogram:
+        return Histogram(name, documentation, buckets=_TOKEN_BUCKETS, registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
@@ -22,32 +23,26 @@ from model_engine_server.orchestration.kubernetes.client import KubeApi, KubeRet
 logger = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Watcher:
     """List-then-watch loop for one kind, in its own daemon thread."""
 
-    def __init__(
-        self,
-        api: KubeApi,
-        resource: Resource,
-        label_selector: str,
-        timeout_seconds: int,
-        on_change: Callable[[], None],
-        retry: KubeRetryPolicy,
-    ) -> None:
-        self.api = api
-        self.resource = resource
-        self.label_selector = label_selector
-        self.timeout_seconds = timeout_seconds
-        self.on_change = on_change
-        self.retry = retry
-        self.synced = threading.Event()
-        self.error: str | None = None  # last failure to list/watch, surfaced by observe()
-        self.relists = 0  # how often a full list was needed (410 Gone or first start)
-        self._objects: dict[str, Obj] = {}
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._response: Any = None
-        self._thread = threading.Thread(target=self._run, name=f"k8s-watch-{resource.plural}", daemon=True)
+    api: KubeApi
+    resource: Resource
+    label_selector: str
+    timeout_seconds: int
+    on_change: Callable[[], None]
+    retry: KubeRetryPolicy
+    synced: threading.Event = field(default_factory=threading.Event, init=False)
+    error: str | None = field(default=None, init=False)  # last failure to list/watch, surfaced by observe()
+    relists: int = field(default=0, init=False)  # how often a full list was needed (410 Gone or first start)
+    _objects: dict[str, Obj] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
+    _response: Any = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"k8s-watch-{self.resource.plural}", daemon=True)
 
     # --- reads -----------------------------------------------------------------------------------------------------
 

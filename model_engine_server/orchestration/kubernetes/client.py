@@ -195,27 +195,20 @@ class KubeApi:
 
     def create(self, resource: Resource, body: Obj) -> Obj | None:
         """None when the object exists already (the caller decides what that means, e.g. a lease held by others)."""
-        name = body["metadata"]["name"]
-        try:
-            return self._retrying(
-                resource,
-                "create",
-                name,
-                lambda: _json(self._call(resource, "create", body=self._typed(resource, body))),
-                conflict_is_final=True,
-            )
-        except _Conflict:
-            return None
+        return self._write(resource, "create", body)
 
     def replace(self, resource: Resource, body: Obj) -> Obj | None:
         """Optimistic update (``metadata.resourceVersion`` must match); None when someone else changed it first."""
-        name = body["metadata"]["name"]
+        return self._write(resource, "replace", body, name=body["metadata"]["name"])
+
+    def _write(self, resource: Resource, operation: str, body: Obj, **target: Any) -> Obj | None:
+        # A conflict (409) is an answer, not a failure to retry: None tells the caller someone else got there first.
         try:
             return self._retrying(
                 resource,
-                "replace",
-                name,
-                lambda: _json(self._call(resource, "replace", name=name, body=self._typed(resource, body))),
+                operation,
+                body["metadata"]["name"],
+                lambda: _json(self._call(resource, operation, body=self._typed(resource, body), **target)),
                 conflict_is_final=True,
             )
         except _Conflict:

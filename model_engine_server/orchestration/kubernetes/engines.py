@@ -40,23 +40,12 @@ class TgiEngine:
         return ["text-generation-launcher"]
 
     def args(self, config: EndpointConfig, source: EngineWeights) -> list[str]:
-        args = [
-            "--model-id",
-            source.model_id,
+        return [
+            *_launcher_args(source.model_id, source),
             "--num-shard",
             str(config.num_shards),
-            "--max-input-tokens",
-            str(source.max_input_tokens),
-            "--max-total-tokens",
-            str(source.context_length),
-            "--hostname",
-            "0.0.0.0",
-            "--port",
-            str(CONTAINER_PORT),
+            *_optional("--quantize", config.quantize),
         ]
-        if config.quantize:
-            args += ["--quantize", config.quantize]
-        return args
 
 
 class VllmEngine:
@@ -69,7 +58,7 @@ class VllmEngine:
         return ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 
     def args(self, config: EndpointConfig, source: EngineWeights) -> list[str]:
-        args = [
+        return [
             "--model",
             source.model_id,
             "--served-model-name",
@@ -78,14 +67,9 @@ class VllmEngine:
             str(config.num_shards),
             "--max-model-len",
             str(source.context_length),
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(CONTAINER_PORT),
+            *_listen("--host"),
+            *_optional("--quantization", config.quantize),
         ]
-        if config.quantize:
-            args += ["--quantization", config.quantize]
-        return args
 
 
 class BuiltinEngine:
@@ -100,18 +84,7 @@ class BuiltinEngine:
     def args(self, config: EndpointConfig, source: EngineWeights) -> list[str]:  # noqa: ARG002 - no sharding flags
         # The built-in server resolves zoo names itself (incl. GGUF files bundled in its image).
         model_id = source.model_id if source.model_id == CHECKPOINT_DIR else source.served_name
-        return [
-            "--model-id",
-            model_id,
-            "--max-input-tokens",
-            str(source.max_input_tokens),
-            "--max-total-tokens",
-            str(source.context_length),
-            "--hostname",
-            "0.0.0.0",
-            "--port",
-            str(CONTAINER_PORT),
-        ]
+        return _launcher_args(model_id, source)
 
 
 ENGINES: dict[EngineKind, TgiEngine | VllmEngine | BuiltinEngine] = {
@@ -127,6 +100,28 @@ def select_engine(config: EndpointConfig, settings: Settings) -> EngineKind:
     if config.inference_framework == InferenceFramework.VLLM:
         return EngineKind.VLLM
     return EngineKind.TGI
+
+
+def _launcher_args(model_id: str, source: EngineWeights) -> list[str]:
+    """The flags of TGI's launcher that the built-in server accepts too: weights, token limits, where to listen."""
+    return [
+        "--model-id",
+        model_id,
+        "--max-input-tokens",
+        str(source.max_input_tokens),
+        "--max-total-tokens",
+        str(source.context_length),
+        *_listen("--hostname"),
+    ]
+
+
+def _listen(host_flag: str) -> list[str]:
+    # Every interface of the pod: the Service and the kubelet's probes reach the container on its pod IP.
+    return [host_flag, "0.0.0.0", "--port", str(CONTAINER_PORT)]
+
+
+def _optional(flag: str, value: str | None) -> list[str]:
+    return [flag, value] if value else []
 
 
 def _resolve_tag(config: EndpointConfig, settings: Settings) -> str:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from model_engine_server.orchestration.kubernetes.client import LEASES, KubeApi, Obj
@@ -35,27 +36,19 @@ def _now_micro() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@dataclass(eq=False)
 class LeaseLeaderElector:
-    def __init__(
-        self,
-        api: KubeApi,
-        name: str,
-        identity: str,
-        lease_duration: int = LEASE_DURATION_SECONDS,
-        renew_deadline: float = RENEW_DEADLINE_SECONDS,
-        retry_period: float = RETRY_PERIOD_SECONDS,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.api = api
-        self.name = name
-        self.identity = identity
-        self.lease_duration = lease_duration
-        self.renew_deadline = renew_deadline
-        self.retry_period = retry_period
-        self._monotonic = monotonic
-        self._observed: tuple[str | None, str | None] | None = None
-        self._observed_at = 0.0
-        self.is_leader = False
+    api: KubeApi
+    name: str
+    identity: str
+    lease_duration: int = LEASE_DURATION_SECONDS
+    renew_deadline: float = RENEW_DEADLINE_SECONDS
+    retry_period: float = RETRY_PERIOD_SECONDS
+    monotonic: Callable[[], float] = time.monotonic
+    is_leader: bool = field(default=False, init=False)
+    # The Lease record (holder, renewTime) last seen, and when by our clock: it expires by our clock, not theirs.
+    _observed: tuple[str | None, str | None] | None = field(default=None, init=False)
+    _observed_at: float = field(default=0.0, init=False)
 
     # --- one attempt (sync; runs in a thread) ----------------------------------------------------------------------
 
@@ -70,9 +63,9 @@ class LeaseLeaderElector:
         holder = spec.get("holderIdentity") or None
         record = (holder, spec.get("renewTime"))
         if record != self._observed:
-            self._observed, self._observed_at = record, self._monotonic()
+            self._observed, self._observed_at = record, self.monotonic()
         duration = int(spec.get("leaseDurationSeconds") or self.lease_duration)
-        expired = self._monotonic() - self._observed_at > duration
+        expired = self.monotonic() - self._observed_at > duration
         if holder not in (None, self.identity) and not expired:
             self.is_leader = False
             return False
@@ -85,7 +78,7 @@ class LeaseLeaderElector:
         if replaced is not None:
             replaced_spec = replaced.get("spec", {}) or {}
             self._observed = (replaced_spec.get("holderIdentity"), replaced_spec.get("renewTime"))
-            self._observed_at = self._monotonic()
+            self._observed_at = self.monotonic()
         return self.is_leader
 
     def release_now(self) -> None:
@@ -139,7 +132,7 @@ class LeaseLeaderElector:
 
     async def keep_renewing(self) -> None:
         """Renew every ``retry_period``; return when a renewal has not succeeded within ``renew_deadline``."""
-        last_success = self._monotonic()
+        last_success = self.monotonic()
         while True:
             await asyncio.sleep(self.retry_period)
             try:
@@ -148,8 +141,8 @@ class LeaseLeaderElector:
                 logger.warning("renewing lease %s failed", self.name, exc_info=True)
                 renewed = False
             if renewed:
-                last_success = self._monotonic()
-            elif not self.is_leader or self._monotonic() - last_success > self.renew_deadline:
+                last_success = self.monotonic()
+            elif not self.is_leader or self.monotonic() - last_success > self.renew_deadline:
                 self.is_leader = False
                 logger.warning("%s lost the lease %s", self.identity, self.name)
                 return

@@ -285,25 +285,19 @@ def service_manifest(endpoint: ModelEndpoint, settings: Settings) -> Manifest:
 def hpa_manifest(endpoint: ModelEndpoint, settings: Settings) -> Manifest:
     config = endpoint.config
     low = max(1, config.min_workers)
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(endpoint, settings),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": naming.resource_name(endpoint)},
-            "minReplicas": low,
-            "maxReplicas": max(low, config.max_workers),
-            "metrics": [
-                {
-                    "type": "Pods",
-                    "pods": {
-                        "metric": {"name": settings.kubernetes_hpa_metric_name},
-                        "target": {"type": "AverageValue", "averageValue": str(config.per_worker)},
-                    },
-                }
-            ],
-        },
+    pods = {
+        "metric": {"name": settings.kubernetes_hpa_metric_name},
+        "target": {"type": "AverageValue", "averageValue": str(config.per_worker)},
     }
+    return _scaler(
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        endpoint,
+        settings,
+        minReplicas=low,
+        maxReplicas=max(low, config.max_workers),
+        metrics=[{"type": "Pods", "pods": pods}],
+    )
 
 
 def scaled_object_manifest(endpoint: ModelEndpoint, settings: Settings) -> Manifest:
@@ -311,27 +305,32 @@ def scaled_object_manifest(endpoint: ModelEndpoint, settings: Settings) -> Manif
     query = settings.kubernetes_keda_query_template.format(
         endpoint_id=endpoint.id, namespace=settings.kubernetes_namespace
     )
+    trigger = {
+        "serverAddress": settings.kubernetes_keda_prometheus_url,
+        "query": query,
+        "threshold": str(config.per_worker),
+        "activationThreshold": "0",
+    }
+    return _scaler(
+        "keda.sh/v1alpha1",
+        "ScaledObject",
+        endpoint,
+        settings,
+        minReplicaCount=0,
+        maxReplicaCount=max(1, config.max_workers),
+        cooldownPeriod=round(settings.scale_to_zero_idle_seconds),  # idle this long: to zero
+        triggers=[{"type": "prometheus", "metadata": trigger}],
+    )
+
+
+def _scaler(api_version: str, kind: str, endpoint: ModelEndpoint, settings: Settings, **spec: Any) -> Manifest:
+    """An autoscaler object (HPA or KEDA ScaledObject) that scales the endpoint's Deployment."""
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": naming.resource_name(endpoint)}
     return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
+        "apiVersion": api_version,
+        "kind": kind,
         "metadata": _metadata(endpoint, settings),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": naming.resource_name(endpoint)},
-            "minReplicaCount": 0,
-            "maxReplicaCount": max(1, config.max_workers),
-            "cooldownPeriod": round(settings.scale_to_zero_idle_seconds),  # idle this long: to zero
-            "triggers": [
-                {
-                    "type": "prometheus",
-                    "metadata": {
-                        "serverAddress": settings.kubernetes_keda_prometheus_url,
-                        "query": query,
-                        "threshold": str(config.per_worker),
-                        "activationThreshold": "0",
-                    },
-                }
-            ],
-        },
+        "spec": {"scaleTargetRef": target, **spec},
     }
 
 
