@@ -10,9 +10,7 @@ class SupervisionPolicy:
     # Health checks: `GET /health` this often while a replica starts, less often once it is ready (its exit is
     # noticed at once anyway); a ready replica that fails this many checks in a row gets no traffic until it answers.
     health_interval_seconds: float = 1.0
-    # While starting: a cold start (a request is waiting) ends as soon as it can; a probe of a port nobody listens on
-    # yet is a refused loopback connection, so probing often costs nothing.
-    startup_probe_seconds: float = 0.1
+    startup_probe_seconds: float = 0.1  # while starting: a waiting cold start ends soon; a refused probe costs nothing
     ready_health_interval_seconds: float = 5.0
     health_timeout_seconds: float = 5.0
     unhealthy_after_failures: int = 3
