@@ -22,6 +22,7 @@ from model_engine_server.domain.entities import ModelEndpoint
 from model_engine_server.domain.exceptions import (
     DomainError,
     EndpointNotReadyError,
+    EndpointWakeTimeoutError,
     OverloadedError,
     UpstreamError,
 )
@@ -40,7 +41,10 @@ T = TypeVar("T")
 
 
 def is_retryable(error: DomainError) -> bool:
-    """Upstream 429, 503 (or no ready replica) and connection failures are worth another try; nothing else is."""
+    """Upstream 429, 503 (or no ready replica) and connection failures are worth another try; nothing else is —
+    in particular not an endpoint that did not wake within the cold-start bound (the task waited that long already)."""
+    if isinstance(error, EndpointWakeTimeoutError):
+        return False
     if isinstance(error, OverloadedError | EndpointNotReadyError):
         return True
     cause = error.__cause__
@@ -202,7 +206,7 @@ class WorkerRuntime:
         self.store = self._registry.tasks
         # The rules every way in applies, by the endpoint id each task names (the task's own endpoint, not a newer
         # one that reuses its name).
-        # A task for an endpoint at zero wakes it and waits for a replica, like a request at the gateway.
+        # A task for an endpoint at zero wakes it like a request at the gateway, then comes back until it has a replica.
         settings = self.settings
         waker = Waker.of(
             self._registry.endpoints, self._resolver, settings.scaling_policy(), settings.cold_start_timeout_seconds
