@@ -126,12 +126,12 @@ class Waker:
         """``hold`` without the wait, for a caller that comes back later (a queued task): wake ``endpoint`` and
         return its ready replicas if it has some now, else ``EndpointWakingError``; once the cold-start bound has
         passed since ``since`` (wall-clock seconds: when the caller first found it at zero), the 503 ``hold`` gives."""
-        self._waiting(endpoint)  # the shared wait wakes it once and keeps its demand fresh while it starts
         upstreams = await self._ready_upstreams(endpoint)
         if upstreams:
             return upstreams
         if time.time() - since >= self._timeout:
             raise self._timeout_error(endpoint)
+        self._waiting(endpoint)  # the shared wait wakes it once and keeps its demand fresh while it starts
         raise EndpointWakingError(f"Model endpoint {endpoint.name!r} is waking up from zero workers.")
 
     def _waiting(self, endpoint: ModelEndpoint) -> asyncio.Task[list[str]]:
