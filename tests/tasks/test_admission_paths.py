@@ -77,9 +77,7 @@ async def gateway_answers(
     return answers
 
 
-async def worker_answer(
-    worker: Any, endpoint: ModelEndpoint, max_new_tokens: int = 5, **task: Any
-) -> tuple[str, str]:
+async def worker_answer(worker: Any, endpoint: ModelEndpoint, max_new_tokens: int = 5, **task: Any) -> tuple[str, str]:
     """What a worker makes of a queued task for ``endpoint``: its final state and the reason it shows the caller."""
     request = asdict(CompletionRequest(prompt="hello", max_new_tokens=max_new_tokens, temperature=0.0))
     kwargs = {"endpoint_id": endpoint.id, "endpoint_name": endpoint.name, "request": request, **task}
