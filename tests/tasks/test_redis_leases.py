@@ -67,6 +67,22 @@ def test_a_running_task_keeps_its_message_and_a_finished_one_is_settled(
     assert client.hexists(prefix + "unacked", "tag-running")
 
 
+def test_a_retried_task_keeps_the_lease_of_its_next_message_when_the_first_run_ends_after_it_arrived(
+    leases: RedisLeases, client: redis.Redis, prefix: str
+) -> None:
+    # A task that comes back later (a waking endpoint, a retry) sends its next message under the same task id; the
+    # worker may receive it before the run that sent it has ended.
+    _deliver(client, prefix, "tag-first-run", "tag-next-run")
+    leases.hold("task", "tag-first-run")
+    leases.hold("task", "tag-next-run")
+    leases.release("task")  # the first run ends
+
+    eventually(lambda: client.zscore(prefix + "unacked_index", "tag-first-run") is None, what="first run settled")
+    score = client.zscore(prefix + "unacked_index", "tag-next-run")
+    assert score is not None and score > LONG_AGO  # renewed, not settled: a crash now would deliver it again
+    assert client.hexists(prefix + "unacked", "tag-next-run")
+
+
 def test_held_tasks_celery_no_longer_knows_are_handed_back(leases: RedisLeases) -> None:
     leases.hold("task-running", "tag-running")
     leases.hold("task-dropped", "tag-dropped")
