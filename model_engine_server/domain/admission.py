@@ -10,7 +10,8 @@
 
 Every "cannot serve right now" goes through ``Admission.when_unavailable``: an endpoint that may run at zero workers
 (``domain.autoscaling.is_wakeable``) is woken and the request waits for a replica (``domain.waking.Waker``) instead
-of getting a 503. Every admitted request, queued ones included, reports demand, which keeps its endpoint awake.
+of getting a 503 — or, for a queued task, woken while the task comes back later (``EndpointWakingError``). Every
+admitted request, queued ones included, reports demand, which keeps its endpoint awake.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from model_engine_server.domain.exceptions import (
     EndpointNotFoundError,
     EndpointNotReadyError,
     EndpointWakeTimeoutError,
+    EndpointWakingError,
 )
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import InferenceEndpoints, UpstreamResolver
@@ -128,44 +130,57 @@ class Admission:
             await self._note_demand(endpoint)
         return endpoint
 
-    async def admit_task(self, endpoint_id: str, endpoint_name: str, request: CompletionRequest) -> Admitted:
-        """A queued request when it runs (the async worker): the same rules as ``admit``, by endpoint id."""
-        admitted = await self._admit_now(self._by_id, (endpoint_id, endpoint_name), request)
+    async def admit_task(
+        self, endpoint_id: str, endpoint_name: str, request: CompletionRequest, *, waking_since: float
+    ) -> Admitted:
+        """A queued request when it runs (the async worker): the same rules as ``admit``, by endpoint id, except
+        that an endpoint at zero is woken without waiting: ``EndpointWakingError`` tells the task to come back later
+        (a waiting task would hold a worker thread), until the cold-start bound counted from ``waking_since``."""
+        key = (endpoint_id, endpoint_name)
+        admitted = await self._admit_now(self._by_id, key, request, waking_since)
         await self._note_demand(admitted.endpoint)
         return admitted
 
-    async def when_unavailable(self, endpoint: ModelEndpoint, reason: str) -> list[str]:
-        """The endpoint cannot serve right now: wake it and wait for a replica when it may run at zero workers,
-        else 503 with ``reason``."""
+    async def when_unavailable(
+        self, endpoint: ModelEndpoint, reason: str, waking_since: float | None = None
+    ) -> list[str]:
+        """The endpoint cannot serve right now: wake it and wait for a replica when it may run at zero workers
+        (or, given ``waking_since``, do not wait: see ``Waker.poke``), else 503 with ``reason``."""
         if self._waker is not None and is_wakeable(endpoint):
-            return await self._waker.hold(endpoint)
+            if waking_since is None:
+                return await self._waker.hold(endpoint)
+            return await self._waker.poke(endpoint, waking_since)
         raise EndpointNotReadyError(reason)
 
     async def _note_demand(self, endpoint: ModelEndpoint) -> None:
         if self._waker is not None:
             await self._waker.note(endpoint)
 
-    async def _admit_now(self, cache: EndpointCache[K], key: K, request: CompletionRequest) -> Admitted:
+    async def _admit_now(
+        self, cache: EndpointCache[K], key: K, request: CompletionRequest, waking_since: float | None = None
+    ) -> Admitted:
         endpoint = await cache.get(key)
         try:
-            return await self._check_now(endpoint, request)
-        except EndpointWakeTimeoutError:
-            raise  # it waited on fresh records already
+            return await self._check_now(endpoint, request, waking_since)
+        except (EndpointWakeTimeoutError, EndpointWakingError):
+            raise  # it read fresh records already
         except EndpointNotReadyError:
             # The cached record may be behind a delete or a status change: ask the registry before answering 503
             # (a deleted endpoint must be a 404). Only the error path pays for this lookup.
-            return await self._check_now(await cache.refresh(key), request)
+            return await self._check_now(await cache.refresh(key), request, waking_since)
 
-    async def _check_now(self, endpoint: ModelEndpoint, request: CompletionRequest) -> Admitted:
+    async def _check_now(
+        self, endpoint: ModelEndpoint, request: CompletionRequest, waking_since: float | None = None
+    ) -> Admitted:
         check_not_deleting(endpoint)
         check_fits(endpoint, request, self._zoo)
         if endpoint.status is not EndpointStatus.READY:
-            return Admitted(endpoint, await self.when_unavailable(endpoint, not_ready_reason(endpoint)))
+            return Admitted(endpoint, await self.when_unavailable(endpoint, not_ready_reason(endpoint), waking_since))
         # At zero workers by the registry's account: a resolver that names a Service rather than ready replicas
         # (Kubernetes) would still answer with an address, so the registry decides.
         upstreams = [] if self._waker is not None and is_asleep(endpoint) else await self._resolver.upstreams(endpoint)
         if not upstreams:
-            upstreams = await self.when_unavailable(endpoint, no_replica_reason(endpoint))
+            upstreams = await self.when_unavailable(endpoint, no_replica_reason(endpoint), waking_since)
         return Admitted(endpoint, upstreams)
 
     def _check_queueable(self, endpoint: ModelEndpoint, request: CompletionRequest) -> None:

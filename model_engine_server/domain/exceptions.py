@@ -10,7 +10,8 @@ DomainError
 ├── AuthenticationError          no or unknown credentials (401)
 ├── ForbiddenError               known caller, not allowed (403)
 ├── EndpointNotReadyError        the endpoint cannot serve right now (503, with the reason)
-│   └── EndpointWakeTimeoutError waited the cold-start bound for a replica (503 with Retry-After)
+│   ├── EndpointWakeTimeoutError waited the cold-start bound for a replica (503 with Retry-After)
+│   └── EndpointWakingError      woken, no replica yet, for a caller that comes back later (a queued task)
 ├── OverloadedError              upstream or queue is full (429)
 │   └── RateLimitExceededError   a tenant's limit or quota (429 with Retry-After)
 ├── UpstreamError                an inference server failed or answered badly (502/504)
@@ -71,6 +72,11 @@ class EndpointNotReadyError(DomainError):
 
 class EndpointWakeTimeoutError(EndpointNotReadyError):
     """A request waited the whole cold-start bound for an endpoint waking from zero workers (503, Retry-After)."""
+
+
+class EndpointWakingError(EndpointNotReadyError):
+    """The endpoint was woken but has no ready replica yet, within the cold-start bound: come back shortly. Only
+    callers that asked not to wait get it (the async worker); it is never a failure of the request."""
 
 
 class OverloadedError(DomainError):

@@ -4,9 +4,10 @@ Every admitted request reports demand for its endpoint in the registry (``record
 ``demand_write_seconds`` per endpoint and process). A request for an endpoint at zero writes it at once — that is
 what wakes the endpoint: the reconciler, on any machine, sees recent demand and starts a replica — and then waits
 (``hold``) until the registry reports an available worker and the resolver a ready replica, up to
-``cold_start_timeout_seconds``; past that it gets a 503 with ``Retry-After``. Requests arriving together share one
-wait, so they wake the endpoint once. Nothing is kept in memory that a restarted gateway would need: the demand is
-in the registry, so an endpoint is never left asleep with requests waiting, nor awake without any.
+``cold_start_timeout_seconds``; past that it gets a 503 with ``Retry-After``. A queued task does not wait (``poke``):
+it wakes the endpoint the same way and comes back later, so a cold start holds no worker thread. Requests arriving
+together share one wait, so they wake the endpoint once. Nothing is kept in memory that a restarted gateway would
+need: the demand is in the registry, so an endpoint is never left asleep with requests waiting, nor awake without any.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from model_engine_server.domain.exceptions import (
     EndpointNotFoundError,
     EndpointNotReadyError,
     EndpointWakeTimeoutError,
+    EndpointWakingError,
 )
 from model_engine_server.domain.ports import InferenceEndpoints, UpstreamResolver
 
@@ -105,11 +107,7 @@ class Waker:
     async def hold(self, endpoint: ModelEndpoint) -> list[str]:
         """Wake ``endpoint`` and wait for its ready replicas; ``EndpointNotReadyError`` (503) past the bound."""
         started = time.monotonic()
-        waiting = self._waits.get(endpoint.id)
-        if waiting is None:
-            waiting = asyncio.create_task(self._wait_ready(endpoint), name=f"wake-{endpoint.name}")
-            self._waits[endpoint.id] = waiting
-            waiting.add_done_callback(lambda task: self._forget(endpoint.id, task))
+        waiting = self._waiting(endpoint)
         held = HELD.labels(endpoint.id)
         held.inc()
         outcome = "failed"
@@ -123,6 +121,34 @@ class Waker:
         finally:
             held.dec()
             HOLD_SECONDS.labels(outcome).observe(time.monotonic() - started)
+
+    async def poke(self, endpoint: ModelEndpoint, since: float) -> list[str]:
+        """``hold`` without the wait, for a caller that comes back later (a queued task): wake ``endpoint`` and
+        return its ready replicas if it has some now, else ``EndpointWakingError``; once the cold-start bound has
+        passed since ``since`` (wall-clock seconds: when the caller first found it at zero), the 503 ``hold`` gives."""
+        upstreams = await self._ready_upstreams(endpoint)
+        if upstreams:
+            return upstreams
+        if time.time() - since >= self._timeout:
+            raise self._timeout_error(endpoint)
+        self._waiting(endpoint)  # the shared wait wakes it once and keeps its demand fresh while it starts
+        raise EndpointWakingError(f"Model endpoint {endpoint.name!r} is waking up from zero workers.")
+
+    def _waiting(self, endpoint: ModelEndpoint) -> asyncio.Task[list[str]]:
+        """The endpoint's one wait for a ready replica, started by the first caller."""
+        waiting = self._waits.get(endpoint.id)
+        if waiting is None:
+            waiting = asyncio.create_task(self._wait_ready(endpoint), name=f"wake-{endpoint.name}")
+            self._waits[endpoint.id] = waiting
+            waiting.add_done_callback(lambda task: self._forget(endpoint.id, task))
+        return waiting
+
+    def _timeout_error(self, endpoint: ModelEndpoint) -> EndpointWakeTimeoutError:
+        return EndpointWakeTimeoutError(
+            f"Model endpoint {endpoint.name!r} is waking up from zero workers and had no ready replica within "
+            f"{self._timeout:.0f}s; try again shortly.",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
 
     def _forget(self, endpoint_id: str, task: asyncio.Task[list[str]]) -> None:
         self._waits.pop(endpoint_id, None)
@@ -143,11 +169,7 @@ class Waker:
                         return upstreams
                     await asyncio.sleep(self._poll)
         except TimeoutError:
-            raise EndpointWakeTimeoutError(
-                f"Model endpoint {endpoint.name!r} is waking up from zero workers and had no ready replica within "
-                f"{self._timeout:.0f}s; try again shortly.",
-                retry_after=RETRY_AFTER_SECONDS,
-            ) from None
+            raise self._timeout_error(endpoint) from None
 
     async def _ready_upstreams(self, endpoint: ModelEndpoint) -> list[str]:
         try:

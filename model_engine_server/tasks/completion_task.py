@@ -1,20 +1,22 @@
-"""The async completion task: admit the task again when it runs (the rules every way in applies), take a slot, call
-a replica, retry what is worth retrying (jittered exponential backoff), and end every other failure with the same
-readable reason the synchronous routes answer with."""
+"""The async completion task: admit the task again when it runs (the rules every way in applies; an endpoint at zero
+is woken and the task comes back shortly rather than hold a thread while it starts), take a slot, call a replica,
+retry what is worth retrying (jittered exponential backoff), and end every other failure with the same readable
+reason the synchronous routes answer with."""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.exceptions import Reject
 
 from model_engine_server.domain.completions import CompletionRequest
-from model_engine_server.domain.exceptions import DomainError
+from model_engine_server.domain.exceptions import DomainError, EndpointWakingError
 from model_engine_server.tasks.client import output_to_json
 from model_engine_server.tasks.errors import AsyncTaskFailure
-from model_engine_server.tasks.policy import TASK_NAME, retry_delay
+from model_engine_server.tasks.policy import TASK_NAME, WAKE_RECHECK_SECONDS, retry_delay
 from model_engine_server.tasks.runtime import WorkerRuntime, is_retryable
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,14 @@ log = logging.getLogger(__name__)
 def register_completion_task(app: Celery, runtime: WorkerRuntime) -> Task:
     @app.task(bind=True, name=TASK_NAME, max_retries=None)  # type: ignore[untyped-decorator]
     def complete(
-        self: Task, endpoint_id: str, endpoint_name: str, request: dict[str, Any], attempt: int = 0
+        self: Task,
+        endpoint_id: str,
+        endpoint_name: str,
+        request: dict[str, Any],
+        attempt: int = 0,
+        waking_since: float | None = None,
     ) -> dict[str, Any]:
-        return run_completion(self, runtime, endpoint_id, endpoint_name, request, attempt)
+        return run_completion(self, runtime, endpoint_id, endpoint_name, request, attempt, waking_since)
 
     task: Task = complete
     return task
@@ -38,11 +45,19 @@ def run_completion(
     endpoint_name: str,
     request: dict[str, Any],
     attempt: int,
+    waking_since: float | None = None,
 ) -> dict[str, Any]:
     kwargs = {"endpoint_id": endpoint_id, "endpoint_name": endpoint_name, "request": request, "attempt": attempt}
     completion = CompletionRequest(**request)
+    since = time.time() if waking_since is None else waking_since  # wall clock: the task may come back elsewhere
     try:
-        admitted = runtime.run(runtime.admission.admit_task(endpoint_id, endpoint_name, completion))
+        admitted = runtime.run(runtime.admission.admit_task(endpoint_id, endpoint_name, completion, waking_since=since))
+    except EndpointWakingError:
+        # Woken, no replica yet: give the thread back to other endpoints' tasks and look again shortly. Not an
+        # attempt: a task is never failed for being early, only once the cold-start bound has passed.
+        raise task.retry(
+            countdown=WAKE_RECHECK_SECONDS, kwargs={**kwargs, "waking_since": since}, max_retries=None
+        ) from None
     except DomainError as exc:  # deleted, too long, not ready: the same answers the synchronous routes give
         _retry_or_fail(task, runtime, exc, kwargs, attempt)
     except Exception as exc:  # the registry is briefly unreachable: the task is not at fault

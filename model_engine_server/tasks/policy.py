@@ -13,6 +13,7 @@ IDLE_QUEUE = "llm-engine.idle"
 
 RETRY_BASE_SECONDS = 1.0  # first retry of an upstream 429/503/connection error waits up to this long
 RETRY_CAP_SECONDS = 60.0
+WAKE_RECHECK_SECONDS = 1.0  # a task that woke its endpoint comes back this often until a replica is ready
 
 PUBLISH_RETRIES = 2  # a broker that refuses this many reconnects in a row is unavailable: 503 at submit
 # A worker that finished a task waits this long for a lost result store (Redis) to come back rather than lose the

@@ -22,6 +22,7 @@ from model_engine_server.domain.entities import ModelEndpoint
 from model_engine_server.domain.exceptions import (
     DomainError,
     EndpointNotReadyError,
+    EndpointWakeTimeoutError,
     OverloadedError,
     UpstreamError,
 )
@@ -40,7 +41,10 @@ T = TypeVar("T")
 
 
 def is_retryable(error: DomainError) -> bool:
-    """Upstream 429, 503 (or no ready replica) and connection failures are worth another try; nothing else is."""
+    """Upstream 429, 503 (or no ready replica) and connection failures are worth another try; nothing else is —
+    in particular not an endpoint that did not wake within the cold-start bound (the task waited that long already)."""
+    if isinstance(error, EndpointWakeTimeoutError):
+        return False
     if isinstance(error, OverloadedError | EndpointNotReadyError):
         return True
     cause = error.__cause__
@@ -123,7 +127,9 @@ class RedisLeases:
         self._index_key = settings.broker_key_prefix + "unacked_index"
         self._messages_key = settings.broker_key_prefix + "unacked"
         self._interval = lease_renew_interval(settings.async_task_visibility_timeout_seconds)
-        self._held: dict[str, str] = {}  # task id -> delivery tag
+        # task id -> delivery tags, oldest first: a retried task's next message (same id) may arrive before the run
+        # that sent it ends, and that run's end must settle its own message, not the next one.
+        self._held: dict[str, list[str]] = {}
         self._finished: list[str] = []  # delivery tags of finished tasks, acknowledged or not
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -132,13 +138,15 @@ class RedisLeases:
 
     def hold(self, task_id: str, delivery_tag: str) -> None:
         with self._lock:
-            self._held[task_id] = delivery_tag
+            self._held.setdefault(task_id, []).append(delivery_tag)
 
     def release(self, task_id: str) -> None:
         with self._lock:
-            tag = self._held.pop(task_id, None)
-            if tag is not None:
-                self._finished.append(tag)
+            tags = self._held.get(task_id)
+            if tags:
+                self._finished.append(tags.pop(0))
+                if not tags:
+                    del self._held[task_id]
 
     def forget_all_but(self, task_ids: Container[str]) -> list[str]:
         """Stop renewing every held message whose task is not in ``task_ids``; returns their delivery tags.
@@ -148,12 +156,12 @@ class RedisLeases:
         delivered again."""
         with self._lock:
             dropped = [task_id for task_id in self._held if task_id not in task_ids]
-            return [self._held.pop(task_id) for task_id in dropped]
+            return [tag for task_id in dropped for tag in self._held.pop(task_id)]
 
     def _run(self) -> None:
         while not self._stopped.wait(self._interval):
             with self._lock:
-                held, finished = list(self._held.values()), self._finished
+                held, finished = [tag for tags in self._held.values() for tag in tags], self._finished
                 self._finished = []
             try:
                 self._renew_and_settle(held, finished)
@@ -202,7 +210,7 @@ class WorkerRuntime:
         self.store = self._registry.tasks
         # The rules every way in applies, by the endpoint id each task names (the task's own endpoint, not a newer
         # one that reuses its name).
-        # A task for an endpoint at zero wakes it and waits for a replica, like a request at the gateway.
+        # A task for an endpoint at zero wakes it like a request at the gateway, then comes back until it has a replica.
         settings = self.settings
         waker = Waker.of(
             self._registry.endpoints, self._resolver, settings.scaling_policy(), settings.cold_start_timeout_seconds

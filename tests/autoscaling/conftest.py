@@ -32,6 +32,8 @@ SETTINGS = {
     "autoscale_scale_up_window_seconds": "1",
     "autoscale_scale_down_window_seconds": "2",
     "demo_model": "",
+    # Few task threads, so a test can tell whether tasks for a waking endpoint hold them (they must not).
+    "async_worker_concurrency": "2",
 }
 
 

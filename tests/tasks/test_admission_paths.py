@@ -7,6 +7,7 @@ Sync, stream and async submit go through the real gateway; the worker path runs 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -76,10 +77,10 @@ async def gateway_answers(
     return answers
 
 
-async def worker_answer(worker: Any, endpoint: ModelEndpoint, max_new_tokens: int = 5) -> tuple[str, str]:
+async def worker_answer(worker: Any, endpoint: ModelEndpoint, max_new_tokens: int = 5, **task: Any) -> tuple[str, str]:
     """What a worker makes of a queued task for ``endpoint``: its final state and the reason it shows the caller."""
     request = asdict(CompletionRequest(prompt="hello", max_new_tokens=max_new_tokens, temperature=0.0))
-    kwargs = {"endpoint_id": endpoint.id, "endpoint_name": endpoint.name, "request": request}
+    kwargs = {"endpoint_id": endpoint.id, "endpoint_name": endpoint.name, "request": request, **task}
     result = await asyncio.to_thread(worker.apply, kwargs=kwargs)
     assert isinstance(result.result, AsyncTaskFailure), result.result
     return result.state, str(result.result)
@@ -131,3 +132,19 @@ async def test_a_queued_request_may_wait_for_a_starting_endpoint_a_request_now_m
     answers = await gateway_answers(gateway_client, "starting", ALICE)
     assert answers["sync"] == answers["stream"] == (503, no_replica)
     assert await worker_answer(worker, starting) == ("FAILURE", no_replica)
+
+
+async def test_a_task_whose_endpoint_did_not_wake_within_the_cold_start_bound_fails_with_the_gateways_reason(
+    registry: EndpointRegistry, worker: Any, task_settings: Settings
+) -> None:
+    # READY at zero workers, and nothing on this machine will start a replica for it.
+    config = EndpointConfig(model_name="smollm2-135m", min_workers=0)
+    dozing = await registry.create(owner=ALICE, name="dozing", config=config)
+    await registry.set_status(dozing.id, dozing.revision, EndpointStatus.READY, None)
+    # The task first found it asleep longer ago than the bound (it came back to look, without holding a thread).
+    long_ago = time.time() - task_settings.cold_start_timeout_seconds - 1
+    reason = (
+        "Model endpoint 'dozing' is waking up from zero workers and had no ready replica within "
+        f"{task_settings.cold_start_timeout_seconds:.0f}s; try again shortly."
+    )
+    assert await worker_answer(worker, dozing, waking_since=long_ago) == ("FAILURE", reason)

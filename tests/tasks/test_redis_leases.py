@@ -52,19 +52,30 @@ def _deliver(client: redis.Redis, prefix: str, *tags: str) -> None:
     client.hset(prefix + "unacked", mapping=dict.fromkeys(tags, '[{}, "", ""]'))
 
 
-def test_a_running_task_keeps_its_message_and_a_finished_one_is_settled(
-    leases: RedisLeases, client: redis.Redis, prefix: str
+@pytest.mark.parametrize(
+    ("held", "settled", "renewed"),
+    [
+        # Two tasks; one finishes, as if its ack had been lost to an outage.
+        ([("task-running", "tag-running"), ("task-finished", "tag-finished")], "tag-finished", "tag-running"),
+        # A task that comes back later (a waking endpoint, a retry) sends its next message under the same task id,
+        # and the worker may receive it before the run that sent it has ended: that run settles its own message.
+        ([("task", "tag-first-run"), ("task", "tag-next-run")], "tag-first-run", "tag-next-run"),
+    ],
+    ids=["two-tasks", "retried-task"],
+)
+def test_a_running_task_keeps_its_message_and_a_finished_run_is_settled(
+    leases: RedisLeases, client: redis.Redis, prefix: str, held: list[tuple[str, str]], settled: str, renewed: str
 ) -> None:
-    _deliver(client, prefix, "tag-running", "tag-finished")
-    leases.hold("task-running", "tag-running")
-    leases.hold("task-finished", "tag-finished")
-    leases.release("task-finished")  # as if its ack had been lost to an outage
+    _deliver(client, prefix, *(tag for _, tag in held))
+    for task_id, tag in held:
+        leases.hold(task_id, tag)
+    leases.release(next(task_id for task_id, tag in held if tag == settled))
 
-    eventually(lambda: client.zscore(prefix + "unacked_index", "tag-finished") is None, what="finished settled")
-    assert client.hexists(prefix + "unacked", "tag-finished") is False
-    score = client.zscore(prefix + "unacked_index", "tag-running")
-    assert score is not None and score > LONG_AGO
-    assert client.hexists(prefix + "unacked", "tag-running")
+    eventually(lambda: client.zscore(prefix + "unacked_index", settled) is None, what=f"{settled} settled")
+    assert client.hexists(prefix + "unacked", settled) is False
+    score = client.zscore(prefix + "unacked_index", renewed)
+    assert score is not None and score > LONG_AGO  # renewed: a crash now would deliver it again
+    assert client.hexists(prefix + "unacked", renewed)
 
 
 def test_held_tasks_celery_no_longer_knows_are_handed_back(leases: RedisLeases) -> None:

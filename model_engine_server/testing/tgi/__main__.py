@@ -8,6 +8,7 @@ As an inference-server command
 path names a JSON control file, read at start-up, so a test can decide how the *next* start behaves:
 
     {"startup_seconds": 0.2,            # /health answers 503 until then, 200 after
+     "ready_file": "/tmp/go",           # ... and until this file exists (a test decides when the replica is ready)
      "fail": "CUDA out of memory",      # print this to stderr and exit 1 instead of serving
      "ignore_sigterm": false,           # only SIGKILL stops it
      "spawn_child": false}              # start a helper process in our group (like TGI's shards); pid -> <file>.child
@@ -49,6 +50,12 @@ def _control(model_id: str) -> dict[str, Any]:
     return control
 
 
+async def _ready_when_exists(server: InstantTgiServer, path: Path, ready_at: float) -> None:
+    while not path.exists():
+        await asyncio.sleep(0.05)
+    server.ready_at = ready_at
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The instant TGI server.")
     parser.add_argument("--host", "--hostname", default="127.0.0.1")
@@ -64,10 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     async def serve() -> None:
         ready_at = time.monotonic() + float(control.get("startup_seconds", 0.0))
         server = InstantTgiServer(**vars(args), ready_at=ready_at)  # the flags are named after its fields
+        readiness = None  # referenced while serving (the loop keeps only weak references to tasks)
+        if control.get("ready_file"):
+            server.ready_at = float("inf")
+            readiness = asyncio.create_task(_ready_when_exists(server, Path(control["ready_file"]), ready_at))
         await server.start()
         sys.stdout.write(f"listening on {server.url}\n")
         sys.stdout.flush()
         await asyncio.Event().wait()
+        del readiness
 
     try:
         import uvloop
