@@ -16,7 +16,9 @@ import pytest
 
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint, ObservedState
 from model_engine_server.orchestration.local import LocalOrchestrator, LocalReplicaDirectory, ReplicaPhase
-from model_engine_server.orchestration.local.processes import process_alive
+from model_engine_server.orchestration.local.directory import state_file_path
+from model_engine_server.orchestration.local.processes import process_alive, process_start_time
+from model_engine_server.orchestration.local.state import DeploymentRecord, ReplicaRecord, StateFile
 from tests.orchestration.helpers import FAST_POLICY, control_file, eventually, fake_settings, make_endpoint
 
 pytestmark = pytest.mark.timeout(60)
@@ -97,6 +99,24 @@ async def test_another_process_routes_to_the_same_replicas_through_the_state_fil
     assert await eventually(lambda: beside.upstreams(endpoint), lambda urls: urls == expected)
     await orchestrator.delete(endpoint)
     await eventually(lambda: beside.upstreams(endpoint), lambda urls: urls == [])
+
+
+async def test_the_directory_reads_again_rather_than_answer_no_replica_from_its_cache(tmp_path: Path) -> None:
+    """The registry may call an endpoint ready before the directory's cache (0.5 s) has seen the state file that
+    says so: a request then must find the replica, not get a 503."""
+    endpoint = make_endpoint("fresh", None)
+    state = StateFile(state_file_path(tmp_path))
+    me = os.getpid()
+
+    def write(ready: bool) -> None:
+        replica = ReplicaRecord(0, me, 8123, process_start_time(me), "key", "log", 0, ready=ready)
+        state.save([DeploymentRecord(endpoint.id, endpoint.name, 1, "key", 1, [replica])])
+
+    directory = LocalReplicaDirectory(tmp_path)
+    write(ready=False)
+    assert await directory.upstreams(endpoint) == []
+    write(ready=True)
+    assert await directory.upstreams(endpoint) == ["http://127.0.0.1:8123"]
 
 
 async def test_crashed_replica_is_restarted(orchestrator: LocalOrchestrator, tmp_path: Path) -> None:

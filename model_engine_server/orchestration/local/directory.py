@@ -31,7 +31,10 @@ class LocalReplicaDirectory:
 
     async def upstreams(self, endpoint: ModelEndpoint) -> list[str]:
         now = time.monotonic()
-        if now - self._loaded_at >= self._cache_seconds:
+        stale = now - self._loaded_at >= self._cache_seconds
+        # No replica in a cached answer is read again at once: the registry may already call the endpoint ready
+        # (the orchestrator writes this file first), and a request must not get a 503 for the cache's age.
+        if stale or not self._urls.get(endpoint.id):
             self._urls = self._read()
             self._loaded_at = now
         return list(self._urls.get(endpoint.id, []))
