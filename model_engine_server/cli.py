@@ -173,6 +173,9 @@ def worker(
     queues: Annotated[
         str | None, typer.Option(help="Comma-separated endpoint names to serve; default: every endpoint.")
     ] = None,
+    exit_with_parent: Annotated[
+        bool, typer.Option(help="Shut down (warm) when the process that started this one is gone.")
+    ] = False,
 ) -> None:
     """Run an async completion worker (Celery) that consumes the endpoints' task queues."""
     from model_engine_server.orchestration.factory import build_upstream_resolver
@@ -181,7 +184,8 @@ def worker(
     settings = settings_or_exit()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     resolver = build_upstream_resolver(settings)  # the orchestrator runs in another process
-    run_worker(settings, resolver, concurrency=concurrency, endpoint_names=parse_endpoint_names(queues))
+    names = parse_endpoint_names(queues)
+    run_worker(settings, resolver, concurrency=concurrency, endpoint_names=names, exit_with_parent=exit_with_parent)
 
 
 @keys_app.command("create")

@@ -103,4 +103,6 @@ async def serve_platform(settings: Settings, console: Console, worker_argv: Sequ
 
 def worker_command() -> list[str]:
     """How ``serve`` starts ``model-engine worker`` with this interpreter (no reliance on PATH)."""
-    return [sys.executable, "-c", "from model_engine_server.cli import app; app(prog_name='model-engine')", "worker"]
+    # --exit-with-parent: a `serve` that is killed (not stopped) must not leave its worker consuming tasks.
+    command = [sys.executable, "-c", "from model_engine_server.cli import app; app(prog_name='model-engine')"]
+    return [*command, "worker", "--exit-with-parent"]

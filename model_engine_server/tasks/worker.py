@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -36,6 +38,8 @@ from model_engine_server.tasks.policy import (
 from model_engine_server.tasks.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
+
+PARENT_CHECK_SECONDS = 1.0
 
 _runtime: WorkerRuntime | None = None  # one per worker process, set by run_worker before Celery starts
 
@@ -152,10 +156,14 @@ def run_worker(
     *,
     concurrency: int | None = None,
     endpoint_names: frozenset[str] | None = None,
+    exit_with_parent: bool = False,
 ) -> None:
     """Run a worker in this process until it is stopped (SIGTERM or Ctrl-C: warm shutdown, running tasks finish).
-    ``resolver`` finds an endpoint's replicas (the CLI builds it: the orchestrator runs in another process)."""
+    ``resolver`` finds an endpoint's replicas (the CLI builds it: the orchestrator runs in another process).
+    ``exit_with_parent``: stop the same way once the process that started this one is gone."""
     global _runtime
+    if exit_with_parent:
+        _stop_when_orphaned(os.getppid())
     # One line per request and per task is too much at hundreds of tasks a second; failures still log (ERROR).
     for noisy in ("httpx", "celery.app.trace", "celery.worker.strategy", "celery.worker.consumer.consumer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -184,6 +192,19 @@ def run_worker(
     finally:
         _runtime.close()
         _runtime = None
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """SIGTERM this process (Celery's warm shutdown) once ``parent`` has exited: the kernel gives an orphan a new
+    parent, so a changed parent pid is the sign."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        log.warning("The process that started this worker (pid %d) is gone; shutting down", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
@@ -216,7 +237,7 @@ def start_worker_process(
     """Start a worker as a child process with ``settings``; stop it with ``terminate()`` (warm shutdown) then
     ``wait()``. Output goes to ``log_file`` (a path is appended to), else to this process's stderr."""
     # The CLI's `worker` command is the entry point: it also picks the replica resolver for the orchestrator kind.
-    command = [sys.executable, "-c", "from model_engine_server.cli import app; app()", "worker"]
+    command = [sys.executable, "-c", "from model_engine_server.cli import app; app()", "worker", "--exit-with-parent"]
     if concurrency is not None:
         command += ["--concurrency", str(concurrency)]
     if endpoint_names:

@@ -43,6 +43,10 @@ class Platform:
     def servers(self, endpoint: str | None = None) -> set[int]:
         return inference_servers(self.serve.env["LLM_ENGINE_DATA_DIR"], INSTANT_TGI, endpoint)
 
+    def workers(self) -> set[int]:
+        """Pids of the async workers started for this platform (they would outlive a killed ``serve``)."""
+        return inference_servers(self.serve.env["LLM_ENGINE_DATA_DIR"], "--exit-with-parent")
+
     def client(self, timeout: float = 10) -> httpx.Client:
         return httpx.Client(base_url=self.url, auth=OWNER, timeout=timeout)
 
@@ -97,6 +101,8 @@ def platform(
         inference_server_command=f"{sys.executable} -m model_engine_server.testing.tgi --token-delay {TOKEN_DELAY}",
         demo_model="",
         reconcile_interval_seconds="0.5",
+        # The backstop for a message no worker holds any more (redelivered after this) acts within a test's wait.
+        async_task_visibility_timeout_seconds="10",
     )
     env["PYTHONPATH"] = f"{REPO_ROOT}:{env.get('PYTHONPATH', '')}"
     port = free_port()

@@ -40,6 +40,7 @@ def test_a_killed_platform_restarts_serving_and_converges_without_duplicates(pla
             assert created.status_code == 200, created.text
         # Kill while the reconciler is starting its servers.
         poll_until(lambda: len(platform.servers("applying")) >= 2, 20, "the new endpoint's first server started")
+        [worker_before] = platform.workers()
         platform.serve.kill()
         killed_at = time.monotonic()
         platform.serve.start(timeout=60)
@@ -69,6 +70,9 @@ def test_a_killed_platform_restarts_serving_and_converges_without_duplicates(pla
     def running() -> dict[str, int]:
         return {name: len(platform.servers(name)) for name in expected}
 
+    # The killed platform's async worker shut down by itself: one worker consumes tasks, the new platform's.
+    poll_until(lambda: worker_before not in platform.workers(), 30, "the orphaned worker gone")
+    assert len(platform.workers()) == 1
     try:
         poll_until(lambda: running() == expected, 20, "exactly the wanted inference servers")
     finally:
