@@ -26,7 +26,6 @@ from model_engine_server.domain.completions import CompletionRequest, check_fits
 from model_engine_server.domain.endpoint_cache import ENDPOINT_CACHE_SECONDS, EndpointCache
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 from model_engine_server.domain.exceptions import (
-    EndpointDeletingError,
     EndpointNotFoundError,
     EndpointNotReadyError,
     EndpointWakeTimeoutError,
@@ -34,6 +33,7 @@ from model_engine_server.domain.exceptions import (
 )
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import InferenceEndpoints, UpstreamResolver
+from model_engine_server.domain.rules import check_not_deleting, status_reason_suffix
 from model_engine_server.domain.waking import Waker
 
 K = TypeVar("K", bound=Hashable)
@@ -50,11 +50,6 @@ class Admitted:
 # --- the rules ---------------------------------------------------------------------------------------------------
 
 
-def check_not_deleting(endpoint: ModelEndpoint) -> None:
-    if endpoint.status is EndpointStatus.DELETE_IN_PROGRESS:
-        raise EndpointDeletingError(endpoint.name)
-
-
 def check_fits(endpoint: ModelEndpoint, request: CompletionRequest, zoo: ModelZoo) -> None:
     entry = zoo.get(endpoint.config.model_name)
     if entry is not None:
@@ -62,8 +57,8 @@ def check_fits(endpoint: ModelEndpoint, request: CompletionRequest, zoo: ModelZo
 
 
 def not_ready_reason(endpoint: ModelEndpoint) -> str:
-    reason = f": {endpoint.status_reason}" if endpoint.status_reason else ""
-    return f"Model endpoint {endpoint.name!r} is not ready (status {endpoint.status.value}){reason}."
+    status = endpoint.status.value
+    return f"Model endpoint {endpoint.name!r} is not ready (status {status}){status_reason_suffix(endpoint)}."
 
 
 def no_replica_reason(endpoint: ModelEndpoint) -> str:

@@ -1,6 +1,6 @@
-"""Validation rules for endpoint requests: what a name, label, quantity or worker count may be.
+"""Rules about endpoints: what a name, label, quantity or worker count may be, and when an endpoint takes traffic.
 
-Everything here raises ``InvalidRequestError`` with a message that says exactly what is wrong.
+The validation rules raise ``InvalidRequestError`` with a message that says exactly what is wrong.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
-from model_engine_server.domain.entities import EndpointConfig
-from model_engine_server.domain.exceptions import InvalidRequestError
+from model_engine_server.domain.entities import EndpointConfig, EndpointStatus, ModelEndpoint
+from model_engine_server.domain.exceptions import EndpointDeletingError, InvalidRequestError
 from model_engine_server.domain.model_zoo import ModelZoo
 
 MAX_NAME_LENGTH = 63
@@ -129,3 +129,13 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_not_deleting(endpoint: ModelEndpoint) -> None:
+    if endpoint.status is EndpointStatus.DELETE_IN_PROGRESS:
+        raise EndpointDeletingError(endpoint.name)
+
+
+def status_reason_suffix(endpoint: ModelEndpoint) -> str:
+    """``": <reason>"`` when the endpoint's status has a reason, else nothing: the tail of a not-ready message."""
+    return f": {endpoint.status_reason}" if endpoint.status_reason else ""

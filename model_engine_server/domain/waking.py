@@ -23,13 +23,13 @@ from prometheus_client import Counter, Gauge, Histogram
 from model_engine_server.domain.autoscaling import ScalingPolicy
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 from model_engine_server.domain.exceptions import (
-    EndpointDeletingError,
     EndpointNotFoundError,
     EndpointNotReadyError,
     EndpointWakeTimeoutError,
     EndpointWakingError,
 )
 from model_engine_server.domain.ports import InferenceEndpoints, UpstreamResolver
+from model_engine_server.domain.rules import check_not_deleting, status_reason_suffix
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +179,11 @@ class Waker:
             return []
         if record is None:
             raise EndpointNotFoundError(endpoint.name)
-        if record.status is EndpointStatus.DELETE_IN_PROGRESS:
-            raise EndpointDeletingError(endpoint.name)
+        check_not_deleting(record)
         if record.status is EndpointStatus.UPDATE_FAILED:
-            reason = f": {record.status_reason}" if record.status_reason else ""
-            raise EndpointNotReadyError(f"Model endpoint {endpoint.name!r} failed while waking up{reason}.")
+            raise EndpointNotReadyError(
+                f"Model endpoint {endpoint.name!r} failed while waking up{status_reason_suffix(record)}."
+            )
         if record.available_workers == 0:
             return []
         return await self._resolver.upstreams(record)
