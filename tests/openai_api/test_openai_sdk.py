@@ -64,6 +64,12 @@ out["other_tenant"] = error_of(lambda: client.chat.completions.create(**{**chat_
 out["bad"] = error_of(lambda: client.chat.completions.create(**{**chat_args, "temperature": 5}))
 out["busy"] = error_of(lambda: client.chat.completions.create(**{**chat_args, "model": "busy"}))
 out["no_key"] = error_of(lambda: openai.OpenAI(base_url=base, api_key="", max_retries=0).models.list())
+received = []
+try:
+    for c in client.chat.completions.create(**{**chat_args, "model": "flaky"}, stream=True):
+        received.append(c.choices[0].delta.content or "")
+except openai.APIError as exc:  # the in-band error chunk
+    out["mid_stream"] = {"class": type(exc).__name__, "message": exc.message, "received": "".join(received)}
 
 async def main():
     aclient = openai.AsyncOpenAI(base_url=base, api_key=key, max_retries=0)
@@ -88,10 +94,11 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def platform(gateway: RunningGateway, model_server: str) -> AsyncIterator[RunningGateway]:
-    async with running_instant_tgi(max_concurrent=0) as busy:
+    async with running_instant_tgi(max_concurrent=0) as busy, running_instant_tgi(fail_after=2) as flaky:
         await gateway.add_endpoint("smollm2-135m", [model_server])  # the name `make run` gives it
         await gateway.add_endpoint("bobs-private", [model_server], owner=BOB)
         await gateway.add_endpoint("busy", [busy.url])
+        await gateway.add_endpoint("flaky", [flaky.url])  # fails after its second token
         yield gateway
 
 
@@ -120,7 +127,7 @@ async def test_the_documented_openai_example_runs_as_written(platform: RunningGa
     lines = (await _run_peer(script, platform)).strip().splitlines()
 
     assert "Paris" in lines[0]  # "What is the capital of France?"
-    assert lines[-1] == "['busy', 'smollm2-135m']"  # the story streamed in between
+    assert lines[-1] == "['busy', 'flaky', 'smollm2-135m']"  # the story streamed in between
     assert len(" ".join(lines[1:-1]).split()) > 10
 
 
@@ -145,10 +152,13 @@ async def test_the_openai_sdk_works_against_the_gateway_and_the_bundled_model(
     completion = out["completion"]
     assert completion["object"] == "text_completion" and completion["usage"]["completion_tokens"] > 0
     assert out["completion_stream_text"] == completion["choices"][0]["text"]
-    assert out["models"] == ["busy", "smollm2-135m"]  # bob's private endpoint is not listed
+    assert out["models"] == ["busy", "flaky", "smollm2-135m"]  # bob's private endpoint is not listed
     assert out["raw"] == {"status": 200, "type": "application/json", "model": "smollm2-135m"}
     assert out["unknown"] == {"class": "NotFoundError", "status": 404, "code": "model_not_found", "param": "model"}
     assert out["other_tenant"] == out["unknown"]
     assert out["bad"] == {"class": "BadRequestError", "status": 400, "code": None, "param": "temperature"}
     assert out["busy"]["class"] == "RateLimitError"
+    # A failure after the first chunk: the SDK raises on the in-band error chunk, after the text that came before.
+    assert out["mid_stream"]["class"] == "APIError" and "failed mid-stream" in out["mid_stream"]["message"]
+    assert out["mid_stream"]["received"] == " the quick"
     assert out["no_key"]["class"] == "AuthenticationError"
