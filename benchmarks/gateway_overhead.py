@@ -270,10 +270,10 @@ def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str,
         chat: dict[str, Any] = {"model": ENDPOINT, "messages": CHAT_MESSAGES, "max_tokens": MAX_NEW_TOKENS}
         chat |= {"temperature": 0.0, "stream": kind == "chat_stream"}
         if target.startswith("gateway"):
-            return OpenAiKind.CHAT.path, chat, {"authorization": f"Bearer {key}"}
+            return OpenAiKind.CHAT.wire.path, chat, {"authorization": f"Bearer {key}"}
         engine = openai_engine_for(InferenceFramework.TEXT_GENERATION_INFERENCE)
         return (
-            OpenAiKind.CHAT.path,
+            OpenAiKind.CHAT.wire.path,
             engine.request_bodies(OpenAiKind.CHAT, chat, EndpointConfig(model_name="smollm2-135m"))[0],
             {},
         )
@@ -400,15 +400,22 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         summary["gateway_to_nginx_added_p50_ratio"] = summary["gateway_added_sync_p50_ms"] / max(
             nginx_p50, TIMING_RESOLUTION_MS
         )
-    # The OpenAI route against the native one, both measured against their own direct baseline in this run.
-    summary["openai_to_native_added_p50_ratio"] = summary["openai_added_chat_p50_ms"] / max(
-        summary["gateway_added_sync_p50_ms"], TIMING_RESOLUTION_MS
-    )
+    # The OpenAI route against the native one, both measured against their own direct baseline in this run: whole
+    # answers (p50, p99) and time to first chunk (p50). The target holds the two medians; p99 is shown, not held
+    # (on a shared machine one stall decides it).
+    for name, openai_key, native_key in (
+        ("openai_to_native_added_p50_ratio", "openai_added_chat_p50_ms", "gateway_added_sync_p50_ms"),
+        ("openai_to_native_added_p99_ratio", "openai_added_chat_p99_ms", "gateway_added_sync_p99_ms"),
+        ("openai_to_native_added_ttft_p50_ratio", "openai_added_chat_ttft_p50_ms", "gateway_added_ttft_p50_ms"),
+    ):
+        summary[name] = summary[openai_key] / max(summary[native_key], TIMING_RESOLUTION_MS)
     summary["targets_met"] = {
         "added_p50_le_2ms": summary["gateway_added_sync_p50_ms"] <= TARGETS["p50_added_ms"],
         "rps_at_32_ge_800": summary["gateway_sync_rps"].get(32, 0) >= TARGETS["sync_rps_at_32"],
         "no_errors": summary["errors"] == 0,
-        "openai_added_within_1_2x_native": summary["openai_to_native_added_p50_ratio"]
+        "openai_added_within_1_2x_native": max(
+            summary["openai_to_native_added_p50_ratio"], summary["openai_to_native_added_ttft_p50_ratio"]
+        )
         <= TARGETS["openai_to_native_added_ratio"],
     }
     if "keys_to_open_rps_ratio" in summary:

@@ -82,17 +82,27 @@ def _error_message(body: object) -> str | None:
     return message if isinstance(message, str) else None
 
 
+def _error_param(body: object) -> str | None:
+    """The request field an OpenAI-style error body names (``{"param"}`` or ``{"error": {"param"}}``)."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    param = error.get("param") if isinstance(error, dict) else body.get("param")
+    return param if isinstance(param, str) and param else None
+
+
 def error_from_response(status_code: int, content: bytes) -> DomainError:
     """Translate an engine's non-2xx answer into the domain error the caller should see."""
     try:
-        message = _error_message(orjson.loads(content)) if content else None
+        body = orjson.loads(content) if content else None
     except orjson.JSONDecodeError:
-        message = None
+        body = None
+    message = _error_message(body)
     if message is None:
         message = content[:200].decode("utf-8", "replace").strip() or "no details"
     if status_code in (400, 422):
         # The engine validated the request against the model (e.g. prompt plus max_new_tokens too long).
-        return InvalidRequestError(f"The model server rejected the request: {message}")
+        return InvalidRequestError(f"The model server rejected the request: {message}", param=_error_param(body))
     if status_code == 429:
         return OverloadedError(f"The model server is overloaded, retry later: {message}")
     if status_code == 503:

@@ -2,7 +2,8 @@
 normalised into OpenAI's exact shapes under the gateway's id and the endpoint's name.
 
     text-generation-inference   TGI's Messages API (``/v1/chat/completions``) and ``/v1/completions``; also served
-                                by the built-in server. ``model`` is ``tgi``; one choice per request.
+                                by the built-in server. ``model`` is ``tgi``; one choice per request;
+                                ``max_completion_tokens`` goes as ``max_tokens``, the only name TGI reads.
     vLLM                        its OpenAI server at the same paths; ``model`` is the served model name, which the
                                 orchestrators set to the endpoint's ``model_name``.
 
@@ -62,6 +63,8 @@ class OpenAiEngine:
     multiple_choices: bool  # ``n`` > 1 and a list of several prompts in one request
     # Request fields the engine does not know; a value other than null would be silently dropped there.
     unknown_fields: frozenset[str]
+    # Fields the engine knows under another name (OpenAI's newer names for older ones).
+    renamed_fields: tuple[tuple[str, str], ...] = ()
 
     def request_bodies(self, kind: OpenAiKind, body: JsonObject, config: EndpointConfig) -> list[JsonObject]:
         """The bodies to send: the caller's validated fields, ``model`` rewritten, the endpoint's chat template, usage
@@ -73,6 +76,9 @@ class OpenAiEngine:
                 f"{refused[0]} is not supported by {self.framework.value} endpoints.", param=refused[0]
             )
         upstream = {**body, "model": self.model_for(config)}
+        for ours, theirs in self.renamed_fields:
+            if ours in upstream:
+                upstream[theirs] = upstream.pop(ours)  # the newer name wins, as in OpenAI's API
         if body.get("stream"):
             upstream["stream_options"] = {"include_usage": True}
         if kind is OpenAiKind.CHAT and config.chat_template_override:
@@ -142,6 +148,8 @@ ENGINES: dict[InferenceFramework, OpenAiEngine] = {
         model_for=lambda _config: "tgi",
         multiple_choices=False,
         unknown_fields=_VLLM_ONLY,
+        # TGI's Messages API reads only max_tokens: max_completion_tokens would be dropped, leaving TGI's default.
+        renamed_fields=(("max_completion_tokens", "max_tokens"),),
     ),
     InferenceFramework.VLLM: OpenAiEngine(
         InferenceFramework.VLLM,

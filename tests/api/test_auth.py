@@ -97,6 +97,19 @@ async def test_bearer_token_names_the_same_tenant_in_open_mode(app_client: httpx
     assert [e["name"] for e in by_bearer.json()["model_endpoints"]] == ["e1"]
 
 
+async def test_keys_mode_openai_routes_take_issued_keys_as_bearer_tokens(
+    keyed: tuple[httpx.AsyncClient, ApiKeyStore],
+) -> None:
+    client, keys = keyed
+    key, _ = await keys.create("team-a")
+    await client.post(LIST, json={"name": "mine", "model_name": "smollm2-135m"}, headers={"x-api-key": key})
+    listing = await client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+    refused = await client.get("/v1/models", headers={"Authorization": "Bearer llme_made-up"})
+
+    assert [model["id"] for model in listing.json()["data"]] == ["mine"]
+    assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+
+
 async def test_keys_mode_accepts_issued_keys_as_bearer_tokens(keyed: tuple[httpx.AsyncClient, ApiKeyStore]) -> None:
     client, keys = keyed
     key, record = await keys.create("team-a")

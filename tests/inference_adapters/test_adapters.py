@@ -262,6 +262,18 @@ def test_engine_statuses_become_domain_errors(status: int, body: Any, kind: type
     assert message in error.message
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"object": "error", "message": "top_logprobs > 0 is not supported", "param": "top_logprobs", "code": 400},
+        {"error": {"message": "top_logprobs > 0 is not supported", "type": "BadRequestError", "param": "top_logprobs"}},
+    ],
+)
+def test_the_field_an_openai_style_refusal_names_is_kept(body: Any) -> None:
+    error = error_from_response(400, orjson.dumps(body))
+    assert isinstance(error, InvalidRequestError) and error.param == "top_logprobs"
+
+
 def test_non_json_error_body_is_quoted_briefly() -> None:
     error = error_from_response(502, b"<html>bad gateway</html>" + b"x" * 1000)
     assert isinstance(error, UpstreamError)

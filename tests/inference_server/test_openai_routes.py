@@ -112,7 +112,6 @@ def test_a_chat_template_in_the_request_replaces_the_tokenizers(client: httpx.Cl
         ("/v1/completions", {"max_tokens": 4}),
         ("/v1/chat/completions", {"messages": [], "max_tokens": 4}),
         ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 100_000}),
-        ("/v1/chat/completions", {"messages": MESSAGES, "logprobs": True}),  # not computed for chat: refused
     ],
 )
 def test_invalid_openai_requests_are_400(client: httpx.Client, path: str, body: dict[str, object]) -> None:
@@ -120,3 +119,46 @@ def test_invalid_openai_requests_are_400(client: httpx.Client, path: str, body: 
 
     assert response.status_code == 400
     assert response.json()["object"] == "error" and response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", {"messages": MESSAGES, "logprobs": True, "top_logprobs": 2}, "top_logprobs"),
+        ("/v1/completions", {"prompt": PROMPT, "logprobs": 2}, "logprobs"),
+    ],
+)
+def test_alternatives_are_refused_naming_the_field(
+    client: httpx.Client, path: str, body: dict[str, object], param: str
+) -> None:
+    response = client.post(path, json=body)
+
+    assert response.status_code == 400
+    assert response.json()["param"] == param and param in response.json()["message"]
+
+
+def test_chat_logprobs_are_the_answers_tokens_whole_and_streamed(client: httpx.Client) -> None:
+    body = {"messages": MESSAGES, "max_tokens": 8, "temperature": 0, "logprobs": True}
+    whole = client.post("/v1/chat/completions", json=body).json()["choices"][0]
+    status, chunks = stream(client, "/v1/chat/completions", {**body, "stream": True})
+
+    entries = whole["logprobs"]["content"]
+    assert "".join(entry["token"] for entry in entries) == whole["message"]["content"]
+    assert all(entry["logprob"] <= 0 and entry["top_logprobs"] == [] for entry in entries)
+    assert all(bytes(entry["bytes"]).decode() == entry["token"] for entry in entries)
+    streamed = [entry for c in chunks[1:] for entry in (c["choices"][0]["logprobs"] or {}).get("content", [])]
+    assert status == 200 and streamed == entries
+
+
+def test_completion_logprobs_stream_as_they_are_returned_whole(client: httpx.Client) -> None:
+    body = {"prompt": PROMPT, "max_tokens": 6, "temperature": 0, "logprobs": 0}
+    whole = client.post("/v1/completions", json=body).json()["choices"][0]
+    status, chunks = stream(client, "/v1/completions", {**body, "stream": True})
+
+    logprobs = whole["logprobs"]
+    assert "".join(logprobs["tokens"]) == whole["text"] and len(logprobs["token_logprobs"]) == 6
+    streamed = [c["choices"][0]["logprobs"] for c in chunks if c["choices"] and c["choices"][0]["logprobs"]]
+    assert status == 200
+    assert [t for part in streamed for t in part["tokens"]] == logprobs["tokens"]
+    assert [v for part in streamed for v in part["token_logprobs"]] == logprobs["token_logprobs"]
+    assert [o for part in streamed for o in part["text_offset"]] == logprobs["text_offset"]

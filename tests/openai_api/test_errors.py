@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from model_engine_server.domain.entities import EndpointStatus
+from model_engine_server.testing.ports import free_port
 from model_engine_server.testing.tgi import InstantTgiServer, running_instant_tgi
 from tests.api.completion_support import BOB, RunningGateway
 from tests.openai_api.support import BEARER, CHAT, COMPLETIONS, post
@@ -124,6 +125,14 @@ async def test_engine_answers_become_openai_errors(gateway: RunningGateway) -> N
     assert assert_error(overloaded, 429)["type"] == "rate_limit_error"
     assert_error(streamed, 429)  # refused before the first chunk: an ordinary HTTP error
     assert "max_new_tokens" in assert_error(refused, 400)["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_engine_that_is_down_is_503(gateway: RunningGateway, stream: bool) -> None:
+    await gateway.add_endpoint("down", [f"http://127.0.0.1:{free_port()}"])  # nothing listens there
+    response = await post(gateway, CHAT, {"model": "down", "messages": MESSAGES, "stream": stream})
+    error = assert_error(response, 503)  # before the first chunk: an ordinary HTTP error, streamed or not
+    assert error["type"] == "server_error" and "replica" in error["message"]
 
 
 async def test_native_routes_keep_their_detail_format(gateway: RunningGateway) -> None:

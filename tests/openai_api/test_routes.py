@@ -38,6 +38,18 @@ async def test_chat_through_tgi_is_an_openai_chat_completion(gateway: RunningGat
     ]
 
 
+async def test_max_completion_tokens_bounds_a_tgi_answer(gateway: RunningGateway, tgi: InstantTgiServer) -> None:
+    await gateway.add_endpoint("llm", [tgi.url])
+    body = {"model": "llm", "messages": MESSAGES, "max_completion_tokens": 3, "max_tokens": 50}
+    response = await post(gateway, CHAT, body)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] == 3
+    assert response.json()["choices"][0]["finish_reason"] == "length"
+    # TGI's Messages API reads max_tokens only; OpenAI's newer name wins over the older one, as at OpenAI.
+    assert tgi.requests[0][1]["max_tokens"] == 3 and "max_completion_tokens" not in tgi.requests[0][1]
+
+
 async def test_text_parts_reach_the_engine_as_one_string(gateway: RunningGateway, tgi: InstantTgiServer) -> None:
     await gateway.add_endpoint("llm", [tgi.url])
     parts = [{"type": "text", "text": "Name "}, {"type": "text", "text": "four words"}]

@@ -4,20 +4,24 @@ Defaults follow vLLM: ``temperature`` 1.0 (sampling), ``max_tokens`` 16 for comp
 for chat; ``temperature`` 0 is greedy. Stop strings are cut from the output (OpenAI semantics, unlike TGI), which in
 a stream means holding back the last few characters until they cannot start a stop string. Streams end with
 ``data: [DONE]``; ``stream_options.include_usage`` adds a final chunk carrying ``usage``.
+
+Log-probabilities are those of the sampled tokens (chat ``logprobs: true``, completions ``logprobs: 0``), whole or
+streamed, each chunk carrying its own tokens'; alternatives (``top_logprobs`` > 0, completions ``logprobs`` > 0) are
+not computed and are refused with a 400 naming the field rather than answered without them.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from model_engine_server.inference.server.events import ErrorEvent, Finished, TokenEvent
+from model_engine_server.inference.server.events import ErrorEvent, Finished, GeneratedToken, TokenEvent
 from model_engine_server.inference.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -41,9 +45,48 @@ def get_service(request: Request) -> InferenceService:
 Service = Annotated[InferenceService, Depends(get_service)]
 
 
-def error_response(status: int, message: str, error_type: str) -> JSONResponse:
-    body = OpenAiErrorBody(message=message, type=error_type, code=status)
+def error_response(status: int, message: str, error_type: str, param: str | None = None) -> JSONResponse:
+    body = OpenAiErrorBody(message=message, type=error_type, param=param, code=status)
     return JSONResponse(body.model_dump(), status_code=status)
+
+
+def _no_alternatives(param: str) -> JSONResponse:
+    message = f"`{param}` > 0 is not supported by this server: it reports the sampled tokens' log-probabilities only"
+    return error_response(400, message, "BadRequestError", param)
+
+
+# A choice of a stream chunk: (text, finish reason or None, the tokens behind the text when log-probs were asked for).
+ChoiceMaker = Callable[[str, str | None, list[GeneratedToken] | None], dict[str, Any]]
+
+
+def _chat_logprobs(tokens: list[GeneratedToken]) -> dict[str, Any]:
+    entries = [
+        {"token": t.text, "logprob": t.logprob, "bytes": list(t.text.encode()), "top_logprobs": []} for t in tokens
+    ]
+    return {"content": entries}
+
+
+def _completion_logprobs(tokens: list[GeneratedToken], start: int) -> dict[str, Any]:
+    texts = [t.text for t in tokens]
+    return {
+        "tokens": texts,
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": None,
+        "text_offset": _offsets(start, texts),
+    }
+
+
+def _text_tokens(tokens: tuple[GeneratedToken, ...], length: int) -> list[GeneratedToken]:
+    """The tokens whose text begins within the first ``length`` characters (the output, once a stop string was cut)."""
+    kept, offset = [], 0
+    for token in tokens:
+        if token.special:
+            continue
+        if offset >= length:
+            break
+        kept.append(token)
+        offset += len(token.text)
+    return kept
 
 
 def _finish_reason(finished: Finished, stopped: bool) -> str:
@@ -110,13 +153,17 @@ def _chunk(payload: dict[str, Any]) -> bytes:
 async def _openai_stream(
     generation: Generation,
     trimmer: StopTrimmer,
-    make_choice: Any,
+    make_choice: ChoiceMaker,
     base: dict[str, Any],
     include_usage: bool,
     first: dict[str, Any] | None = None,
+    *,
+    logprobs: bool = False,
 ) -> AsyncIterator[bytes]:
     if first is not None:
         yield _chunk({**base, "choices": [first]})
+    pending: list[GeneratedToken] = []  # tokens generated since the last chunk (their text may be held back)
+    generated = 0  # characters generated before this token
     async for event in generation.events():
         if isinstance(event, ErrorEvent):
             yield _chunk({"error": {"message": event.message, "type": "InternalServerError", "code": 500}})
@@ -124,6 +171,10 @@ async def _openai_stream(
         finished = event.finished
         text = "" if event.token.special else event.token.text
         delta = trimmer.push(text, final=finished is not None)
+        # As a whole response counts them (``_text_tokens``): the tokens whose text begins before a stop string.
+        if logprobs and text and generated < len(trimmer.text):
+            pending.append(event.token)
+        generated += len(text)
         if finished is None and trimmer.stopped:
             finished_reason: str | None = "stop"
         elif finished is not None:
@@ -131,7 +182,8 @@ async def _openai_stream(
         else:
             finished_reason = None
         if delta or finished_reason:
-            yield _chunk({**base, "choices": [make_choice(delta, finished_reason)]})
+            yield _chunk({**base, "choices": [make_choice(delta, finished_reason, pending if logprobs else None)]})
+            pending = []
         if finished is not None and include_usage:
             yield _chunk({**base, "choices": [], "usage": _usage(finished)})
         if finished_reason:
@@ -163,6 +215,8 @@ async def models(service: Service) -> dict[str, Any]:
 
 @router.post("/completions")
 async def completions(service: Service, body: CompletionRequest, http: Request) -> Response:
+    if body.logprobs:
+        return _no_alternatives("logprobs")
     prompt = body.prompt
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
         if len(prompt) != 1:
@@ -186,27 +240,27 @@ async def completions(service: Service, body: CompletionRequest, http: Request) 
     }
     trimmer = StopTrimmer(body.stop_list())
     if body.stream:
+        sent = len(echo)
 
-        def choice(text: str, reason: str | None) -> dict[str, Any]:
-            return {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        def choice(text: str, reason: str | None, tokens: list[GeneratedToken] | None) -> dict[str, Any]:
+            nonlocal sent
+            logprobs = None if tokens is None else _completion_logprobs(tokens, sent)
+            sent += len(text)
+            return {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        first = choice(echo, None) if echo else None
-        stream = _openai_stream(generation, trimmer, choice, base, include_usage, first)
+        first = {"index": 0, "text": echo, "logprobs": None, "finish_reason": None} if echo else None
+        stream = _openai_stream(
+            generation, trimmer, choice, base, include_usage, first, logprobs=body.logprobs is not None
+        )
         return StreamingResponse(stream, media_type="text/event-stream")
     result = await _collect(generation, http)
     if isinstance(result, ErrorEvent):
         return error_response(500, result.message, "InternalServerError")
     text = trimmer.push(result.generated_text, final=True)
-    logprobs = None
-    if body.logprobs is not None:
-        tokens = [t for t in result.tokens if not t.special]
-        logprobs = {
-            "tokens": [t.text for t in tokens],
-            "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": None,
-            "text_offset": _offsets(len(echo), [t.text for t in tokens]),
-        }
+    logprobs = (
+        None if body.logprobs is None else _completion_logprobs(_text_tokens(result.tokens, len(text)), len(echo))
+    )
     choice_body = {
         "index": 0,
         "text": echo + text,
@@ -226,8 +280,8 @@ def _offsets(start: int, texts: list[str]) -> list[int]:
 
 @router.post("/chat/completions")
 async def chat_completions(service: Service, body: ChatCompletionRequest, http: Request) -> Response:
-    if body.logprobs:  # not computed for chat here: refuse rather than answer without them
-        return error_response(400, "`logprobs` is not supported on chat completions by this server", "BadRequestError")
+    if body.top_logprobs:
+        return _no_alternatives("top_logprobs")
     try:
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
         prompt = service.apply_chat_template(messages, body.chat_template)
@@ -248,14 +302,15 @@ async def chat_completions(service: Service, body: ChatCompletionRequest, http: 
     trimmer = StopTrimmer(body.stop_list())
     if body.stream:
 
-        def choice(text: str, reason: str | None) -> dict[str, Any]:
+        def choice(text: str, reason: str | None, tokens: list[GeneratedToken] | None) -> dict[str, Any]:
             delta = {"content": text} if text else {}
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            logprobs = None if tokens is None else _chat_logprobs(tokens)
+            return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
         chunk_base = {**base, "object": "chat.completion.chunk"}
-        stream = _openai_stream(generation, trimmer, choice, chunk_base, include_usage, first)
+        stream = _openai_stream(generation, trimmer, choice, chunk_base, include_usage, first, logprobs=body.logprobs)
         return StreamingResponse(stream, media_type="text/event-stream")
     result = await _collect(generation, http)
     if isinstance(result, ErrorEvent):
@@ -264,7 +319,7 @@ async def chat_completions(service: Service, body: ChatCompletionRequest, http: 
     choice_body = {
         "index": 0,
         "message": {"role": "assistant", "content": text},
-        "logprobs": None,
+        "logprobs": _chat_logprobs(_text_tokens(result.tokens, len(text))) if body.logprobs else None,
         "finish_reason": _finish_reason(result, trimmer.stopped),
     }
     return JSONResponse({**base, "choices": [choice_body], "usage": _usage(result)})

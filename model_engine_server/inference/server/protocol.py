@@ -112,6 +112,7 @@ class ChatCompletionRequest(_OpenAiSampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
     logprobs: bool = False
+    top_logprobs: int | None = None
     chat_template: str | None = None  # replaces the tokenizer's template for this request (as vLLM's does)
 
 
