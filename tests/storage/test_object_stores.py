@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
 
@@ -53,16 +54,32 @@ def test_keys_cannot_leave_the_store(store: ObjectStore) -> None:
         store.put("../outside", b"x")
 
 
-def test_a_failed_local_write_leaves_nothing(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path / "objects")
+def test_a_write_that_fails_half_way_leaves_nothing(store: ObjectStore, request: pytest.FixtureRequest) -> None:
+    """The source breaks after 9 MB (S3 is then in the middle of a multipart upload): no object, no pending parts."""
 
     class Broken(io.RawIOBase):
-        def readinto(self, buffer: object) -> int:  # noqa: ARG002 (io signature)
-            raise OSError("connection reset while uploading")
+        sent = 0
 
-    with pytest.raises(OSError):
-        store.put_file("files/half.bin", Broken())  # type: ignore[arg-type]
-    assert [p for p in (tmp_path / "objects").rglob("*") if p.is_file()] == []
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+            if self.sent >= 9 * 1024 * 1024:
+                raise OSError("connection reset while uploading")
+            size = min(len(buffer), 1024 * 1024)
+            buffer[:size] = b"x" * size
+            self.sent += size
+            return size
+
+    with pytest.raises(OSError, match="connection reset"):
+        store.put_file("files/half.bin", io.BufferedReader(Broken()))
+    assert store.list("") == [] and not store.exists("files/half.bin")
+    if isinstance(store, S3ObjectStore):
+        s3 = boto3.client("s3", endpoint_url=request.getfixturevalue("s3_endpoint"))
+        assert s3.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
+    else:
+        assert isinstance(store, LocalObjectStore)
+        assert [p for p in store.root.rglob("*") if p.is_file()] == []  # no temporary file either
 
 
 def test_locations(tmp_path: Path) -> None:
