@@ -136,6 +136,7 @@ def test_published_client_v2_chat_content(platform: Platform, tmp_path: Path) ->
     expected = [len(tokenizer(text, add_special_tokens=True)["input_ids"]) for text in rendered]
     answers = json.loads(output.read_text())
     assert [a["object"] for a in answers] == ["chat.completion"] * len(questions)
+    assert all(a["id"].startswith("chatcmpl-") for a in answers)
     assert [a["usage"]["prompt_tokens"] for a in answers] == expected  # every request once, in order
     for answer in answers:
         (choice,) = answer["choices"]
