@@ -20,21 +20,20 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from benchmarks.support import stop_process
+from model_engine_server.testing import eventually
+from model_engine_server.testing import platform as kit
+from model_engine_server.testing.platform import Platform
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "batch_completions.json"
 AUTH = ("benchmark", "")
+OWNER = ("admin", "")  # the demo endpoint's owner (bootstrap_owner); its key reads the endpoint's status
 SUBJECTS = ["the sea", "a city at night", "mountains", "a library", "trains", "autumn", "the moon", "a market"]
 
 
@@ -42,51 +41,32 @@ def prompts(count: int) -> list[str]:
     return [f"Write one sentence about {SUBJECTS[i % len(SUBJECTS)]} (variation {i}):" for i in range(count)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.2)
-
-
-def start_platform(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "LLM_ENGINE_DATA_DIR": str(data_dir),
-        "LLM_ENGINE_PORT": str(port),
-        "LLM_ENGINE_RECONCILE_INTERVAL_SECONDS": "0.5",
-    }
-    if "LLM_ENGINE_MODEL_CACHE_DIR" not in env:
-        env["LLM_ENGINE_MODEL_CACHE_DIR"] = str(ROOT / ".llm-engine" / "test-model-cache")
-    command = [sys.executable, "-c", "from model_engine_server.cli import app; app()", "serve", "--no-worker"]
-    with (data_dir / "serve.log").open("ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
+def start_platform(data_dir: Path) -> Platform:
+    """``model-engine serve`` (the test kit's launcher) with its demo endpoint, once that endpoint is READY."""
+    cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(ROOT / ".llm-engine" / "test-model-cache")
+    platform = kit.start_platform(
+        "serve", data_dir, migrate=False, model_cache_dir=cache, reconcile_interval_seconds="0.5"
+    )
 
     def ready() -> bool:
         try:
-            endpoint = httpx.get(f"{url}/v1/llm/model-endpoints/smollm2-135m", auth=("admin", ""), timeout=2)
+            endpoint = httpx.get(f"{platform.url}/v1/llm/model-endpoints/smollm2-135m", auth=OWNER, timeout=2)
         except httpx.TransportError:
             return False
         return endpoint.status_code == 200 and endpoint.json()["status"] == "READY"
 
-    _wait(ready, 600, "the demo endpoint did not become READY")
-    return process, url
+    try:
+        eventually(ready, timeout=900, interval=0.5, what=lambda: f"the demo endpoint READY\n{platform.log_tail()}")
+    except BaseException:
+        platform.stop(timeout=60)
+        raise
+    return platform
 
 
 def one_at_a_time(url: str, texts: list[str], max_new_tokens: int) -> dict[str, float]:
     tokens = 0
     started = time.monotonic()
-    with httpx.Client(timeout=120, auth=("admin", "")) as client:
+    with httpx.Client(timeout=120, auth=OWNER) as client:
         for prompt in texts:
             response = client.post(
                 f"{url}/v1/llm/completions-sync",
@@ -149,7 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     texts = prompts(args.prompts)
     with tempfile.TemporaryDirectory(prefix="llm-engine-batch-bench-") as tmp:
-        process, url = start_platform(Path(tmp))
+        served = start_platform(Path(tmp))
+        url = served.url
         try:
             print(f"baseline: {len(texts)} prompts one at a time to the live endpoint …", flush=True)
             baseline = one_at_a_time(url, texts, args.max_new_tokens)
@@ -157,7 +138,7 @@ def main() -> None:
             print("batch job …", flush=True)
             batch = batch_job(url, Path(tmp), texts, args.max_new_tokens, Path(tmp) / "out.json")
         finally:
-            stop_process(process, grace_seconds=60)
+            served.stop(timeout=60)
     ratio = batch["tokens_per_second"] / baseline["tokens_per_second"]
     rate, seconds, startup = batch["tokens_per_second"], batch["seconds"], batch["startup_seconds"]
     first = batch["first_part_seconds"]

@@ -9,7 +9,6 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from model_engine_server.config import load_settings
@@ -55,13 +54,11 @@ async def with_registry(action: Callable[[JobRegistry], Awaitable[T]]) -> T:
         await registry.close()
 
 
-def _progress_bar(job: Job) -> Progress:
-    bar = Progress(
-        TextColumn(f"{job.id} [bold]{job.status.value}[/bold]"), BarColumn(), TextColumn("{task.description}")
-    )
-    total = max(job.progress_total, 1)
-    bar.add_task(f"{job.progress_done}/{job.progress_total}", total=total, completed=job.progress_done)
-    return bar
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    """``█████░░░░░░░░░░░░░░░ 10/40 (25%)``: readable in a terminal and in a log or pipe alike."""
+    filled = width * done // total if total else 0
+    percent = f" ({100 * done // total}%)" if total else ""
+    return "█" * filled + "░" * (width - filled) + f" {done}/{total}{percent}"
 
 
 @jobs_app.command("list")
@@ -76,7 +73,7 @@ def jobs_list(kind: Annotated[JobKind | None, typer.Option(help="Only jobs of th
             job.kind.value,
             job.owner,
             job.status.value,
-            f"{job.progress_done}/{job.progress_total}",
+            progress_bar(job.progress_done, job.progress_total),
             job.created_at.strftime("%Y-%m-%d %H:%M"),
             job.status_reason or "",
         )
@@ -96,7 +93,7 @@ def jobs_get(job_id: JobIdArgument) -> None:
     except NotFoundError as error:
         console.print(f"[red]{error.message}[/red]")
         raise typer.Exit(1) from None
-    console.print(_progress_bar(job))
+    console.print(f"{job.id} [bold]{job.status.value}[/bold] {progress_bar(job.progress_done, job.progress_total)}")
     console.print(f"kind {job.kind.value} · owner {job.owner} · workers {job.parallelism} · restarts {job.restarts}")
     if job.cancel_requested and not job.status.finished:
         console.print("cancel requested: the reconciler stops it on its next pass")

@@ -44,10 +44,13 @@ def test_list_get_and_cancel(tmp_path: Path) -> None:
 
     listing = run("jobs", "list", data_dir=tmp_path)
     assert listing.returncode == 0, listing.stderr
-    assert job_id in listing.stdout and "running" in listing.stdout and "10/40" in listing.stdout
+    (row,) = [line for line in listing.stdout.splitlines() if job_id in line]
+    assert "running" in row and "10/40" in row
+    assert "█████░░░░░░░░░░░░░░░ 10/40 (25%)" in row  # a progress bar, a quarter full
 
     shown = run("jobs", "get", job_id, data_dir=tmp_path)
     assert "10/40" in shown.stdout and "Job queued." in shown.stdout
+    assert "█████░░░░░░░░░░░░░░░ 10/40 (25%)" in shown.stdout
 
     assert f"Cancelling {job_id}" in run("jobs", "cancel", job_id, data_dir=tmp_path).stdout
     assert "cancel requested" in run("jobs", "get", job_id, data_dir=tmp_path).stdout

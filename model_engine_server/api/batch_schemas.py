@@ -36,11 +36,17 @@ class V2Request(_Loose):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     seed: int | None = None
+    n: int | None = None
+    logprobs: bool | int | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> V2Request:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("each request needs exactly one of `prompt` (completion) and `messages` (chat)")
+        if self.n not in (None, 1):
+            raise ValueError("n must be 1: a batch job answers each request with one choice")
+        if self.logprobs:
+            raise ValueError("logprobs are not returned in v2 batch output; use v1 content with return_token_log_probs")
         return self
 
 

@@ -23,7 +23,7 @@ from model_engine_server.domain.batch import BatchItem, BatchWorkerSpec, OutputF
 from model_engine_server.domain.exceptions import InvalidRequestError, NotFoundError
 from model_engine_server.domain.jobs import Job, JobKind, JobResources, JobStatus
 from model_engine_server.storage.locations import UnsupportedLocationError, open_location
-from model_engine_server.storage.port import ObjectNotFoundError
+from model_engine_server.storage.port import ObjectNotFoundError, ObjectStoreError
 from model_engine_server.storage.workspace import JobWorkspace
 
 
@@ -36,7 +36,7 @@ async def submit_batch(services: FilesAndJobs, caller: str, body: Any, *, versio
     content = request.content if request.content is not None else await _read_input(services, caller, request)
     items, output_format = _items(content, request, version)
     _check_fits(services, request, items)
-    await services.check_job_quota(caller)
+    await services.check_job_admission(caller)
     job_id = new_job_id()
     spec = BatchWorkerSpec(
         model=request.model_config_.model,
@@ -124,6 +124,8 @@ async def _read_input(services: FilesAndJobs, caller: str, request: BatchRequest
         raw = await asyncio.to_thread(store.get, key)
     except (NotFoundError, ObjectNotFoundError):
         raise InvalidRequestError(f"input_data_path {path!r} cannot be read: no such file.") from None
+    except ObjectStoreError as error:
+        raise InvalidRequestError(f"input_data_path {path!r} cannot be read: {error}") from None
     except UnsupportedLocationError as error:
         raise InvalidRequestError(f"input_data_path: {error}") from None
     try:

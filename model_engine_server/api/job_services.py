@@ -13,7 +13,7 @@ from model_engine_server.config import Settings
 from model_engine_server.db.file_registry import FileRegistry
 from model_engine_server.db.job_registry import JobRegistry
 from model_engine_server.db.registry import Registry
-from model_engine_server.domain.exceptions import InvalidRequestError
+from model_engine_server.domain.exceptions import InvalidRequestError, OrchestrationError
 from model_engine_server.domain.jobs import JobKind
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.tenancy import Limit
@@ -48,8 +48,15 @@ class FilesAndJobs:
         store = build_object_store(storage)
         return cls(settings, registry.files, registry.jobs, store, storage, zoo, on_change, limiter)
 
-    async def check_job_quota(self, owner: str) -> None:
-        """429 when the owner already has ``max_jobs`` batch or fine-tune jobs queued or running."""
+    async def check_job_admission(self, owner: str) -> None:
+        """503 when jobs cannot run in this deployment (Kubernetes pods cannot reach a store on the control plane's
+        disk); 429 when the owner already has ``max_jobs`` batch or fine-tune jobs queued or running."""
+        if not self.storage.allow_local_paths and self.store.url.startswith("file://"):
+            raise OrchestrationError(
+                "Jobs on Kubernetes need object storage every pod reaches, and this deployment stores objects on "
+                "the control plane's disk: set LLM_ENGINE_OBJECT_STORE_URL (chart value objectStorage.url) to "
+                "s3://bucket/prefix."
+            )
         if (await self.limiter.limits(owner)).max_jobs:
             await self.limiter.check_quota(owner, Limit.MAX_JOBS, await self.jobs.count_active(owner))
 

@@ -185,7 +185,8 @@ def _format(spec: BatchWorkerSpec, item: BatchItem, prompt_tokens: int, finished
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
-    common = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": spec.model, "usage": usage}
+    prefix = "chatcmpl" if spec.output_format is OutputFormat.CHAT else "cmpl"  # OpenAI's id prefixes
+    common = {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": spec.model, "usage": usage}
     if spec.output_format is OutputFormat.CHAT:
         message = {"role": "assistant", "content": finished.generated_text}
         return {

@@ -50,8 +50,10 @@ def build_job_runner(settings: Settings, orchestrator: Orchestrator) -> JobRunne
     from model_engine_server.config import OrchestratorKind
 
     if settings.orchestrator is OrchestratorKind.KUBERNETES:
+        from model_engine_server.orchestration.kubernetes import KubernetesOrchestrator
         from model_engine_server.orchestration.kubernetes.jobs import KubernetesJobRunner
 
+        assert isinstance(orchestrator, KubernetesOrchestrator), "jobs on Kubernetes share its API client and pods"
         return KubernetesJobRunner(settings, orchestrator)
     from model_engine_server.orchestration.local.jobs import LocalJobRunner
 

@@ -9,6 +9,7 @@ For every queued or running job, once per pass::
         succeeded              -> the kind's completion hook (e.g. register the output file), COMPLETED
         failed                 -> FAILED with the worker's own reason
         crashed / missing      -> start again (workers resume from the workspace) while restarts remain
+        pending / running      -> the runner's reason, if any, as the status reason (a pod that cannot start)
 
 Writes are conditional on the job still being active, so a cancel recorded meanwhile is never overwritten.
 """
@@ -96,6 +97,8 @@ class JobReconciler:
             await self._finish(job, JobStatus.FAILED, reason)
         elif observed.state in (RunState.CRASHED, RunState.MISSING):
             await self._restart(job, observed.reason or observed.state.value, done)
+        elif observed.reason != job.status_reason:  # pending or running; e.g. a pod that cannot be scheduled
+            await self.registry.update(job.id, status_reason=observed.reason)
 
     async def _restart(self, job: Job, reason: str, done: int) -> None:
         if job.restarts >= self._max_restarts:

@@ -1,5 +1,5 @@
 """Object storage: files, batch inputs and outputs, job workspaces. One small port, two implementations."""
 
-from model_engine_server.storage.port import ObjectNotFoundError, ObjectStore
+from model_engine_server.storage.port import ObjectNotFoundError, ObjectStore, ObjectStoreError
 
-__all__ = ["ObjectNotFoundError", "ObjectStore"]
+__all__ = ["ObjectNotFoundError", "ObjectStore", "ObjectStoreError"]

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import BinaryIO, Protocol
 
 
-class ObjectNotFoundError(Exception):
-    """No object under that key (or it cannot be read)."""
+class ObjectStoreError(Exception):
+    """The store refused or could not serve a request (unreachable, invalid bucket name...); the message says why."""
+
+
+class ObjectNotFoundError(ObjectStoreError):
+    """No object under that key (or no permission to read it)."""
 
 
 class ObjectStore(Protocol):
@@ -26,7 +30,7 @@ class ObjectStore(Protocol):
         """Store the rest of ``source`` under ``key`` atomically; returns the number of bytes stored."""
 
     def get(self, key: str) -> bytes:
-        """The object's bytes; ``ObjectNotFoundError`` when absent."""
+        """The object's bytes; ``ObjectNotFoundError`` when absent, ``ObjectStoreError`` when it cannot be read."""
 
     def exists(self, key: str) -> bool: ...
 

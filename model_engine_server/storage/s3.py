@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO
 
-from model_engine_server.storage.port import ObjectNotFoundError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from model_engine_server.storage.port import ObjectNotFoundError, ObjectStoreError
 
 
 class _CountingReader:
@@ -65,6 +67,8 @@ class S3ObjectStore:
         except Exception as error:
             if _status(error) in (403, 404):
                 raise ObjectNotFoundError(key) from error
+            if isinstance(error, BotoCoreError | ClientError):  # unreachable, invalid bucket name, throttled...
+                raise ObjectStoreError(f"s3://{self.bucket}/{self._key(key)}: {error}") from error
             raise
         return body
 

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,9 +185,15 @@ def inference_servers(data_dir: str | Path, command_part: str, endpoint: str | N
 
 
 def start_platform(
-    command: str, data_dir: Path, *, migrate: bool = True, timeout: float = 60.0, **settings: str
+    command: str,
+    data_dir: Path,
+    *,
+    migrate: bool = True,
+    timeout: float = 60.0,
+    extra_args: Sequence[str] = (),
+    **settings: str,
 ) -> Platform:
-    """Run ``model-engine <command>`` (``gateway`` or ``serve``) and wait until ``/healthz`` answers.
+    """Run ``model-engine <command> [extra_args]`` (``gateway`` or ``serve``) and wait until ``/healthz`` answers.
 
     ``migrate`` runs ``model-engine migrate`` first, like a real installation (``serve`` migrates by itself).
     """
@@ -200,7 +206,7 @@ def start_platform(
     log = data_dir / f"{command}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [*model_engine_command(), command, "--host", "127.0.0.1", "--port", str(port)],
+            [*model_engine_command(), command, *extra_args, "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

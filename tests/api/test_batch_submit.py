@@ -7,6 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
+from model_engine_server.api.app import create_app
+from model_engine_server.config import OrchestratorKind, Settings
+from tests.fakes import FakeResolver
+
 A = ("team-a", "")
 V1 = "/v1/llm/batch-completions"
 V2 = "/v2/batch-completions"
@@ -61,11 +65,31 @@ async def test_unreadable_input_file_is_400(app_client: httpx.AsyncClient, tmp_p
     assert other.status_code == 400 and "no such file" in other.json()["detail"]  # another tenant's file
 
 
-async def test_v2_rows_are_checked_with_their_row_number(app_client: httpx.AsyncClient, tmp_path: Any) -> None:
-    content = [{"prompt": "fine", "max_tokens": 4}, {"max_tokens": 4}]
+@pytest.mark.parametrize(
+    ("row", "detail"),
+    [
+        ({"max_tokens": 4}, "exactly one of `prompt` (completion) and `messages` (chat)"),
+        ({"prompt": "x", "messages": [{"role": "user", "content": "x"}]}, "exactly one of `prompt`"),
+        ({"prompt": "x", "n": 2}, "n must be 1"),
+        ({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "return_token_log_probs"),
+        ({"prompt": "x", "temperature": 3}, "temperature"),
+    ],
+)
+async def test_v2_rows_are_checked_with_their_row_number(
+    app_client: httpx.AsyncClient, tmp_path: Any, row: dict[str, Any], detail: str
+) -> None:
+    content = [{"prompt": "fine", "max_tokens": 4}, row]
     response = await app_client.post(V2, json=_body((tmp_path / "o.json").as_uri(), content=content), auth=A)
     assert response.status_code == 400
     assert response.json()["detail"].startswith("content row 1:")
+    assert detail in response.json()["detail"]
+    assert not (tmp_path / "data" / "objects" / "jobs").exists()
+
+
+async def test_v2_mixing_completion_and_chat_is_400(app_client: httpx.AsyncClient, tmp_path: Any) -> None:
+    content = [{"prompt": "fine"}, {"messages": [{"role": "user", "content": "x"}]}]
+    response = await app_client.post(V2, json=_body((tmp_path / "o.json").as_uri(), content=content), auth=A)
+    assert response.status_code == 400 and "mixes completion" in response.json()["detail"]
 
 
 async def test_accepted_jobs_read_back_queued_and_only_for_their_owner(
@@ -84,3 +108,15 @@ async def test_accepted_jobs_read_back_queued_and_only_for_their_owner(
     assert updated.json()["priority"] == "high" and updated.json()["success"] is True
     cancel = await app_client.post(f"{V2}/{job['job_id']}/actions/cancel", auth=("team-b", ""))
     assert cancel.status_code == 404
+
+
+async def test_jobs_on_kubernetes_without_shared_object_storage_are_refused(settings: Settings, tmp_path: Any) -> None:
+    """An operator's misconfiguration: the pods could never read their work. 503 naming the setting; nothing queued."""
+    on_kubernetes = settings.model_copy(update={"orchestrator": OrchestratorKind.KUBERNETES})
+    app = create_app(on_kubernetes, resolver=FakeResolver())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
+            response = await c.post(V2, json=_body("s3://bucket/out.json"), auth=A)
+            assert response.status_code == 503, response.text
+            assert "LLM_ENGINE_OBJECT_STORE_URL" in response.json()["detail"]
+    assert not (tmp_path / "data" / "objects" / "jobs").exists()

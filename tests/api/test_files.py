@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from model_engine_server.api.app import create_app
 from model_engine_server.config import Settings
+from tests.api.completion_support import RunningGateway
 from tests.fakes import FakeResolver
 
 A = ("team-a", "")
@@ -79,3 +82,34 @@ async def test_upload_without_a_file_field_is_400(app_client: httpx.AsyncClient)
     response = await app_client.post("/v1/files", data={"other": "x"}, files={"wrong": ("a", b"b")}, auth=A)
     assert response.status_code == 400
     assert "`file`" in response.json()["detail"]
+
+
+async def test_an_upload_cut_off_half_way_leaves_nothing(gateway: RunningGateway, settings: Settings) -> None:
+    """The client's connection drops after half the bytes: no record, no object; the next upload is unaffected."""
+    url = urlsplit(gateway.url)
+    boundary = "cut-off-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="half.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    declared = len(head) + 400_000 + len(f"\r\n--{boundary}--\r\n")
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(
+        (
+            f"POST /v1/files HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Basic dGVhbS1hOg==\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {declared}\r\n\r\n"
+        ).encode()
+        + head
+        + b"x" * 200_000
+    )
+    await writer.drain()
+    writer.close()  # half the file sent, then the connection is gone
+    await writer.wait_closed()
+    del reader
+
+    async with gateway.client(auth=A) as client:
+        whole = await client.post("/v1/files", files={"file": ("whole.bin", b"y" * 1000)})
+        assert whole.status_code == 200, whole.text
+        listed = (await client.get("/v1/files")).json()["files"]
+    assert [f["filename"] for f in listed] == ["whole.bin"]
+    assert [p.name for p in _stored_objects(settings.data_dir)] == [whole.json()["id"]]

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
-from model_engine_server.orchestration.local.processes import free_port
+from model_engine_server.testing import eventually
 from model_engine_server.testing.peers import run_peer_script
-from model_engine_server.testing.platform import stop_process, wait_healthy
+from model_engine_server.testing.platform import start_platform
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_CACHE = Path(os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or REPO_ROOT / ".llm-engine" / "test-model-cache")
@@ -40,17 +39,16 @@ class Platform:
         job: dict[str, object] = response.json()["job"]
         return job
 
-    def wait_for(self, job_id: str, condition: object, timeout: float = 300) -> dict[str, object]:
+    def wait_for(
+        self, job_id: str, condition: Callable[[dict[str, object]], bool], timeout: float = 300
+    ) -> dict[str, object]:
         """Poll the job until ``condition(job)`` holds; fail with the last state seen."""
-        assert callable(condition)
-        deadline = time.monotonic() + timeout
-        job = self.job(job_id)
-        while not condition(job):
-            assert time.monotonic() < deadline, f"job never reached the expected state: {job}"
+
+        def probe() -> dict[str, object]:
             assert self.process.poll() is None, "model-engine serve exited"
-            time.sleep(0.2)
-            job = self.job(job_id)
-        return job
+            return self.job(job_id)
+
+        return eventually(probe, condition, timeout=timeout, interval=0.2, what=f"job {job_id} in the expected state")
 
     def peer(self, script: str, timeout: float = 600) -> dict[str, object]:
         """Run ``script`` with the published client pointed at this platform; it prints one JSON line."""
@@ -68,25 +66,22 @@ class Platform:
 
 @contextmanager
 def running_platform(tmp: Path, chunk_size: int) -> Iterator[Platform]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "LLM_ENGINE_DATA_DIR": str(tmp / "data"),
-        "LLM_ENGINE_MODEL_CACHE_DIR": str(MODEL_CACHE),
-        "LLM_ENGINE_PORT": str(port),
-        "LLM_ENGINE_DEMO_MODEL": "",
-        "LLM_ENGINE_BATCH_CHUNK_SIZE": str(chunk_size),
-        # One part in the engine at a time: parts are written one after another, so a kill lands between them.
-        "LLM_ENGINE_BATCH_MAX_IN_FLIGHT_PROMPTS": str(chunk_size),
-        "LLM_ENGINE_RECONCILE_INTERVAL_SECONDS": "0.3",
-        "OMP_NUM_THREADS": "1",
-    }
-    command = [sys.executable, "-c", "from model_engine_server.cli import app; app()", "serve", "--no-worker"]
-    with (tmp / "serve.log").open("ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    platform = Platform(f"http://127.0.0.1:{port}", tmp / "data", process)
+    """``model-engine serve`` without the demo endpoint or the async worker; job workers use one thread each."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # inherited by the job workers it starts
+        served = start_platform(
+            "serve",
+            tmp / "data",
+            migrate=False,
+            extra_args=["--no-worker"],
+            model_cache_dir=str(MODEL_CACHE),
+            demo_model="",
+            batch_chunk_size=str(chunk_size),
+            # One part in the engine at a time: parts are written one after another, so a kill lands between them.
+            batch_max_in_flight_prompts=str(chunk_size),
+            reconcile_interval_seconds="0.3",
+        )
     try:
-        wait_healthy(f"{platform.base_url}/healthz", process, timeout=60, output=(tmp / "serve.log").read_text)
-        yield platform
+        yield Platform(served.url, served.data_dir, served.process)
     finally:
-        stop_process(process, timeout=60)
+        served.stop(timeout=60)

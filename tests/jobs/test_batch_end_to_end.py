@@ -95,6 +95,55 @@ def test_published_client_batch_v1_and_v2(platform: Platform, tmp_path: Path, pr
     assert [c["choices"][0]["text"] for c in completions] == [r["text"] for r in results]
 
 
+CHAT_FLOW = """
+import json, time
+from llmengine import Completion, CreateBatchCompletionsModelConfig
+from llmengine.data_types.batch_completion import FilteredChatCompletionV2Request
+
+questions = QUESTIONS
+job = Completion.batch_create(
+    output_data_path=OUTPUT,
+    model_config=CreateBatchCompletionsModelConfig(model="smollm2-135m"),
+    content=[
+        FilteredChatCompletionV2Request(messages=[{"role": "user", "content": q}], max_tokens=6, temperature=0.0)
+        for q in questions
+    ],
+    use_v2=True,
+)
+assert job.status == "queued", job
+while (state := Completion.get_batch_completion(job.job_id)["job"])["status"] not in ("completed", "failed"):
+    time.sleep(0.5)
+print(json.dumps({"job": state}))
+"""
+
+
+def test_published_client_v2_chat_content(platform: Platform, tmp_path: Path) -> None:
+    """v2 ``content`` as the published client's chat requests: one ``chat.completion`` per request, in order."""
+    from transformers import AutoTokenizer
+
+    from model_engine_server.inference.model_loading import resolve_model
+
+    questions = ["Hi", "What colour is the sky on a clear day?", "Name three animals that live in the sea."]
+    output = tmp_path / "chat.json"
+    script = CHAT_FLOW.replace("QUESTIONS", repr(questions)).replace("OUTPUT", repr(output.as_uri()))
+    job = platform.peer(script)["job"]
+    assert isinstance(job, dict) and job["status"] == "completed", job
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("smollm2-135m", MODEL_CACHE)))
+    rendered = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in questions
+    ]
+    expected = [len(tokenizer(text, add_special_tokens=True)["input_ids"]) for text in rendered]
+    answers = json.loads(output.read_text())
+    assert [a["object"] for a in answers] == ["chat.completion"] * len(questions)
+    assert all(a["id"].startswith("chatcmpl-") for a in answers)
+    assert [a["usage"]["prompt_tokens"] for a in answers] == expected  # every request once, in order
+    for answer in answers:
+        (choice,) = answer["choices"]
+        assert choice["message"]["role"] == "assistant" and choice["message"]["content"]
+        assert 1 <= answer["usage"]["completion_tokens"] <= 6
+
+
 def _submit(platform: Platform, tmp_path: Path, prompts: list[str], max_new_tokens: int) -> str:
     body = {
         "output_data_path": (tmp_path / "out.json").as_uri(),
@@ -112,8 +161,8 @@ def test_cancel_stops_the_running_worker(platform: Platform, tmp_path: Path) -> 
     platform.wait_for(job_id, lambda j: j["status"] == "running")
     pid = platform.worker_pid(job_id)
     assert process_alive(pid, None)
-    cancelled = platform.post(f"/v2/batch-completions/{job_id}/actions/cancel", {})
-    assert cancelled.json() == {"success": True}
+    cancel = f"import json, llmengine; print(json.dumps(llmengine.Completion.cancel_batch_completion({job_id!r})))"
+    assert platform.peer(cancel) == {"success": True}  # the published client's call
     job = platform.wait_for(job_id, lambda j: j["status"] != "running", timeout=60)
     assert job["status"] == "cancelled"
     assert not process_alive(pid, None)

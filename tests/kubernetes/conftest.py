@@ -154,9 +154,15 @@ def deployment_status(deployment: dict[str, Any], replicas: int, ready: int) -> 
 
 
 def pod_of(deployment: dict[str, Any], suffix: str, status: dict[str, Any]) -> dict[str, Any]:
-    """A pod of ``deployment`` (owned by it, with its labels and spec) in ``status``."""
+    """A pod of ``deployment`` (or of a Job: any owner with a pod template), with its labels and spec, in
+    ``status``."""
     name = deployment["metadata"]["name"]
-    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"]}
+    owner = {
+        "apiVersion": deployment.get("apiVersion", "apps/v1"),
+        "kind": deployment.get("kind", "Deployment"),
+        "name": name,
+        "uid": deployment["metadata"]["uid"],
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",

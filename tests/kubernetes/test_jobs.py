@@ -24,7 +24,7 @@ from model_engine_server.orchestration.kubernetes.jobs import KubernetesJobRunne
 from model_engine_server.storage.local import LocalObjectStore
 from model_engine_server.storage.locations import StorageConfig
 from model_engine_server.storage.workspace import JobWorkspace
-from tests.kubernetes.conftest import NAMESPACE, OrchestratorFactory, make_settings
+from tests.kubernetes.conftest import NAMESPACE, OrchestratorFactory, make_settings, pod_of
 from tests.kubernetes.emulator import KubeEmulator
 
 
@@ -56,6 +56,12 @@ class Harness:
 
     def kube_job(self, job: Job) -> dict[str, object] | None:
         return self.emulator.get("batch", "jobs", NAMESPACE, job_name(job))
+
+    def add_pod(self, job: Job, index: int, status: dict[str, object]) -> None:
+        """A pod of the Job, as the Job controller would create it, in ``status`` (what the kubelet reports)."""
+        kube_job = self.kube_job(job)
+        assert kube_job is not None
+        self.emulator.put("", "pods", NAMESPACE, pod_of(kube_job, str(index), status))
 
     def set_status(self, job: Job, status: dict[str, object]) -> None:
         self.emulator.patch("batch", "jobs", NAMESPACE, job_name(job), {"status": status})
@@ -167,3 +173,24 @@ async def test_a_job_that_succeeds_without_its_output_fails_saying_so(harness: H
     harness.set_status(job, {"conditions": [{"type": "Complete", "status": "True"}]})  # but no output was written
     failed = await harness.until(job, lambda j: j.status is JobStatus.FAILED)
     assert str(failed.status_reason).startswith("the workers finished but the result is unusable")
+
+
+async def test_an_out_of_memory_pod_is_the_reason_a_job_failed(harness: Harness) -> None:
+    job = await harness.submit()
+    await harness.until(job, lambda j: j.status is JobStatus.RUNNING)
+    oom = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+    harness.add_pod(job, 0, {"phase": "Failed", "containerStatuses": [{"name": "worker", "state": oom}]})
+    harness.set_status(job, {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
+    failed = await harness.until(job, lambda j: j.status is JobStatus.FAILED)
+    assert "ran out of memory (OOMKilled)" in str(failed.status_reason)
+
+
+async def test_a_job_whose_pods_cannot_be_scheduled_says_why_while_it_waits(harness: Harness) -> None:
+    job = await harness.submit()
+    await harness.until(job, lambda j: j.status is JobStatus.RUNNING)
+    message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+    harness.add_pod(job, 0, {"phase": "Pending", "conditions": [unschedulable]})
+    waiting = await harness.until(job, lambda j: j.status_reason is not None and "Cannot schedule" in j.status_reason)
+    assert waiting.status is JobStatus.RUNNING  # still waiting for a node, not failed
+    assert message in str(waiting.status_reason)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
 
@@ -53,16 +54,32 @@ def test_keys_cannot_leave_the_store(store: ObjectStore) -> None:
         store.put("../outside", b"x")
 
 
-def test_a_failed_local_write_leaves_nothing(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path / "objects")
+def test_a_write_that_fails_half_way_leaves_nothing(store: ObjectStore, request: pytest.FixtureRequest) -> None:
+    """The source breaks after 9 MB (S3 is then in the middle of a multipart upload): no object, no pending parts."""
 
     class Broken(io.RawIOBase):
-        def readinto(self, buffer: object) -> int:  # noqa: ARG002 (io signature)
-            raise OSError("connection reset while uploading")
+        sent = 0
 
-    with pytest.raises(OSError):
-        store.put_file("files/half.bin", Broken())  # type: ignore[arg-type]
-    assert [p for p in (tmp_path / "objects").rglob("*") if p.is_file()] == []
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+            if self.sent >= 9 * 1024 * 1024:
+                raise OSError("connection reset while uploading")
+            size = min(len(buffer), 1024 * 1024)
+            buffer[:size] = b"x" * size
+            self.sent += size
+            return size
+
+    with pytest.raises(OSError, match="connection reset"):
+        store.put_file("files/half.bin", io.BufferedReader(Broken()))
+    assert store.list("") == [] and not store.exists("files/half.bin")
+    if isinstance(store, S3ObjectStore):
+        s3 = boto3.client("s3", endpoint_url=request.getfixturevalue("s3_endpoint"))
+        assert s3.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
+    else:
+        assert isinstance(store, LocalObjectStore)
+        assert [p for p in store.root.rglob("*") if p.is_file()] == []  # no temporary file either
 
 
 def test_locations(tmp_path: Path) -> None:
@@ -98,3 +115,39 @@ async def test_files_api_on_s3(bucket: str, s3_endpoint: str, database_url: str,
             assert (await c.delete(f"/v1/files/{file_id}", auth=("a", ""))).json() == {"deleted": True}
             assert s3.list("llm-engine/") == []
     assert not (tmp_path / "data" / "objects").exists()  # nothing went to the local disk
+
+
+async def test_batch_input_from_s3_and_unreadable_s3_paths(
+    bucket: str, s3_endpoint: str, database_url: str, tmp_path: Path
+) -> None:
+    """``input_data_path`` as an ``s3://`` URI: read at submit; a missing object or a malformed bucket is a 400."""
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        object_store_url=f"s3://{bucket}/llm-engine",
+        s3_endpoint_url=s3_endpoint,
+    )
+    S3ObjectStore(bucket, endpoint_url=s3_endpoint).put(
+        "inputs/p.json", b'{"prompts": ["a", "b"], "max_new_tokens": 4, "temperature": 0}'
+    )
+    app = create_app(settings, resolver=FakeResolver())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
+
+            async def submit(input_path: str) -> httpx.Response:
+                body = {
+                    "input_data_path": input_path,
+                    "output_data_path": f"s3://{bucket}/outputs/out.json",
+                    "model_config": {"model": "smollm2-135m"},
+                }
+                return await c.post("/v2/batch-completions", json=body, auth=("a", ""))
+
+            accepted = await submit(f"s3://{bucket}/inputs/p.json")
+            assert accepted.status_code == 200, accepted.text
+            assert accepted.json()["progress"] == {"done": 0, "total": 2}
+            missing = await submit(f"s3://{bucket}/inputs/missing.json")
+            assert missing.status_code == 400 and "cannot be read: no such file" in missing.json()["detail"]
+            malformed = await submit("s3://Bad_Bucket!/p.json")
+            assert malformed.status_code == 400, malformed.text
+            detail = malformed.json()["detail"]
+            assert "cannot be read" in detail and "Invalid bucket name" in detail

@@ -10,14 +10,17 @@ resumes from the workspace; finished Jobs are removed after ``ttlSecondsAfterFin
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_engine_server.config import Settings
 from model_engine_server.domain.jobs import JOB_ENTRYPOINTS, Job, RunObservation, RunState
-from model_engine_server.domain.ports import Orchestrator
 from model_engine_server.orchestration.kubernetes import naming
 from model_engine_server.orchestration.kubernetes.cache import ObjectCache
-from model_engine_server.orchestration.kubernetes.client import KubeApi, KubeRetryPolicy, Resource
+from model_engine_server.orchestration.kubernetes.client import PODS, KubeApi, KubeRetryPolicy, Resource
+from model_engine_server.orchestration.kubernetes.status import pod_failure
+
+if TYPE_CHECKING:
+    from model_engine_server.orchestration.kubernetes.orchestrator import KubernetesOrchestrator
 
 JOBS = Resource("Job", "batch", "v1", "jobs", "BatchV1Api", "namespaced_job")
 JOB_ID_LABEL = "llm-engine.io/job-id"
@@ -81,10 +84,13 @@ def job_manifest(settings: Settings, job: Job) -> dict[str, Any]:
     }
 
 
-def observation(job_object: dict[str, Any] | None) -> RunObservation:
-    """What a Job's status conditions say (``Complete``, ``Failed`` with its reason, else running)."""
+def observation(job_object: dict[str, Any] | None, pods: list[dict[str, Any]] | None = None) -> RunObservation:
+    """What a Job's status conditions say (``Complete``, ``Failed`` with its reason, else running), with the reason a
+    person can act on from its pods (out of memory, unschedulable, image pull) — for a Job that failed, or one that
+    cannot get going."""
     if job_object is None:
         return RunObservation(RunState.MISSING, "the Kubernetes Job does not exist")
+    pod_reason = next((r for r in (_pod_failure(pod) for pod in pods or []) if r), None)
     for condition in job_object.get("status", {}).get("conditions") or []:
         if condition.get("status") != "True":
             continue
@@ -94,24 +100,33 @@ def observation(job_object: dict[str, Any] | None) -> RunObservation:
             reason = condition.get("reason", "")
             if reason == "DeadlineExceeded":
                 return RunObservation(RunState.FAILED, "runtime exceeded (activeDeadlineSeconds)")
-            return RunObservation(RunState.FAILED, f"{reason}: {condition.get('message', '')}".strip(": "))
+            return RunObservation(
+                RunState.FAILED, pod_reason or f"{reason}: {condition.get('message', '')}".strip(": ")
+            )
     active = job_object.get("status", {}).get("active") or 0
-    return RunObservation(RunState.RUNNING if active else RunState.PENDING)
+    return RunObservation(RunState.RUNNING if active else RunState.PENDING, pod_reason)
+
+
+def _pod_failure(pod: dict[str, Any]) -> str | None:
+    """``status.pod_failure`` (the endpoints' reasons: OOMKilled, Unschedulable, image pull...) for a job's pod."""
+    resources = pod.get("spec", {}).get("containers", [{}])[0].get("resources", {}).get("limits", {})
+    gpus = int(resources.get("nvidia.com/gpu", 0) or 0)
+    gpu_type = next(iter((pod.get("spec", {}).get("nodeSelector") or {}).values()), None)
+    return pod_failure(pod, gpus, gpu_type)
 
 
 class KubernetesJobRunner:
     """Jobs through the orchestrator's API client, observed through a watch on managed Jobs; the reconciler is the
     only writer."""
 
-    def __init__(self, settings: Settings, orchestrator: Orchestrator) -> None:
+    def __init__(self, settings: Settings, orchestrator: KubernetesOrchestrator) -> None:
         self._settings = settings
         self._orchestrator = orchestrator
         self._cache: ObjectCache | None = None
 
     @property
     def _api(self) -> KubeApi:
-        api: KubeApi = getattr(self._orchestrator, "api")  # noqa: B009 (not on the Orchestrator protocol)
-        return api
+        return self._orchestrator.api
 
     def _watched(self) -> ObjectCache:
         """Started on first use: the orchestrator's API client exists only once the orchestrator has started."""
@@ -141,7 +156,8 @@ class KubernetesJobRunner:
         cache = self._watched()
         if not cache.synced:  # right after start-up: nothing is known yet, so nothing is missing either
             return RunObservation(RunState.PENDING, "waiting for the first list of Jobs")
-        return observation(cache.get(JOBS, job_name(job)))
+        pods = self._orchestrator.cache.select(PODS, {JOB_ID_LABEL: job.id})  # job pods are managed: watched there
+        return observation(cache.get(JOBS, job_name(job)), pods)
 
     async def close(self) -> None:
         if self._cache is not None:

@@ -132,6 +132,8 @@ class LocalJobRunner:
                 if code == EXIT_JOB_ERROR:
                     return RunObservation(RunState.FAILED, reason)
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                if code == -signal.SIGKILL:  # what the kernel's OOM killer sends
+                    how = "was killed (SIGKILL: out of memory, unless someone killed it)"
                 return RunObservation(RunState.CRASHED, f"worker {worker.index} {how}: {reason}")
         if all(code == 0 for _, code in codes) and len(codes) == job.parallelism:
             return RunObservation(RunState.SUCCEEDED)
