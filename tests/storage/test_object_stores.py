@@ -15,6 +15,7 @@ from model_engine_server.storage.locations import StorageConfig, UnsupportedLoca
 from model_engine_server.storage.port import ObjectNotFoundError, ObjectStore
 from model_engine_server.storage.s3 import S3ObjectStore
 from tests.fakes import FakeResolver
+from tests.fine_tuning.finished import MERGED_FILES, record_finished_fine_tune
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -98,3 +99,25 @@ async def test_files_api_on_s3(bucket: str, s3_endpoint: str, database_url: str,
             assert (await c.delete(f"/v1/files/{file_id}", auth=("a", ""))).json() == {"deleted": True}
             assert s3.list("llm-engine/") == []
     assert not (tmp_path / "data" / "objects").exists()  # nothing went to the local disk
+
+
+async def test_fine_tuned_model_downloads_are_presigned_s3_urls(
+    bucket: str, s3_endpoint: str, database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        object_store_url=f"s3://{bucket}/llm-engine",
+        s3_endpoint_url=s3_endpoint,
+    )
+    store = S3ObjectStore(bucket, prefix="llm-engine", endpoint_url=s3_endpoint)
+    await record_finished_fine_tune(database_url, store, "a", "smollm2-135m.s3.261130-010203")
+    app = create_app(settings, resolver=FakeResolver())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
+            body = {"model_name": "smollm2-135m.s3.261130-010203", "download_format": "hugging_face"}
+            urls = (await c.post("/v1/llm/model-endpoints/download", json=body, auth=("a", ""))).json()["urls"]
+    assert set(urls) == set(MERGED_FILES)
+    for name, url in urls.items():
+        assert url.startswith(s3_endpoint) and "Signature" in url  # S3 serves it, not the gateway
+        assert httpx.get(url, timeout=10).content == MERGED_FILES[name]
