@@ -23,7 +23,7 @@ def fine_tune_run(
     job_id: Annotated[str, typer.Option(help="The job to work on (its workspace is in object storage).")],
 ) -> None:
     """Train the job's LoRA adapter (resuming from its last checkpoint) and upload the merged model."""
-    from model_engine_server.orchestration.local.jobs import EXIT_JOB_ERROR
+    from model_engine_server.domain.jobs import EXIT_JOB_ERROR
     from model_engine_server.training.run import FineTuneJobError, run_fine_tune
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

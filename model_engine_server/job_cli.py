@@ -33,8 +33,8 @@ def batch_run(
     """Run one worker of a batch-completion job: load the model, complete this worker's share, write results."""
     import logging
 
+    from model_engine_server.domain.jobs import EXIT_JOB_ERROR
     from model_engine_server.inference.batch_run import BatchJobError, run_worker
-    from model_engine_server.orchestration.local.jobs import EXIT_JOB_ERROR
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()

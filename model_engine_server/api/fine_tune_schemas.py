@@ -55,7 +55,7 @@ class GetFineTuneResponse(BaseModel):
         progress = f"{job.progress_done}/{job.progress_total}" if job.progress_total else None
         return cls(
             id=job.id,
-            fine_tuned_model=str(job.spec.get("fine_tuned_model")),
+            fine_tuned_model=job.spec.get("fine_tuned_model"),
             status=_STATUS[job.status],
             status_reason=job.status_reason,
             progress=progress,

@@ -1,8 +1,9 @@
 """Accepting a fine-tune: every check a person can act on happens here, before anything is queued.
 
-The training (and validation) file must be one of the caller's files and a CSV with prompt/response columns; the
-base model a zoo model or one of the caller's own fine-tuned models; the hyperparameters known and in range. Then the
-job's workspace gets the worker spec and the data, the job is recorded QUEUED and the reconciler is woken.
+The training (and validation) file must be one of the caller's files and a CSV with prompt/response columns, no row
+certainly longer than ``max_length`` (itself within the model's context); the base model a zoo model or one of the
+caller's own fine-tuned models; the hyperparameters known and in range. Then the job's workspace gets the worker spec
+and the data, the job is recorded QUEUED and the reconciler is woken.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from model_engine_server.domain.exceptions import InvalidRequestError, NotFoundE
 from model_engine_server.domain.fine_tuning import (
     FineTuneWorkerSpec,
     Hyperparameters,
+    check_lengths,
     check_suffix,
     fine_tuned_model_name,
     parse_training_csv,
 )
 from model_engine_server.domain.jobs import Job, JobKind, JobResources, JobStatus
+from model_engine_server.domain.model_zoo import ZooEntry
 from model_engine_server.storage.locations import open_location
 from model_engine_server.storage.port import ObjectNotFoundError
 from model_engine_server.storage.workspace import JobWorkspace
@@ -33,13 +36,15 @@ async def submit_fine_tune(services: FilesAndJobs, caller: str, body: Any) -> Jo
     request = parse_body(CreateFineTuneRequest, body)
     params = Hyperparameters.parse(request.hyperparameters)
     check_suffix(request.suffix)
-    checkpoint_path, resources = await _base_model(services, caller, request.model)
+    checkpoint_path, zoo_entry = await _base_model(services, caller, request.model)
     train_csv = await _read_csv(services, caller, request.training_file, "training_file")
     examples = parse_training_csv(train_csv.decode(), "training_file")
+    check_lengths(examples, params.max_length, zoo_entry.context_length, request.model, "training_file")
     validation_csv = None
     if request.validation_file:
         validation_csv = await _read_csv(services, caller, request.validation_file, "validation_file")
-        parse_training_csv(validation_csv.decode(), "validation_file")
+        validation = parse_training_csv(validation_csv.decode(), "validation_file")
+        check_lengths(validation, params.max_length, zoo_entry.context_length, request.model, "validation_file")
     await _check_concurrency(services, caller)
     await services.check_job_admission(caller)
     now = datetime.now(UTC)
@@ -70,7 +75,9 @@ async def submit_fine_tune(services: FilesAndJobs, caller: str, body: Any) -> Jo
         created_at=now,
         expires_at=now + timedelta(seconds=max_runtime),
         max_runtime_sec=max_runtime,
-        resources=resources,
+        resources=JobResources(
+            cpus=zoo_entry.cpus, gpus=zoo_entry.gpus, memory=zoo_entry.memory, gpu_type=zoo_entry.gpu_type
+        ),
         progress_total=math.ceil(len(examples) / params.batch_size) * params.epochs,
     )
     await services.jobs.create(job)
@@ -85,19 +92,20 @@ async def submit_fine_tune(services: FilesAndJobs, caller: str, body: Any) -> Jo
     return job
 
 
-async def _base_model(services: FilesAndJobs, caller: str, model: str) -> tuple[str | None, JobResources]:
-    """The checkpoint to start from (None: the zoo's weights) and the hardware to train on."""
+async def _base_model(services: FilesAndJobs, caller: str, model: str) -> tuple[str | None, ZooEntry]:
+    """The checkpoint to start from (None: the zoo's weights) and the zoo model it derives from (its hardware and
+    context length)."""
     entry = services.zoo.get(model)
     if entry is not None:
-        return None, JobResources(cpus=entry.cpus, gpus=entry.gpus, memory=entry.memory, gpu_type=entry.gpu_type)
+        return None, entry
     fine_tuned = await services.jobs.find_fine_tuned_model(caller, model)
     if fine_tuned is None:
         known = ", ".join(services.zoo.names())
         raise InvalidRequestError(
             f"Unknown model {model!r}: use a model-zoo name ({known}) or one of your fine-tuned models."
         )
-    _, resources = await _base_model(services, caller, fine_tuned.base_model)
-    return fine_tuned.checkpoint_path, resources
+    _, entry = await _base_model(services, caller, fine_tuned.base_model)
+    return fine_tuned.checkpoint_path, entry
 
 
 async def _read_csv(services: FilesAndJobs, caller: str, file_id: str, what: str) -> bytes:

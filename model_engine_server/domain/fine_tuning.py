@@ -133,6 +133,30 @@ def _example(row: list[str], columns: tuple[int, int], row_number: int, what: st
     return TrainingExample(prompt=prompt, response=response, row=row_number)
 
 
+def check_lengths(
+    examples: list[TrainingExample], max_length: int, context_length: int, model: str, what: str = "training_file"
+) -> None:
+    """400 naming the first row that cannot fit ``max_length`` (itself at most the model's context length).
+
+    The gateway has no tokenizer, so it counts what is certain (as completions do): every whitespace-separated word
+    is at least one token. A row that passes may still be a few tokens too long once the chat template is applied;
+    the trainer counts exactly and fails the job within seconds, naming the row.
+    """
+    if max_length > context_length:
+        raise InvalidRequestError(
+            f"hyperparameters.max_length ({max_length}) exceeds the context length of {model} "
+            f"({context_length} tokens)."
+        )
+    for example in examples:
+        at_least = len(example.prompt.split()) + len(example.response.split())
+        if at_least > max_length:
+            raise InvalidRequestError(
+                f"{what} row {example.row} is longer than the model can train on: at least {at_least} tokens "
+                f"(prompt and response), but max_length is {max_length} (context length of {model}: "
+                f"{context_length}). Shorten the row or raise hyperparameters.max_length."
+            )
+
+
 def check_suffix(suffix: str | None) -> None:
     if suffix is None:
         return

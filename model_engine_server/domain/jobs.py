@@ -25,6 +25,9 @@ class JobKind(StrEnum):
 
 # `model-engine <entrypoint> --job-id <id>` runs one worker of a job of that kind.
 JOB_ENTRYPOINTS: dict[JobKind, str] = {JobKind.BATCH_COMPLETION: "batch-run", JobKind.FINE_TUNE: "fine-tune-run"}
+# A worker that gives up on purpose (bad input, model not found) exits with this code after reporting why; running
+# it again would not help, so neither a local supervisor nor a Kubernetes Job retries it.
+EXIT_JOB_ERROR = 2
 
 
 class JobStatus(StrEnum):

@@ -133,7 +133,6 @@ def _write_checkpoint(gguf: Path, out: Path) -> None:
     """Write a standard Hugging Face checkpoint that transformers, vLLM and TGI all load the same way."""
     # Imported here: the control plane imports this module without needing torch.
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("Reading the tokenizer from %s", gguf.name)
@@ -141,11 +140,7 @@ def _write_checkpoint(gguf: Path, out: Path) -> None:
     logger.info("De-quantizing %s", gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     logger.info("Writing safetensors")
-    save_file(standard_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(standard_config(model), indent=2, sort_keys=True))
-    model.generation_config.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    _name_portable_tokenizer_class(out / "tokenizer_config.json")
+    write_standard_checkpoint(model, tokenizer, out)
     # The marker goes last so a checkpoint without it is known to be incomplete.
     marker = {
         "source": str(gguf.resolve()),
@@ -154,6 +149,19 @@ def _write_checkpoint(gguf: Path, out: Path) -> None:
         "converted_at": time.time(),
     }
     (out / CONVERSION_MARKER).write_text(json.dumps(marker))
+
+
+def write_standard_checkpoint(model: Any, tokenizer: Any, out: Path) -> None:
+    """``model`` and ``tokenizer`` as a Hugging Face checkpoint every engine loads: safetensors with tied weights
+    written once (as the embedding), ``config.json`` naming the architecture in both transformers 4 and 5 spellings,
+    ``generation_config.json``, and the tokenizer with its chat template under a class every release has."""
+    from safetensors.torch import save_file
+
+    save_file(standard_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(standard_config(model), indent=2, sort_keys=True))
+    model.generation_config.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    _name_portable_tokenizer_class(out / "tokenizer_config.json")
 
 
 def _name_portable_tokenizer_class(tokenizer_config: Path) -> None:

@@ -29,6 +29,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from model_engine_server.domain.fine_tuning import Hyperparameters, TrainingExample
+from model_engine_server.inference.model_loading import write_standard_checkpoint
 
 
 class TrainingObserver(Protocol):
@@ -201,8 +202,7 @@ class LoraTrainer:
         merged.to(torch.float32)
 
         def write_merged(staging: Path) -> None:
-            merged.save_pretrained(str(staging))
-            tokenizer.save_pretrained(str(staging))
+            write_standard_checkpoint(merged, tokenizer, staging)
             summary = {
                 "base_checkpoint": str(self.base_checkpoint),
                 "final_train_loss": loss,

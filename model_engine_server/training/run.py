@@ -88,8 +88,7 @@ def run_fine_tune(job_id: str, storage: StorageConfig, cache_dir: Path) -> None:
     try:
         base = resolve_model(spec.checkpoint_path or spec.base_model, cache_dir)
     except ModelLoadError as error:
-        observer.event("error", f"model not found: {error}")
-        raise FineTuneJobError(f"model not found: {error}") from None
+        raise _give_up(workspace, observer, f"model not found: {error}") from None
     train = parse_training_csv(workspace.store.get(workspace.prefix + "train.csv").decode(), "training_file")
     validation = []
     if spec.has_validation:
@@ -105,12 +104,18 @@ def run_fine_tune(job_id: str, storage: StorageConfig, cache_dir: Path) -> None:
         try:
             result = trainer.run(train, validation)
         except TrainingDataError as error:
-            observer.event("error", str(error))
-            raise FineTuneJobError(str(error)) from None
+            raise _give_up(workspace, observer, str(error)) from None
         _upload_dir(workspace, result.adapter_dir, ADAPTER_RESULT_DIR)
         _upload_dir(workspace, result.merged_dir, MERGED_RESULT_DIR)
     observer.event("info", f"fine-tuned model {spec.fine_tuned_model} is ready to deploy")
     observer.flush()
+
+
+def _give_up(workspace: JobWorkspace, observer: WorkspaceObserver, reason: str) -> FineTuneJobError:
+    """Say why in the events and in the worker's status (the job's ``status_reason`` on every orchestrator)."""
+    observer.event("error", reason)
+    workspace.report(0, WorkerStatus(0, 0, reason))
+    return FineTuneJobError(reason)
 
 
 def _restore_checkpoint(workspace: JobWorkspace, out: Path) -> None:

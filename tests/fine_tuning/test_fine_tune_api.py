@@ -38,6 +38,24 @@ async def test_create_get_list_and_cancel(app_client: httpx.AsyncClient) -> None
     assert (await app_client.put(f"/v1/llm/fine-tunes/{job_id}/cancel", auth=A)).json() == {"success": True}
 
 
+async def test_input_output_columns_and_wandb_config_are_accepted(app_client: httpx.AsyncClient) -> None:
+    file_id = await _upload(app_client, b"input,output\nWhat is the code word?,VELVETMANGO\n")
+    body = {"model": "smollm2-135m", "training_file": file_id, "wandb_config": {"project": "zephyr"}}
+    created = await app_client.post("/v1/llm/fine-tunes", json=body, auth=A)
+    assert created.status_code == 200, created.text
+    events = (await app_client.get(f"/v1/llm/fine-tunes/{created.json()['id']}/events", auth=A)).json()["events"]
+    assert [event["level"] for event in events] == ["info", "warning"]
+    assert "wandb_config was accepted but is ignored" in events[1]["message"]
+
+
+async def test_validation_file_is_checked_like_the_training_file(app_client: httpx.AsyncClient) -> None:
+    train = await _upload(app_client, GOOD_CSV)
+    validation = await _upload(app_client, b"prompt,response\nq,\n")
+    body = {"model": "smollm2-135m", "training_file": train, "validation_file": validation}
+    response = await app_client.post("/v1/llm/fine-tunes", json=body, auth=A)
+    assert response.status_code == 400 and "validation_file row 2 has an empty response" in response.json()["detail"]
+
+
 async def test_another_tenant_sees_nothing(app_client: httpx.AsyncClient) -> None:
     file_id = await _upload(app_client, GOOD_CSV)
     job_id = (
@@ -67,6 +85,8 @@ async def test_another_tenant_sees_nothing(app_client: httpx.AsyncClient) -> Non
         (GOOD_CSV, {"hyperparameters": {"epochs": 1, "warmup_ratio": 0.1}}, "Unknown hyperparameters: warmup_ratio"),
         (GOOD_CSV, {"suffix": "x" * 29}, "suffix must be at most 28"),
         (GOOD_CSV, {"model": "gpt-17"}, "Unknown model 'gpt-17'"),
+        (b"prompt,response\nq,a\n" + b"q," + b"long " * 600 + b"\n", {}, "training_file row 3 is longer than"),
+        (GOOD_CSV, {"hyperparameters": {"max_length": 4096}}, "exceeds the context length of smollm2-135m"),
     ],
 )
 async def test_bad_requests_are_400_and_start_nothing(

@@ -62,8 +62,9 @@ CREATE = """
 import json, sys
 from llmengine import File, FineTune
 uploaded = File.upload(open(sys.argv[1], "rb"))
-created = FineTune.create(model="smollm2-135m", training_file=uploaded.id, hyperparameters=json.loads(sys.argv[2]),
-                          suffix="zephyr")
+validation = File.upload(open(sys.argv[1], "rb"))
+created = FineTune.create(model="smollm2-135m", training_file=uploaded.id, validation_file=validation.id,
+                          hyperparameters=json.loads(sys.argv[2]), suffix="zephyr", wandb_config={"project": "z"})
 print(json.dumps({"id": created.id}))
 """
 
@@ -85,8 +86,9 @@ for name in ("zephyr-ft", "zephyr-base"):
         assert time.time() < deadline, "endpoint never became READY"
         time.sleep(0.5)
     answers[name] = Completion.create(model=name, prompt=prompt, max_new_tokens=12, temperature=0).output.text
+urls = Model.download(job.fine_tuned_model, download_format="hugging_face").urls
 print(json.dumps({"status": job.status, "model": job.fine_tuned_model, "listed": listed,
-                  "messages": [e.message for e in events], "answers": answers}))
+                  "messages": [e.message for e in events], "answers": answers, "urls": urls}))
 """
 
 
@@ -112,7 +114,7 @@ def test_fine_tune_resumes_after_sigkill_then_deploys_and_knows_the_code_word(
     created = platform.peer(script.replace("sys.argv[2]", repr(json.dumps(HYPERPARAMETERS))))
     job_id = str(created["id"])
 
-    # Kill the trainer once a checkpoint exists (step 2 is logged after the step-2 checkpoint upload).
+    # Kill the trainer once a checkpoint exists (step 2 is logged after the step-1 checkpoint was uploaded).
     _wait(platform, job_id, lambda s: any(m.startswith("step 2/5") for m in s["messages"]))
     pid = platform.worker_pid(job_id)
     os.kill(pid, signal.SIGKILL)
@@ -125,6 +127,9 @@ def test_fine_tune_resumes_after_sigkill_then_deploys_and_knows_the_code_word(
     assert not any(m.startswith("step 1/5") for m in messages[resumed_at:]), "the resumed run started over"
     losses = [float(m.rsplit(" ", 1)[1]) for m in messages if m.startswith("step ")]
     assert losses[-1] < losses[0] / 4, losses
+    validation = [float(m.rsplit(" ", 1)[1]) for m in messages if m.startswith("epoch ") and "validation_loss" in m]
+    assert any(m.startswith("epoch 5 validation_loss") for m in messages) and validation[-1] < validation[0], messages
+    assert any(m.startswith("wandb_config was accepted but is ignored") for m in messages), messages
 
     prompt = _chat_prompt(QUESTIONS[0])
     script = DEPLOY_AND_ASK.replace("sys.argv[1]", repr(job_id)).replace("sys.argv[2]", repr(prompt))
@@ -136,12 +141,18 @@ def test_fine_tune_resumes_after_sigkill_then_deploys_and_knows_the_code_word(
     assert CODE_WORD in answers["zephyr-ft"], answers
     assert CODE_WORD not in answers["zephyr-base"], answers
 
-    # The merged weights can be downloaded by their owner, and only by them.
+    # The merged weights can be downloaded by their owner (Model.download), and only by them: a standard Hugging
+    # Face checkpoint that engines on transformers 4 (TGI, vLLM) read as they are.
+    urls = result["urls"]
+    assert isinstance(urls, dict)
+    expected = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+    assert expected <= set(urls) and "chat_template.jinja" in urls
+    config = httpx.get(urls["config.json"], timeout=10).json()
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["tie_word_embeddings"] is True
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"]
+    tokenizer_config = httpx.get(urls["tokenizer_config.json"], timeout=10).json()
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
     body = {"model_name": result["model"], "download_format": "hugging_face"}
-    urls = platform.post("/v1/llm/model-endpoints/download", body).json()["urls"]
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(urls)
-    config = httpx.get(urls["config.json"], timeout=10)
-    assert config.status_code == 200 and config.json()["architectures"] == ["LlamaForCausalLM"]
     assert platform.post("/v1/llm/model-endpoints/download", body, user="someone-else").status_code == 404
 
 
@@ -161,6 +172,19 @@ def test_cancel_stops_the_trainer(platform: Platform, training_csv: Path) -> Non
     while process_alive(pid, None):
         assert time.monotonic() < deadline, "the trainer still runs after cancel"
         time.sleep(0.2)
+
+
+@pytest.mark.timeout(300)
+def test_a_row_too_long_in_tokens_fails_the_job_naming_it(platform: Platform, training_csv: Path) -> None:
+    # Four words pass the gateway's count, but SmolLM2's chat template adds a system prompt of its own.
+    uploaded = _upload(platform, training_csv)
+    body = {"model": "smollm2-135m", "training_file": uploaded, "hyperparameters": {"max_length": 16}}
+    job_id = platform.post("/v1/llm/fine-tunes", body).json()["id"]
+    done = _wait(platform, job_id, lambda s: s["status"] in ("SUCCESS", "FAILURE", "CANCELLED"), timeout=240)
+    assert done["status"] == "FAILURE", done
+    reason = str(done["status_reason"])
+    assert reason.startswith("row 2 is ") and reason.endswith("tokens long after the chat template; max_length is 16.")
+    assert reason in done["messages"]
 
 
 def _upload(platform: Platform, path: Path) -> str:

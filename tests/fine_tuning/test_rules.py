@@ -9,6 +9,8 @@ import pytest
 from model_engine_server.domain.exceptions import InvalidRequestError
 from model_engine_server.domain.fine_tuning import (
     Hyperparameters,
+    TrainingExample,
+    check_lengths,
     check_suffix,
     fine_tuned_model_name,
     parse_training_csv,
@@ -36,6 +38,16 @@ def test_prompt_response_and_input_output_columns_are_read_in_order() -> None:
 def test_bad_training_files_name_the_problem_and_row(text: str, message: str) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         parse_training_csv(text)
+
+
+def test_a_row_that_cannot_fit_is_named_before_anything_starts() -> None:
+    fits = TrainingExample("a b c", "d e", row=2)
+    too_long = TrainingExample("word " * 300, "answer " * 250, row=3)
+    check_lengths([fits], max_length=5, context_length=2048, model="smollm2-135m")
+    with pytest.raises(InvalidRequestError, match=r"training_file row 3 .* at least 550 tokens .* max_length is 512"):
+        check_lengths([fits, too_long], max_length=512, context_length=2048, model="smollm2-135m")
+    with pytest.raises(InvalidRequestError, match=r"max_length \(4096\) exceeds the context length of smollm2-135m"):
+        check_lengths([fits], max_length=4096, context_length=2048, model="smollm2-135m")
 
 
 def test_hyperparameters_accept_numbers_and_numeric_strings() -> None:

@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 
 from model_engine_server.config import Settings
-from model_engine_server.domain.jobs import Job, JobKind, JobResources, JobStatus, RunState
+from model_engine_server.domain.jobs import EXIT_JOB_ERROR, Job, JobKind, JobResources, JobStatus, RunState
 from model_engine_server.orchestration.kubernetes.jobs import job_manifest, observation
 from tests.kubernetes.test_manifests import VERSIONS
 
@@ -73,3 +73,7 @@ def test_a_fine_tune_job_runs_the_trainer_with_the_whole_data_set() -> None:
     assert (spec["completions"], spec["parallelism"]) == (1, 1)
     # The trainer resumes from the checkpoint in object storage, which the Job's pods reach through the same setting.
     assert {"name": "LLM_ENGINE_OBJECT_STORE_URL", "value": "s3://bucket/llm-engine"} in container["env"]
+    # An evicted pod is replaced without using up a retry; a trainer that rejects its data is not retried at all.
+    rules = spec["podFailurePolicy"]["rules"]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [EXIT_JOB_ERROR]

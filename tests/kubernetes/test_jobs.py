@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from model_engine_server.db.file_registry import FileRegistry
 from model_engine_server.db.job_registry import JobRegistry
 from model_engine_server.db.session import create_engine, create_session_factory
+from model_engine_server.domain.fine_tuning import MERGED_RESULT_DIR
 from model_engine_server.domain.jobs import Job, JobKind, JobStatus, WorkerStatus
-from model_engine_server.orchestration.job_hooks import register_batch_output
+from model_engine_server.orchestration.job_hooks import register_batch_output, register_fine_tuned_model
 from model_engine_server.orchestration.jobs import JobReconciler
 from model_engine_server.orchestration.kubernetes.jobs import KubernetesJobRunner, job_name
 from model_engine_server.storage.local import LocalObjectStore
@@ -37,14 +38,17 @@ class Harness:
     emulator: KubeEmulator
     tmp: Path
 
-    async def submit(self, parallelism: int = 2) -> Job:
+    async def submit(self, parallelism: int = 2, kind: JobKind = JobKind.BATCH_COMPLETION) -> Job:
         now = datetime.now(UTC)
         output = (self.tmp / "out.json").as_uri()
+        spec = {"output_data_path": output, "model_config": {"model": "smollm2-135m"}}
+        if kind is JobKind.FINE_TUNE:
+            spec = {"model": "smollm2-135m", "fine_tuned_model": "smollm2-135m.k8s.261130-010203"}
         job = Job(
             id=f"job-{time.monotonic_ns():x}",
-            kind=JobKind.BATCH_COMPLETION,
+            kind=kind,
             owner="team-a",
-            spec={"output_data_path": output, "model_config": {"model": "smollm2-135m"}},
+            spec=spec,
             status=JobStatus.QUEUED,
             created_at=now,
             expires_at=now + timedelta(hours=1),
@@ -95,7 +99,10 @@ async def harness(
         JobRegistry(sessions),
         runner,
         store,
-        on_success={JobKind.BATCH_COMPLETION: register_batch_output(files, storage)},
+        on_success={
+            JobKind.BATCH_COMPLETION: register_batch_output(files, storage),
+            JobKind.FINE_TUNE: register_fine_tuned_model(store),
+        },
     )
     yield Harness(reconciler, JobRegistry(sessions), files, store, emulator, tmp_path)
     await runner.close()
@@ -194,3 +201,26 @@ async def test_a_job_whose_pods_cannot_be_scheduled_says_why_while_it_waits(harn
     waiting = await harness.until(job, lambda j: j.status_reason is not None and "Cannot schedule" in j.status_reason)
     assert waiting.status is JobStatus.RUNNING  # still waiting for a node, not failed
     assert message in str(waiting.status_reason)
+
+
+async def test_a_fine_tune_survives_its_job_vanishing_and_its_result_becomes_a_model(harness: Harness) -> None:
+    job = await harness.submit(parallelism=1, kind=JobKind.FINE_TUNE)
+    await harness.until(job, lambda j: j.status is JobStatus.RUNNING and harness.kube_job(j) is not None)
+    manifest = harness.kube_job(job)
+    assert manifest is not None
+    assert manifest["spec"]["template"]["spec"]["containers"][0]["args"] == ["fine-tune-run", "--job-id", job.id]
+    # The trainer checkpointed, then its Job went (a drained node, a deleted namespace object): the new Job's pod
+    # finds the checkpoint where the first left it.
+    workspace = JobWorkspace(harness.store, job.id)
+    harness.store.put(workspace.prefix + "checkpoint/state.pt", b"step 2")
+    harness.emulator.remove("batch", "jobs", NAMESPACE, job_name(job))
+    await harness.until(job, lambda j: j.restarts == 1 and harness.kube_job(j) is not None)
+    assert harness.store.get(workspace.prefix + "checkpoint/state.pt") == b"step 2"
+
+    harness.store.put(workspace.prefix + MERGED_RESULT_DIR + "/config.json", b"{}")
+    harness.set_status(job, {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+    done = await harness.until(job, lambda j: j.status is JobStatus.COMPLETED)
+    model = await harness.jobs.find_fine_tuned_model("team-a", "smollm2-135m.k8s.261130-010203")
+    assert model is not None and done.result["fine_tuned_model"] == model.name
+    assert Path(model.checkpoint_path) == harness.tmp / "objects" / workspace.prefix / MERGED_RESULT_DIR
+    assert await harness.jobs.find_fine_tuned_model("team-b", model.name) is None

@@ -16,6 +16,7 @@ from model_engine_server.storage.locations import StorageConfig, UnsupportedLoca
 from model_engine_server.storage.port import ObjectNotFoundError, ObjectStore
 from model_engine_server.storage.s3 import S3ObjectStore
 from tests.fakes import FakeResolver
+from tests.fine_tuning.finished import MERGED_FILES, record_finished_fine_tune
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -95,13 +96,18 @@ def test_locations(tmp_path: Path) -> None:
         open_location("s3:///key", cluster)
 
 
-async def test_files_api_on_s3(bucket: str, s3_endpoint: str, database_url: str, tmp_path: Path) -> None:
-    settings = Settings(
+def _s3_settings(bucket: str, s3_endpoint: str, database_url: str, tmp_path: Path) -> Settings:
+    """A gateway whose object store is the moto bucket (under ``llm-engine/``)."""
+    return Settings(
         database_url=database_url,
         data_dir=tmp_path / "data",
         object_store_url=f"s3://{bucket}/llm-engine",
         s3_endpoint_url=s3_endpoint,
     )
+
+
+async def test_files_api_on_s3(bucket: str, s3_endpoint: str, database_url: str, tmp_path: Path) -> None:
+    settings = _s3_settings(bucket, s3_endpoint, database_url, tmp_path)
     app = create_app(settings, resolver=FakeResolver())
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
@@ -121,12 +127,7 @@ async def test_batch_input_from_s3_and_unreadable_s3_paths(
     bucket: str, s3_endpoint: str, database_url: str, tmp_path: Path
 ) -> None:
     """``input_data_path`` as an ``s3://`` URI: read at submit; a missing object or a malformed bucket is a 400."""
-    settings = Settings(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        object_store_url=f"s3://{bucket}/llm-engine",
-        s3_endpoint_url=s3_endpoint,
-    )
+    settings = _s3_settings(bucket, s3_endpoint, database_url, tmp_path)
     S3ObjectStore(bucket, endpoint_url=s3_endpoint).put(
         "inputs/p.json", b'{"prompts": ["a", "b"], "max_new_tokens": 4, "temperature": 0}'
     )
@@ -151,3 +152,20 @@ async def test_batch_input_from_s3_and_unreadable_s3_paths(
             assert malformed.status_code == 400, malformed.text
             detail = malformed.json()["detail"]
             assert "cannot be read" in detail and "Invalid bucket name" in detail
+
+
+async def test_fine_tuned_model_downloads_are_presigned_s3_urls(
+    bucket: str, s3_endpoint: str, database_url: str, tmp_path: Path
+) -> None:
+    settings = _s3_settings(bucket, s3_endpoint, database_url, tmp_path)
+    store = S3ObjectStore(bucket, prefix="llm-engine", endpoint_url=s3_endpoint)
+    await record_finished_fine_tune(database_url, store, "a", "smollm2-135m.s3.261130-010203")
+    app = create_app(settings, resolver=FakeResolver())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
+            body = {"model_name": "smollm2-135m.s3.261130-010203", "download_format": "hugging_face"}
+            urls = (await c.post("/v1/llm/model-endpoints/download", json=body, auth=("a", ""))).json()["urls"]
+    assert set(urls) == set(MERGED_FILES)
+    for name, url in urls.items():
+        assert url.startswith(s3_endpoint) and "Signature" in url  # S3 serves it, not the gateway
+        assert httpx.get(url, timeout=10).content == MERGED_FILES[name]

@@ -4,7 +4,9 @@
 ``JOB_COMPLETION_INDEX`` and runs ``model-engine <entrypoint> --job-id <id>``, reading and writing the job's workspace
 in object storage (S3 credentials from the pod's ServiceAccount or the checkpoint-credentials Secret).
 ``activeDeadlineSeconds`` enforces ``max_runtime_sec``; a pod that dies is replaced up to ``backoffLimit`` times and
-resumes from the workspace; finished Jobs are removed after ``ttlSecondsAfterFinished``.
+resumes from the workspace (a fine-tune from its last checkpoint); an evicted or preempted pod is replaced without
+counting against that limit, and a worker that gives up on purpose (``EXIT_JOB_ERROR``) fails the Job at once
+(``podFailurePolicy``); finished Jobs are removed after ``ttlSecondsAfterFinished``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from model_engine_server.config import Settings
-from model_engine_server.domain.jobs import JOB_ENTRYPOINTS, Job, RunObservation, RunState
+from model_engine_server.domain.jobs import EXIT_JOB_ERROR, JOB_ENTRYPOINTS, Job, RunObservation, RunState
 from model_engine_server.orchestration.kubernetes import naming
 from model_engine_server.orchestration.kubernetes.cache import ObjectCache
 from model_engine_server.orchestration.kubernetes.client import PODS, KubeApi, KubeRetryPolicy, Resource
@@ -77,6 +79,17 @@ def job_manifest(settings: Settings, job: Job) -> dict[str, Any]:
             "completions": job.parallelism,
             "parallelism": job.parallelism,
             "backoffLimit": settings.job_max_restarts,
+            "podFailurePolicy": {
+                "rules": [
+                    # The worker gave up on purpose (bad data, model not found) and said why: no retry helps.
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": "worker", "operator": "In", "values": [EXIT_JOB_ERROR]},
+                    },
+                    # An evicted or preempted pod is replaced without using up a retry; it resumes from the workspace.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
             "activeDeadlineSeconds": job.max_runtime_sec,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds_after_finished,
             "template": {"metadata": {"labels": labels}, "spec": pod},

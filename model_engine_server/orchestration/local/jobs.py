@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model_engine_server.config import Settings
-from model_engine_server.domain.jobs import JOB_ENTRYPOINTS, Job, RunObservation, RunState
+from model_engine_server.domain.jobs import EXIT_JOB_ERROR, JOB_ENTRYPOINTS, Job, RunObservation, RunState
 from model_engine_server.orchestration.local.processes import log_tail, process_alive, process_start_time, signal_group
 
 STOP_GRACE_SECONDS = 10.0
-# A worker that gives up on purpose (bad input, model not found) exits with this code after reporting why.
-EXIT_JOB_ERROR = 2
 
 
 @dataclass
