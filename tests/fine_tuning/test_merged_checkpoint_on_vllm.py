@@ -29,7 +29,8 @@ def main() -> None:
         [{"role": "user", "content": sys.argv[2]}], add_generation_prompt=True, tokenize=False
     )
     out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12))
-    print(json.dumps({"text": out[0].outputs[0].text}))
+    with open(sys.argv[3], "w") as answer:  # not stdout: vLLM logs there until it exits
+        json.dump({"text": out[0].outputs[0].text}, answer)
 
 if __name__ == "__main__":  # vLLM's engine core starts in a spawned process
     main()
@@ -63,7 +64,7 @@ def test_vllm_serves_a_merged_fine_tune_as_written(tmp_path: Path) -> None:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)  # vLLM's own venv, nothing of ours
     done = subprocess.run(
-        [str(python), str(script), str(result.merged_dir), QUESTIONS[0]],
+        [str(python), str(script), str(result.merged_dir), QUESTIONS[0], str(tmp_path / "answer.json")],
         capture_output=True,
         text=True,
         env=env,
@@ -71,5 +72,5 @@ def test_vllm_serves_a_merged_fine_tune_as_written(tmp_path: Path) -> None:
         timeout=1200,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout.strip().splitlines()[-1])["text"]
+    answer = json.loads((tmp_path / "answer.json").read_text())["text"]
     assert CODE_WORD in answer, answer
