@@ -46,8 +46,9 @@ CHAT_TEMPLATE_MAX_CHARS = 65_536
 
 
 class _Request(BaseModel):
-    # Unknown fields are ignored so newer clients keep working against this server.
-    model_config = ConfigDict(extra="ignore")
+    # Unknown fields are ignored so newer clients keep working against this server. Strict: JSON types as the
+    # document states them (no "5" for 5, no 0 for false); quantities are normalised to strings before the check.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     @field_validator("cpus", "memory", "storage", mode="before", check_fields=False)
     @classmethod

@@ -89,3 +89,46 @@ def test_a_repeated_query_parameter_is_refused_not_silently_dropped(limited_gate
     assert response.status_code == 400
     assert response.json()["detail"] == "Query parameter 'name' is given more than once; give it once."
     assert httpx.get(limited_gateway.url + "/v1/llm/model-endpoints?name=a", auth=("team-a", ""), timeout=10).is_success
+
+
+def test_the_openai_routes_refuse_in_openais_envelope(limited_gateway: EngineProcess) -> None:
+    big = {"model": "nope", "prompt": "x" * BODY_LIMIT, "max_tokens": 1}
+    response = httpx.post(limited_gateway.url + "/v1/completions", json=big, auth=("alice", ""), timeout=10)
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["message"] == f"The request body is over the limit of {BODY_LIMIT} bytes."
+    assert error["type"] == "invalid_request_error"
+    headers = httpx.get(limited_gateway.url + "/v1/models/x", headers={"x-filler": "y" * 5000}, timeout=10)
+    assert headers.status_code == 431
+    assert "at most 4096" in headers.json()["error"]["message"]
+
+
+def test_a_file_upload_streams_past_the_body_limit_up_to_the_file_limit(limited_gateway: EngineProcess) -> None:
+    content = b'{"prompt": "hi"}\n' * (4 * BODY_LIMIT // 17)  # four times the body limit; far below the file limit
+    files = {"file": ("prompts.jsonl", content)}
+    uploaded = httpx.post(limited_gateway.url + "/v1/files", files=files, auth=("alice", ""), timeout=30)
+    assert uploaded.status_code == 200, uploaded.text
+    file_id = uploaded.json()["id"]
+    stored = httpx.get(f"{limited_gateway.url}/v1/files/{file_id}", auth=("alice", ""), timeout=10)
+    assert stored.json()["size"] == len(content)
+
+
+def test_an_upload_that_stalls_is_cut_off(limited_gateway: EngineProcess) -> None:
+    port = int(limited_gateway.url.rsplit(":", 1)[1])
+    boundary = "b0undary"
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'.encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        head = "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6\r\n"
+        head += f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n"
+        client.sendall(head.encode() + part + b"x" * 1000)  # ... and then nothing
+        started = time.monotonic()
+        answer = b""
+        while not answer.rstrip().endswith(b"}"):
+            received = client.recv(4096)
+            if not received:
+                break
+            answer += received
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"nothing arrived for 1 seconds" in answer
+    assert BODY_TIMEOUT * 0.9 <= waited < BODY_TIMEOUT + 3
