@@ -58,6 +58,9 @@ def test_the_document_carries_the_rules_the_server_enforces(tmp_path: Path) -> N
     assert create["name"]["maxLength"] == rules.MAX_NAME_LENGTH
     assert (create["min_workers"]["minimum"], create["min_workers"]["maximum"]) == (0, rules.MAX_WORKERS_CAP)
     assert create["labels"]["maxProperties"] == rules.MAX_LABELS
+    for quantity in ("cpus", "memory", "storage"):  # a string quantity or a plain number, as the client sends
+        string, number, _null = create[quantity]["anyOf"]
+        assert (string["pattern"], number["minimum"]) == (rules.QUANTITY_PATTERN, 0)
     completion = schemas["CompletionRequestBody"]["properties"]
     assert completion["prompt"]["minLength"] == 1
     assert completion["max_new_tokens"]["exclusiveMinimum"] == 0
