@@ -54,20 +54,25 @@ def test_a_body_over_the_limit_is_413_whether_declared_or_chunked(limited_gatewa
     assert small.status_code == 404, small.text
 
 
-def test_a_client_sending_its_body_slowly_is_cut_off(limited_gateway: EngineProcess) -> None:
-    port = int(limited_gateway.url.rsplit(":", 1)[1])
+def _send_and_stall(gateway: EngineProcess, head: str, start_of_body: bytes) -> tuple[bytes, float]:
+    """Send a request head and the start of its body, then nothing; the answer, and how long it took to come."""
+    port = int(gateway.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        head = f"POST {COMPLETION} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6\r\n"
-        client.sendall((head + "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n").encode())
+        client.sendall(head.encode() + start_of_body)
         started = time.monotonic()
-        client.sendall(b'{"prompt": "')  # ... and nothing more
         answer = b""
         while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
             received = client.recv(4096)
             if not received:
                 break
             answer += received
-        waited = time.monotonic() - started
+        return answer, time.monotonic() - started
+
+
+def test_a_client_sending_its_body_slowly_is_cut_off(limited_gateway: EngineProcess) -> None:
+    head = f"POST {COMPLETION} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6\r\n"
+    head += "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    answer, waited = _send_and_stall(limited_gateway, head, b'{"prompt": "')
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"not received within 1 seconds" in answer
     assert BODY_TIMEOUT * 0.9 <= waited < BODY_TIMEOUT + 3
@@ -114,21 +119,11 @@ def test_a_file_upload_streams_past_the_body_limit_up_to_the_file_limit(limited_
 
 
 def test_an_upload_that_stalls_is_cut_off(limited_gateway: EngineProcess) -> None:
-    port = int(limited_gateway.url.rsplit(":", 1)[1])
     boundary = "b0undary"
     part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'.encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        head = "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6\r\n"
-        head += f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n"
-        client.sendall(head.encode() + part + b"x" * 1000)  # ... and then nothing
-        started = time.monotonic()
-        answer = b""
-        while not answer.rstrip().endswith(b"}"):
-            received = client.recv(4096)
-            if not received:
-                break
-            answer += received
-        waited = time.monotonic() - started
+    head = "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6\r\n"
+    head += f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n"
+    answer, waited = _send_and_stall(limited_gateway, head, part + b"x" * 1000)
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"nothing arrived for 1 seconds" in answer
     assert BODY_TIMEOUT * 0.9 <= waited < BODY_TIMEOUT + 3
