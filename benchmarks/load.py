@@ -5,7 +5,8 @@ The gateway and the instant server (``model_engine_server.testing.tgi``) are the
 ``benchmarks/gateway_overhead.py`` (the real gateway app, one READY endpoint); the load generator is its keep-alive
 client in a process of its own. Baseline, in the same run: the same requests sent straight to the instant server
 (throughput ratio). Memory: the gateway's resident set after a warm-up, and again after the run (and after every
-round of a soak); the growth must stay under 50 MB.
+round of a soak); the growth must stay under 50 MB. The resident set at start, before any request, is recorded too
+(the warm-up's one-off growth — pools, caches, imports done on first use — is reported, not judged).
 
     .venv/bin/python -m benchmarks.load                     # 10,000 requests at concurrency 64
     .venv/bin/python -m benchmarks.load --soak-minutes 30   # rounds of 10,000 for 30 minutes, RSS after each
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gateway_overhead import Run, _run_load
-from benchmarks.support import spawn_listening
+from benchmarks.support import close_pipes, spawn_listening
 from model_engine_server.testing.platform import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,23 +40,18 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def _close_pipes(process: subprocess.Popen[str]) -> None:
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
-
-
 def run(requests: int = 10_000, concurrency: int = 64, soak_minutes: float = 0.0) -> dict[str, Any]:
     """The measurement; returns the figures (``errors``, ``rss_growth_mb`` …) without judging them."""
     with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp, contextlib.ExitStack() as processes:
         engine, engine_url = spawn_listening([sys.executable, "-m", "model_engine_server.testing.tgi", "--port", "0"])
-        processes.callback(_close_pipes, engine)
+        processes.callback(close_pipes, engine)
         processes.callback(stop_process, engine)
         gateway, gateway_url = spawn_listening(
             [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp, "open"]
         )
-        processes.callback(_close_pipes, gateway)
+        processes.callback(close_pipes, gateway)
         processes.callback(stop_process, gateway)
+        rss_at_start = rss_mb(gateway.pid)
         _run_load("gateway", gateway_url, "sync", concurrency, WARMUP_REQUESTS, "open")
         rss_before = rss_mb(gateway.pid)
         baseline = _run_load("direct", engine_url, "sync", concurrency, requests, "open")
@@ -80,6 +75,7 @@ def run(requests: int = 10_000, concurrency: int = 64, soak_minutes: float = 0.0
         "gateway_to_direct_rps_ratio": gateway_rps / baseline.rps,
         "p50_ms": rounds[-1].p50_ms,
         "p99_ms": rounds[-1].p99_ms,
+        "rss_at_start_mb": rss_at_start,  # before any request: the warm-up's one-off growth is not a leak
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after_rounds[-1],
         "rss_after_rounds_mb": rss_after_rounds,

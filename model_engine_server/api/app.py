@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 
 from model_engine_server import __version__
 from model_engine_server.api.deps import Services
 from model_engine_server.api.errors import install_error_handlers
 from model_engine_server.api.job_services import FilesAndJobs
 from model_engine_server.api.limits import Limits, RequestLimits
+from model_engine_server.api.openai_errors import OpenAiRoute
 from model_engine_server.api.openapi import install_openapi
 from model_engine_server.api.routes import (
     api_keys,
@@ -112,7 +114,6 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestLimits, limits=Limits.of(settings))
     app.include_router(health.router)
     app.include_router(endpoints.router)
     app.include_router(completions.router)
@@ -123,5 +124,13 @@ def create_app(
     app.include_router(api_keys.router)
     app.include_router(tenants.router)
     app.include_router(fine_tunes.router)
+    openai_paths = [
+        context.path_regex
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, OpenAiRoute)
+    ]
+    app.add_middleware(
+        RequestLimits, limits=Limits.of(settings), openai_paths=openai_paths, upload_paths=[files.UPLOAD_PATH]
+    )
     install_openapi(app)  # built on first request, so it covers every router included here
     return app

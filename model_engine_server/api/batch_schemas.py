@@ -10,7 +10,8 @@ from model_engine_server.domain.jobs import Job
 
 
 class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    # Unknown fields ignored; strict JSON types as the document states them (no "5" for 5, no 0 for false).
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), strict=True)
 
 
 class BatchModelConfig(_Loose):

@@ -4,18 +4,29 @@ and parses them. The client sends every optional field, as ``null`` when unset, 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_engine_server.domain.completions import CompletionOutput, CompletionRequest
 
+# TGI's default (the platform launches TGI and the built-in server with it) and OpenAI's limit alike.
+MAX_STOP_SEQUENCES = 4
+StopSequence = Annotated[str, Field(min_length=1)]
+
 
 class CompletionRequestBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Strict: JSON types as the document states them (no "5" for 5, no 0 for false).
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     prompt: str = Field(min_length=1, description="The text to complete.")
     max_new_tokens: int = Field(gt=0, description="Upper bound on generated tokens; at most the model's context.")
     temperature: float = Field(ge=0.0, le=1.0, description="0 decodes greedily; higher values sample more freely.")
-    stop_sequences: list[str] | None = Field(default=None, description="Generation stops after any of these.")
+    stop_sequences: list[StopSequence] | None = Field(
+        default=None,
+        max_length=MAX_STOP_SEQUENCES,
+        description=f"Generation stops after any of these (at most {MAX_STOP_SEQUENCES}, none empty).",
+    )
     return_token_log_probs: bool | None = Field(default=False, description="Return each token with its log-prob.")
     top_k: int | None = Field(default=None, ge=-1, description="Sample from the k likeliest tokens; -1 or null: off.")
     top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="Nucleus sampling; 1 or null: off.")

@@ -27,6 +27,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.DomainError], int], ...] = (
     (errors.AuthenticationError, 401),
     (errors.ForbiddenError, 403),
     (errors.NotFoundError, 404),
+    (errors.RequestTimeoutError, 408),
     (errors.ConflictError, 409),
     (errors.PayloadTooLargeError, 413),
     (errors.OverloadedError, 429),

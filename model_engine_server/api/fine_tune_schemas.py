@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from model_engine_server.domain.jobs import Job, JobEvent, JobStatus
 
@@ -31,6 +31,8 @@ _STATUS = {
 
 
 class CreateFineTuneRequest(BaseModel):
+    model_config = ConfigDict(strict=True)  # JSON types as the document states them
+
     model: str = Field(min_length=1)
     training_file: str = Field(min_length=1)
     validation_file: str | None = None
@@ -85,6 +87,8 @@ class GetFineTuneEventsResponse(BaseModel):
 
 
 class ModelDownloadRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     model_name: str = Field(min_length=1)
     download_format: str = "hugging_face"
 

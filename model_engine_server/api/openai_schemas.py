@@ -32,13 +32,14 @@ REFUSED_FIELDS = (
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     include_usage: bool = False
 
 
 class OpenAiBody(BaseModel):
-    model_config = ConfigDict(extra="allow")  # kept to name refused fields; never forwarded
+    # Strict: JSON types as the document states them (OpenAI refuses "5" for 5 too).
+    model_config = ConfigDict(extra="allow", strict=True)  # kept to name refused fields; never forwarded
 
     model: str = Field(min_length=1, description="The model endpoint's name.")
     max_tokens: int | None = Field(default=None, ge=1)
@@ -89,14 +90,14 @@ class OpenAiBody(BaseModel):
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None

@@ -27,6 +27,10 @@ TAG_RULE: JsonDict = {"pattern": rules.IMAGE_TAG_PATTERN}
 QUANTIZE_RULE: JsonDict = {"enum": [*sorted(rules.QUANTIZATIONS), None]}
 GPU_TYPE_RULE: JsonDict = {"enum": [*sorted(rules.GPU_TYPES), None]}
 LABELS_RULE: JsonDict = {"maxProperties": rules.MAX_LABELS}
+# cpus, memory, storage: a Kubernetes quantity, as a string or a plain number (the published client sends both).
+QUANTITY_RULE: JsonDict = {
+    "anyOf": [{"type": "string", "pattern": rules.QUANTITY_PATTERN}, {"type": "number", "minimum": 0}, {"type": "null"}]
+}
 
 
 def _at_least(minimum: int, maximum: int | None = None) -> JsonDict:
@@ -46,8 +50,9 @@ CHAT_TEMPLATE_MAX_CHARS = 65_536
 
 
 class _Request(BaseModel):
-    # Unknown fields are ignored so newer clients keep working against this server.
-    model_config = ConfigDict(extra="ignore")
+    # Unknown fields are ignored so newer clients keep working against this server. Strict: JSON types as the
+    # document states them (no "5" for 5, no 0 for false); quantities are normalised to strings before the check.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     @field_validator("cpus", "memory", "storage", mode="before", check_fields=False)
     @classmethod
@@ -67,11 +72,11 @@ class CreateEndpointRequest(_Request):
     quantize: str | None = Field(None, json_schema_extra=QUANTIZE_RULE)
     checkpoint_path: str | None = None
     endpoint_type: Literal["streaming", "sync", "async"] = "streaming"
-    cpus: str | None = None
+    cpus: str | None = Field(None, json_schema_extra=QUANTITY_RULE)
     gpus: int | None = Field(None, json_schema_extra=_at_least(0))
-    memory: str | None = None
+    memory: str | None = Field(None, json_schema_extra=QUANTITY_RULE)
     gpu_type: str | None = Field(None, json_schema_extra=GPU_TYPE_RULE)
-    storage: str | None = None
+    storage: str | None = Field(None, json_schema_extra=QUANTITY_RULE)
     nodes_per_worker: int = Field(1, json_schema_extra=_at_least(1))
     min_workers: int = Field(1, json_schema_extra=_at_least(0, rules.MAX_WORKERS_CAP))
     max_workers: int = Field(1, json_schema_extra=_at_least(1, rules.MAX_WORKERS_CAP))
@@ -102,11 +107,11 @@ class UpdateEndpointRequest(_Request):
     quantize: str | None = Field(None, json_schema_extra=QUANTIZE_RULE)
     checkpoint_path: str | None = None
     endpoint_type: Literal["streaming", "sync", "async"] | None = None
-    cpus: str | None = None
+    cpus: str | None = Field(None, json_schema_extra=QUANTITY_RULE)
     gpus: int | None = Field(None, json_schema_extra=_at_least(0))
-    memory: str | None = None
+    memory: str | None = Field(None, json_schema_extra=QUANTITY_RULE)
     gpu_type: str | None = Field(None, json_schema_extra=GPU_TYPE_RULE)
-    storage: str | None = None
+    storage: str | None = Field(None, json_schema_extra=QUANTITY_RULE)
     nodes_per_worker: int | None = Field(None, json_schema_extra=_at_least(1))
     min_workers: int | None = Field(None, json_schema_extra=_at_least(0, rules.MAX_WORKERS_CAP))
     max_workers: int | None = Field(None, json_schema_extra=_at_least(1, rules.MAX_WORKERS_CAP))

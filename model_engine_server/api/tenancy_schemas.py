@@ -26,7 +26,7 @@ class CreateApiKeyRequest(BaseModel):
     owner: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^\s]+$")  # default: caller
     label: str = Field(default="", max_length=256)
     expires_at: datetime | None = None
-    admin: bool = False
+    admin: bool = Field(default=False, strict=True)
 
     @field_validator("expires_at")
     @classmethod

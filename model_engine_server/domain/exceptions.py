@@ -110,6 +110,10 @@ class PayloadTooLargeError(DomainError):
     """The upload is larger than the configured limit (413)."""
 
 
+class RequestTimeoutError(DomainError):
+    """The client stopped sending its request body (408)."""
+
+
 class RateLimitExceededError(OverloadedError):
     """A tenant went past one of its limits (429 with ``Retry-After``); ``limit`` names it."""
 

@@ -114,7 +114,15 @@ class AsyncTaskQueue:
         )
 
     async def state(self, record: AsyncTaskRecord) -> TaskState:
-        meta = await asyncio.to_thread(self._app.backend.get_task_meta, record.id)
+        """The task's state from the result store; 503 (``BrokerUnavailableError``) while it is unreachable."""
+        try:
+            meta = await asyncio.to_thread(self._app.backend.get_task_meta, record.id)
+        except Exception as exc:  # whatever stopped the read, the state is unknown for now; the task is not lost
+            log.warning("Could not read the state of async task %s: %s: %s", record.id, type(exc).__name__, exc)
+            raise BrokerUnavailableError(
+                f"The task broker is unreachable ({type(exc).__name__}); the task's state cannot be read now. "
+                "Retry later."
+            ) from exc
         status = _STATUS_BY_CELERY_STATE.get(meta.get("status", celery_states.PENDING), TaskStatus.PENDING)
         if status is TaskStatus.SUCCESS:
             return TaskState(status, output=output_from_json(meta["result"]))

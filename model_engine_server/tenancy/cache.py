@@ -1,5 +1,7 @@
 """A small read-through cache for the request path: entries live ``ttl`` seconds (the safety net), ``invalidate``
-drops them at once (the change feed), and concurrent misses for one key share a single lookup."""
+drops them at once (the change feed), and concurrent misses for one key share a single lookup. When the lookup of an
+expired entry fails because the database is unreachable (anything but a domain error), the last answer stands — the
+rule of the endpoint cache — so a database outage does not turn away callers the gateway already knows."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from model_engine_server.domain.exceptions import DomainError
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -34,7 +38,14 @@ class TtlCache(Generic[K, V]):
             pending = asyncio.ensure_future(self._load(key))
             self._pending[key] = pending
             pending.add_done_callback(lambda done: self._forget(key, done))
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except DomainError:
+            raise
+        except Exception:
+            if entry is None or self._entries.get(key) is not entry:  # unknown, or invalidated meanwhile
+                raise
+            return entry[1]
 
     async def _load(self, key: K) -> V:
         generation = self._generation

@@ -54,20 +54,25 @@ def test_a_body_over_the_limit_is_413_whether_declared_or_chunked(limited_gatewa
     assert small.status_code == 404, small.text
 
 
-def test_a_client_sending_its_body_slowly_is_cut_off(limited_gateway: EngineProcess) -> None:
-    port = int(limited_gateway.url.rsplit(":", 1)[1])
+def _send_and_stall(gateway: EngineProcess, head: str, start_of_body: bytes) -> tuple[bytes, float]:
+    """Send a request head and the start of its body, then nothing; the answer, and how long it took to come."""
+    port = int(gateway.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        head = f"POST {COMPLETION} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6\r\n"
-        client.sendall((head + "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n").encode())
+        client.sendall(head.encode() + start_of_body)
         started = time.monotonic()
-        client.sendall(b'{"prompt": "')  # ... and nothing more
         answer = b""
         while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
             received = client.recv(4096)
             if not received:
                 break
             answer += received
-        waited = time.monotonic() - started
+        return answer, time.monotonic() - started
+
+
+def test_a_client_sending_its_body_slowly_is_cut_off(limited_gateway: EngineProcess) -> None:
+    head = f"POST {COMPLETION} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6\r\n"
+    head += "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    answer, waited = _send_and_stall(limited_gateway, head, b'{"prompt": "')
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"not received within 1 seconds" in answer
     assert BODY_TIMEOUT * 0.9 <= waited < BODY_TIMEOUT + 3
@@ -89,3 +94,36 @@ def test_a_repeated_query_parameter_is_refused_not_silently_dropped(limited_gate
     assert response.status_code == 400
     assert response.json()["detail"] == "Query parameter 'name' is given more than once; give it once."
     assert httpx.get(limited_gateway.url + "/v1/llm/model-endpoints?name=a", auth=("team-a", ""), timeout=10).is_success
+
+
+def test_the_openai_routes_refuse_in_openais_envelope(limited_gateway: EngineProcess) -> None:
+    big = {"model": "nope", "prompt": "x" * BODY_LIMIT, "max_tokens": 1}
+    response = httpx.post(limited_gateway.url + "/v1/completions", json=big, auth=("alice", ""), timeout=10)
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["message"] == f"The request body is over the limit of {BODY_LIMIT} bytes."
+    assert error["type"] == "invalid_request_error"
+    headers = httpx.get(limited_gateway.url + "/v1/models/x", headers={"x-filler": "y" * 5000}, timeout=10)
+    assert headers.status_code == 431
+    assert "at most 4096" in headers.json()["error"]["message"]
+
+
+def test_a_file_upload_streams_past_the_body_limit_up_to_the_file_limit(limited_gateway: EngineProcess) -> None:
+    content = b'{"prompt": "hi"}\n' * (4 * BODY_LIMIT // 17)  # four times the body limit; far below the file limit
+    files = {"file": ("prompts.jsonl", content)}
+    uploaded = httpx.post(limited_gateway.url + "/v1/files", files=files, auth=("alice", ""), timeout=30)
+    assert uploaded.status_code == 200, uploaded.text
+    file_id = uploaded.json()["id"]
+    stored = httpx.get(f"{limited_gateway.url}/v1/files/{file_id}", auth=("alice", ""), timeout=10)
+    assert stored.json()["size"] == len(content)
+
+
+def test_an_upload_that_stalls_is_cut_off(limited_gateway: EngineProcess) -> None:
+    boundary = "b0undary"
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'.encode()
+    head = "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6\r\n"
+    head += f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n"
+    answer, waited = _send_and_stall(limited_gateway, head, part + b"x" * 1000)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"nothing arrived for 1 seconds" in answer
+    assert BODY_TIMEOUT * 0.9 <= waited < BODY_TIMEOUT + 3

@@ -4,6 +4,7 @@ are not about the model). Shared by the whole package; each test leaves it healt
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from model_engine_server.orchestration.local.directory import state_file_path
+from model_engine_server.orchestration.local.state import StateFile
 from model_engine_server.testing.platform import inference_servers
 from model_engine_server.testing.serving import running
 from tests.processes import MODEL_ENGINE, EngineProcess, engine_env, free_port, poll_until
@@ -43,6 +46,16 @@ class Platform:
     def servers(self, endpoint: str | None = None) -> set[int]:
         return inference_servers(self.serve.env["LLM_ENGINE_DATA_DIR"], INSTANT_TGI, endpoint)
 
+    def served(self, endpoint: str) -> int:
+        """Requests the endpoint's live inference servers have answered (their ``tgi_request_success``)."""
+        state = StateFile(state_file_path(Path(self.serve.env["LLM_ENGINE_DATA_DIR"]))).load()
+        ports = [r.port for d in state if d.name == endpoint for r in d.replicas]
+        total = 0
+        for port in ports:
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            total += int(re.search(r"^tgi_request_success (\d+)$", metrics, re.MULTILINE).group(1))  # type: ignore[union-attr]
+        return total
+
     def workers(self) -> set[int]:
         """Pids of the async workers started for this platform (they would outlive a killed ``serve``)."""
         return inference_servers(self.serve.env["LLM_ENGINE_DATA_DIR"], "--exit-with-parent")
@@ -68,6 +81,11 @@ class Platform:
     def complete(self, client: httpx.Client, name: str, **fields: object) -> httpx.Response:
         body = {"prompt": "hello there", "max_new_tokens": 3, "temperature": 0, **fields}
         return client.post("/v1/llm/completions-sync", params={"model_endpoint_name": name}, json=body)
+
+    def submit(self, client: httpx.Client, name: str) -> httpx.Response:
+        """An async completion; the task's result is " the quick brown"."""
+        body = {"prompt": "hello there", "max_new_tokens": 3, "temperature": 0}
+        return client.post("/v1/llm/completions-async", params={"model_endpoint_name": name}, json=body)
 
 
 @pytest.fixture(scope="package")

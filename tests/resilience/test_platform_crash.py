@@ -1,18 +1,22 @@
-"""The platform process (gateway and reconciler; ``model-engine serve``) is SIGKILLed under load, while it is
-applying a new endpoint. Restarted, it serves at once; no registry row is half-written or duplicated; the endpoint
-that was being applied converges to exactly its replicas — the servers started before the crash are adopted, not
-started twice. Runs last in the package: it replaces the platform's process.
+"""The platform process (gateway and reconciler; ``model-engine serve``) is SIGKILLed under load — completions,
+endpoint creations and async submits in flight — while it is applying a new endpoint. Restarted, it serves at once;
+every write it acknowledged is there, whole, once (no registry row half-written or duplicated; every acknowledged
+async task completes); the endpoint that was being applied converges to exactly its replicas — the servers started
+before the crash are adopted, not started twice. Runs last in the package: it replaces the platform's process.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 
 import httpx
 
 from tests.processes import poll_until
 from tests.resilience.conftest import Platform, report
+
+MAX_CREATIONS = 8
 
 
 def _load(platform: Platform, stop: threading.Event, outcomes: list[int]) -> None:
@@ -25,13 +29,51 @@ def _load(platform: Platform, stop: threading.Event, outcomes: list[int]) -> Non
                 stop.wait(0.05)  # a client's retry pace, so the restart does not compete with a busy loop
 
 
+@dataclass
+class Writes:
+    attempted: list[str] = field(default_factory=list)  # endpoint names sent
+    created: list[str] = field(default_factory=list)  # ... and acknowledged (200)
+    tasks: list[str] = field(default_factory=list)  # async task ids handed out
+    statuses: list[int] = field(default_factory=list)
+
+
+def _write(platform: Platform, stop: threading.Event, writes: Writes) -> None:
+    """Async submits every quarter second and, every second, an endpoint creation (at most ``MAX_CREATIONS``: each
+    starts a server), until stopped."""
+    with platform.client(timeout=5) as client:
+        step = 0
+        while not stop.wait(0.25):
+            step += 1
+            try:
+                if step % 4 == 0 and len(writes.attempted) < MAX_CREATIONS:
+                    name = f"w-{len(writes.attempted)}"
+                    writes.attempted.append(name)
+                    body = {"name": name, "model_name": "smollm2-135m", "min_workers": 1, "max_workers": 1}
+                    created = client.post("/v1/llm/model-endpoints", json=body)
+                    writes.statuses.append(created.status_code)
+                    if created.status_code == 200:
+                        writes.created.append(name)
+                submitted = platform.submit(client, "steady")
+                writes.statuses.append(submitted.status_code)
+                if submitted.status_code == 200:
+                    writes.tasks.append(submitted.json()["task_id"])
+            except httpx.TransportError:
+                writes.statuses.append(0)
+
+
 def test_a_killed_platform_restarts_serving_and_converges_without_duplicates(platform: Platform) -> None:
     platform.create_ready_endpoint("steady")
-    stop, outcomes = threading.Event(), []  # type: ignore[var-annotated]
+    stop, outcomes, writes = threading.Event(), [], Writes()  # type: ignore[var-annotated]
     load = threading.Thread(target=_load, args=(platform, stop, outcomes))
+    writer = threading.Thread(target=_write, args=(platform, stop, writes))
     load.start()
+    writer.start()
     try:
-        poll_until(lambda: outcomes.count(200) >= 50, 20, "load under way")
+        poll_until(
+            lambda: outcomes.count(200) >= 50 and len(writes.tasks) >= 5 and len(writes.created) >= 2,
+            30,
+            "load and writes under way",
+        )
         with platform.client() as client:
             created = client.post(
                 "/v1/llm/model-endpoints",
@@ -49,9 +91,13 @@ def test_a_killed_platform_restarts_serving_and_converges_without_duplicates(pla
             first = platform.complete(client, "steady")
         serving = time.monotonic() - killed_at
         assert first.status_code == 200, first.text
+        # Writes go on against the restarted process for a moment, then stop.
+        acknowledged = len(writes.tasks)
+        poll_until(lambda: len(writes.tasks) > acknowledged + 4, 30, "writes accepted by the restarted platform")
     finally:
         stop.set()
         load.join(timeout=30)
+        writer.join(timeout=30)
 
     with platform.client() as client:
 
@@ -80,8 +126,34 @@ def test_a_killed_platform_restarts_serving_and_converges_without_duplicates(pla
     assert sorted(names) == sorted(set(names))
     assert platform.postgres.psql("SELECT count(*) FROM model_endpoints WHERE name = 'applying'") == "1"
     assert set(outcomes) <= {200, 0}  # requests during the crash failed to connect; none got a wrong answer
+    assert set(writes.statuses) <= {200, 0}, writes.statuses
+    # Every acknowledged creation is there once and reads back whole; any other row is one sent when the process
+    # died (its answer lost), also whole.
+    rows = platform.postgres.psql("SELECT name FROM model_endpoints WHERE name LIKE 'w-%'").splitlines()
+    assert len(rows) == len(set(rows))
+    assert set(writes.created) <= set(rows) <= set(writes.attempted)
+    with platform.client() as client:
+        for name in rows:
+            endpoint = client.get(f"/v1/llm/model-endpoints/{name}")
+            assert endpoint.status_code == 200, endpoint.text
+        # Every async task handed out before or after the crash completes, once.
+        done: set[str] = set()
+
+        def tasks_done() -> bool:
+            for task in set(writes.tasks) - done:
+                answer = client.get(f"/v1/async-tasks/{task}")
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["status"] != "FAILURE", answer.text
+                if answer.json()["status"] == "SUCCESS":
+                    done.add(task)
+            return len(done) == len(writes.tasks)
+
+        poll_until(tasks_done, 90, "every acknowledged async task SUCCESS")
+    ids = "','".join(writes.tasks)
+    assert platform.postgres.psql(f"SELECT count(*) FROM async_tasks WHERE id IN ('{ids}')") == str(len(writes.tasks))
     report(
         f"platform SIGKILL under load: restarted and answering /healthz {restarted:.1f}s after the kill, first "
         f"completion {serving:.1f}s; {outcomes.count(200)} completions OK, {outcomes.count(0)} refused connections "
-        f"while down; endpoint being applied converged to 3 replicas, {sum(expected.values())} servers in all"
+        f"while down; {len(writes.created)} creations and {len(writes.tasks)} async tasks acknowledged, all present "
+        f"once (tasks SUCCESS); endpoint being applied converged to 3 replicas, {sum(expected.values())} servers"
     )

@@ -146,7 +146,7 @@ def test_the_published_client_gets_completions_sync_streamed_and_async(completio
 
 
 PEER_BAD_REQUEST_SCRIPT = """
-import json, os
+import asyncio, json, os
 import pydantic
 from llmengine import Completion, Model
 from llmengine.errors import BadRequestError
@@ -164,25 +164,41 @@ invalid_completions = {
     "presence_penalty=3": dict(prompt="Hi", max_new_tokens=2, presence_penalty=3),
     "frequency_penalty=-3": dict(prompt="Hi", max_new_tokens=2, frequency_penalty=-3),
     "max_new_tokens over the context": dict(prompt="Hi", max_new_tokens=10**6),
+    "prompt over the context": dict(prompt="word " * 3000, max_new_tokens=2),
+    "empty stop sequence": dict(prompt="Hi", max_new_tokens=2, stop_sequences=[""]),
+    "five stop sequences": dict(prompt="Hi", max_new_tokens=2, stop_sequences=["a", "b", "c", "d", "e"]),
 }
+
+def outcome_of(exc):
+    if isinstance(exc, BadRequestError):
+        return "BadRequestError: " + str(exc)
+    if isinstance(exc, (pydantic.ValidationError, ValueError)):
+        return "refused by the client before sending"
+    return type(exc).__name__ + ": " + str(exc)
+
 def outcome(call):
     try:
         result = call()
         if hasattr(result, "__next__"):
             list(result)
         return "accepted"
-    except BadRequestError as exc:
-        return "BadRequestError: " + str(exc)
-    except (pydantic.ValidationError, ValueError):
-        return "refused by the client before sending"
     except Exception as exc:
-        return type(exc).__name__ + ": " + str(exc)
+        return outcome_of(exc)
+
+async def async_outcome(fields, stream):
+    try:
+        result = await Completion.acreate(model=name, stream=stream, **fields)
+        if stream:
+            [event async for event in result]
+        return "accepted"
+    except Exception as exc:
+        return outcome_of(exc)
 
 out = {}
 for label, fields in invalid_completions.items():
     for stream in (False, True):
-        call = lambda: Completion.create(model=name, stream=stream, **fields)
-        out[f"{label} stream={stream}"] = outcome(call)
+        out[f"{label} stream={stream}"] = outcome(lambda: Completion.create(model=name, stream=stream, **fields))
+        out[f"{label} acreate stream={stream}"] = asyncio.run(async_outcome(fields, stream))
 invalid_creates = {
     "empty name": dict(name=""),
     "upper-case name": dict(name="Bad_Name"),
@@ -203,7 +219,8 @@ for label, fields in invalid_creates.items():
 print(json.dumps(out))
 """
 
-
+# What the published client checks itself (its own pydantic rules: penalties >= 0, temperature, top_k, top_p and
+# gpu_type); it raises before sending, so our server never sees these.
 CHECKED_BY_THE_PUBLISHED_CLIENT = {
     "presence_penalty=3",
     "frequency_penalty=-3",
@@ -214,20 +231,33 @@ CHECKED_BY_THE_PUBLISHED_CLIENT = {
     "temperature=-0.1",
     "create bad gpu_type",
 }
+COMPLETION_CALLS = ("acreate stream=False", "acreate stream=True", "stream=False", "stream=True")  # longest first
 
 
 def test_the_published_client_raises_bad_request_for_every_invalid_parameter(completions: BackgroundGateway) -> None:
     name, out = run_on_a_new_endpoint(completions, PEER_BAD_REQUEST_SCRIPT)
 
-    # The published client checks a few fields itself (penalties >= 0, gpu_type); everything it sends is a 400.
+    def case(label: str) -> str:
+        return next((label.removesuffix(" " + call) for call in COMPLETION_CALLS if label.endswith(" " + call)), label)
+
     refused_locally = {label for label, outcome in out.items() if outcome == "refused by the client before sending"}
-    assert {label.split(" stream=")[0] for label in refused_locally} <= CHECKED_BY_THE_PUBLISHED_CLIENT
+    assert {case(label) for label in refused_locally} <= CHECKED_BY_THE_PUBLISHED_CLIENT
     sent = {label: outcome for label, outcome in out.items() if label not in refused_locally}
+    # Everything the client sends is a 400, so it raises BadRequestError: sync, streamed, async and async streamed.
     assert {label: outcome for label, outcome in sent.items() if not outcome.startswith("BadRequestError")} == {}
-    assert len(sent) == 16
-    # The message names the field that is wrong.
-    assert "max_new_tokens" in out["max_new_tokens=0 stream=False"]
-    assert "prompt" in out["empty prompt stream=True"]
+    sent_cases = {case(label) for label in sent}
+    assert len(sent) == 4 * len({c for c in sent_cases if not c.startswith("create ")}) + 8
+    for label in sent_cases - {c for c in sent_cases if c.startswith("create ")}:
+        assert {f"{label} {call}" for call in COMPLETION_CALLS} <= set(sent), label
+    # The message names the field that is wrong, and why.
+    for call in COMPLETION_CALLS:
+        assert "max_new_tokens" in out[f"max_new_tokens=0 {call}"]
+        assert "prompt" in out[f"empty prompt {call}"]
+        assert "prompt is too long" in out[f"prompt over the context {call}"]
+        assert "exceeds the context length" in out[f"max_new_tokens over the context {call}"]
+        assert "stop_sequences.0: String should have at least 1 character" in out[f"empty stop sequence {call}"]
+        assert "stop_sequences: List should have at most 4 items" in out[f"five stop sequences {call}"]
     assert "name" in out["create empty name"]
     assert "min_workers" in out["create min above max"]
+    assert "memory" in out["create bad memory"]
     assert [e.name for e in Model.list().model_endpoints] == [name]  # no invalid create left a record

@@ -17,7 +17,8 @@ from model_engine_server.domain.files import StoredFile
 from model_engine_server.storage.locations import open_location
 from model_engine_server.storage.port import ObjectNotFoundError
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+UPLOAD_PATH = "/v1/files"  # POST: its body streams to the route (api/limits.py)
+router = APIRouter(prefix=UPLOAD_PATH, tags=["files"])
 
 
 class UploadFileResponse(BaseModel):
@@ -70,14 +71,13 @@ _UPLOAD_BODY = {
 @router.post(
     "",
     response_model=UploadFileResponse,
-    openapi_extra=_UPLOAD_BODY,  # read by hand (request.form) so the size limit applies before parsing
+    openapi_extra=_UPLOAD_BODY,  # read by hand (request.form), streamed by the request limits up to the file limit
     responses={400: {"description": "No `file` field."}, 413: {"description": "Over LLM_ENGINE_FILE_MAX_BYTES."}},
 )
 async def upload_file(request: Request, caller: CallerDep, services: FilesAndJobsDep) -> UploadFileResponse:
+    # The request limits (api/limits.py) stream this body here: a declared or received size over the limit (plus the
+    # multipart framing) and a stalled client are refused while it is read.
     limit = services.settings.file_max_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + 64 * 1024:  # multipart framing adds a little
-        raise PayloadTooLargeError(f"The file is larger than the limit of {limit} bytes.")
     form = await request.form(max_files=1, max_fields=8)
     try:
         upload = form.get("file")

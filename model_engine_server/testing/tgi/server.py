@@ -12,7 +12,8 @@ routes from ``messages.py``), validates parameters like TGI (a wrong mapping sho
 
 Knobs for tests (attributes; also command-line flags): ``token_delay`` between streamed tokens, ``fail_after`` (a
 stream sends that many tokens and then TGI's in-band error event), ``max_concurrent`` (beyond it: 429 like TGI),
-``record`` (keep every request body in ``requests``). ``cancelled`` counts streams whose client went away early.
+``record`` (keep every request body in ``requests``). ``cancelled`` counts streams whose client went away early;
+``served`` counts answered requests (``tgi_request_success`` in ``/metrics``, as TGI names it).
 It is written on asyncio and httptools directly (a framework would cost more than the gateway it measures). Run it
 in-process with ``running_instant_tgi(...)`` or as a process: ``python -m model_engine_server.testing.tgi``.
 """
@@ -316,8 +317,9 @@ class _Connection(asyncio.Protocol):
         if method == "GET" and path == "/info":
             self._write(_response(200, orjson.dumps(server.info())))
             return
-        if method == "GET" and path == "/metrics":  # TGI's load gauges (the local autoscaler reads them)
-            self._write(_response(200, b"tgi_batch_current_size %d\n" % server.in_flight, b"text/plain"))
+        if method == "GET" and path == "/metrics":  # TGI's load gauge (the local autoscaler reads it), its counter
+            metrics = b"tgi_batch_current_size %d\ntgi_request_success %d\n" % (server.in_flight, server.served)
+            self._write(_response(200, metrics, b"text/plain"))
             return
         if method != "POST" or path not in ("/generate", "/generate_stream", *_OPENAI_PATHS):
             self._write(_response(404, b'{"error":"not found"}'))
