@@ -4,7 +4,7 @@
 #   control plane:  docker build --target control-plane -t ghcr.io/llm-engine/model-engine:0.1.0 .
 #                   `model-engine gateway|worker|orchestrator|migrate`, and `model-engine serve` (one machine).
 #   engine (CPU):   docker build --target engine -t ghcr.io/llm-engine/model-engine-inference:0.1.0 .
-#                   `model-engine inference-server` with the demo model already converted, so it starts in seconds.
+#                   `model-engine inference-server`. Both carry the demo model already converted: it starts in seconds.
 #   engine (GPU):   docker build --target engine --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
 #                       -t ghcr.io/llm-engine/model-engine-inference:0.1.0-cuda .
 #
@@ -77,6 +77,12 @@ RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app \
  && install -d -o app -g app /var/lib/llm-engine
 
+# The converted demo model, in both images: the engine serves it, and `serve` (or the local orchestrator) in the
+# control-plane image starts its replicas in seconds instead of converting it again in every new container. One layer
+# the two images share. Outside the data directory, which the chart and the orchestrator mount over with an empty volume.
+ENV LLM_ENGINE_MODEL_CACHE_DIR=/opt/llm-engine/models
+COPY --from=demo-model /opt/llm-engine/models /opt/llm-engine/models
+
 # Editable on purpose: `model-engine migrate` finds migrations/ beside the package, so the sources stay in /app. The
 # install needs only pyproject.toml (an empty README and package stand in), so code edits leave the venv unchanged.
 COPY pyproject.toml ./
@@ -92,10 +98,6 @@ ENTRYPOINT ["model-engine"]
 
 # --- engine: the built-in inference server (TGI protocol) with the converted demo model --------------------------------
 FROM runtime AS engine
-
-# Outside the data directory, which the chart and the orchestrator may mount over with an empty volume.
-ENV LLM_ENGINE_MODEL_CACHE_DIR=/opt/llm-engine/models
-COPY --from=demo-model /opt/llm-engine/models /opt/llm-engine/models
 
 USER 10001:10001
 EXPOSE 8080

@@ -76,7 +76,10 @@ clean:
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTROL_PLANE_IMAGE ?= ghcr.io/llm-engine/model-engine:$(VERSION)
 ENGINE_IMAGE ?= ghcr.io/llm-engine/model-engine-inference:$(VERSION)
-IMAGE_ENV = CONTROL_PLANE_IMAGE=$(CONTROL_PLANE_IMAGE) ENGINE_IMAGE=$(ENGINE_IMAGE) VERSION=$(VERSION)
+# The GPU variant: TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 and "-cuda" tags (docs/kubernetes.md).
+TORCH_INDEX_URL ?=
+IMAGE_ENV = CONTROL_PLANE_IMAGE=$(CONTROL_PLANE_IMAGE) ENGINE_IMAGE=$(ENGINE_IMAGE) VERSION=$(VERSION) \
+	TORCH_INDEX_URL=$(TORCH_INDEX_URL)
 
 .PHONY: images image-archives image-refs
 

@@ -5,7 +5,8 @@
 #   images/build.sh archives   also write them as OCI archives (for `kind load image-archive` or `skopeo copy`)
 #
 # Settings come from the environment (the Makefile passes them): CONTROL_PLANE_IMAGE, ENGINE_IMAGE, VERSION,
-# PYTHON_IMAGE, IMAGE_SOURCE, and OUT (where containers.conf, pip.conf and the archives are written).
+# PYTHON_IMAGE, IMAGE_SOURCE, TORCH_INDEX_URL (the Dockerfile's default is the CPU wheels; a CUDA index makes the GPU
+# variant) and OUT (where containers.conf, pip.conf and the archives are written).
 #
 # On a machine without a registry the Dockerfile's `FROM python:3.11-slim` is served by a local stand-in: Debian
 # bookworm (minbase) with its python3.11, imported and tagged under the same name, so the Dockerfile stays the one a
@@ -67,7 +68,8 @@ ensure_base_image() {
   debootstrap --variant=minbase bookworm "$root" "$DEBIAN_MIRROR" > "$OUT/debootstrap.log" 2>&1 \
     || { tail -n 20 "$OUT/debootstrap.log" >&2; rm -rf "$root"; exit 1; }
   chroot "$root" sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      python3.11 python3.11-venv python-is-python3 ca-certificates > /dev/null'
+      python3.11 python3.11-venv python-is-python3 ca-certificates' >> "$OUT/debootstrap.log" 2>&1 \
+    || { tail -n 20 "$OUT/debootstrap.log" >&2; rm -rf "$root"; exit 1; }
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/usr/share/{doc,man,info,locale}/* \
     "$root"/var/log/* "$root"/debootstrap
   tar -C "$root" -c . | podman import -q \
@@ -109,13 +111,16 @@ pip_mounts() {
 build_target() {
   local target=$1 image=$2 started=$SECONDS revision
   revision=$(git rev-parse HEAD 2> /dev/null || echo unknown)
-  log "Building $image (target $target)"
+  log "Building $image (target $target; full log in $OUT/build-$target.log)"
+  # Progress: each Dockerfile step as it starts (a cold build spends minutes in the pip steps), cut to one line.
   podman build --pull=never --network=host --layers --target "$target" \
     --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
     --build-arg "VERSION=$VERSION" \
     --build-arg "REVISION=$revision" \
     --build-arg "SOURCE=$IMAGE_SOURCE" \
-    "${MOUNTS[@]}" --tag "$image" . > "$OUT/build-$target.log" 2>&1 \
+    ${TORCH_INDEX_URL:+--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL"} \
+    "${MOUNTS[@]}" --tag "$image" . 2>&1 | tee "$OUT/build-$target.log" \
+    | sed -un '/STEP [0-9]*\/[0-9]*:/{s/^\(.\{112\}\).*/\1 …/;s/^/    /;p}' >&2 \
     || { tail -n 40 "$OUT/build-$target.log" >&2; exit 1; }
   stamp_revision "$image" "$revision"
   log "$image: $(podman image inspect --format '{{.Size}}' "$image" | numfmt --to=si)B in $((SECONDS - started)) s"

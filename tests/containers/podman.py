@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -21,7 +20,8 @@ CHART_VALUES = REPO_ROOT / "charts" / "model-engine" / "values.yaml"
 CONTAINERS_CONF = REPO_ROOT / "build" / "images" / "containers.conf"  # written by `make images`
 
 # The writable paths the chart mounts as emptyDirs over the read-only root filesystem (templates/_helpers.tpl).
-CHART_SCRATCH_MOUNTS = ("/tmp", "/var/lib/llm-engine")
+DATA_DIR = "/var/lib/llm-engine"  # LLM_ENGINE_DATA_DIR in the images
+CHART_SCRATCH_MOUNTS = ("/tmp", DATA_DIR)
 
 
 def image_refs() -> list[str]:
@@ -32,25 +32,25 @@ def image_refs() -> list[str]:
     return output.stdout.split()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def chart_user() -> str:
     """``uid:gid`` from the chart's podSecurityContext."""
     context = yaml.safe_load(CHART_VALUES.read_text())["podSecurityContext"]
     return f"{context['runAsUser']}:{context['runAsGroup']}"
 
 
-def chart_security_options() -> list[str]:
-    """podman flags for the chart's pod and container securityContext: non-root, read-only root, no capabilities."""
+def chart_security_options(data_dir: Path | None = None) -> list[str]:
+    """podman flags for the chart's pod and container securityContext: non-root, read-only root, no capabilities.
+
+    ``data_dir``: a host directory (owned by the chart's user) mounted as the data directory instead of the pod's own
+    scratch space, for containers that share it (the local orchestrator's replica state file).
+    """
     options = ["--user", chart_user(), "--read-only", "--read-only-tmpfs=false"]
     options += ["--cap-drop=all", "--security-opt=no-new-privileges"]
     for path in CHART_SCRATCH_MOUNTS:  # U=true: owned by the container's user, as fsGroup makes emptyDirs writable
-        options += ["--mount", f"type=tmpfs,destination={path},U=true"]
+        if path == DATA_DIR and data_dir is not None:
+            options += ["--volume", f"{data_dir}:{path}"]
+        else:
+            options += ["--mount", f"type=tmpfs,destination={path},U=true"]
     return options
 
 
@@ -81,10 +81,13 @@ class Podman:
         return self.run("run", "--rm", *chart_security_options(), *options, image, *command, check=False)
 
     @contextmanager
-    def container(self, image: str, *command: str, options: Sequence[str] = ()) -> Iterator[Container]:
-        """A detached container on the host network (reaching PostgreSQL and Redis on the host), removed afterwards."""
+    def container(
+        self, image: str, *command: str, options: Sequence[str] = (), data_dir: Path | None = None
+    ) -> Iterator[Container]:
+        """A detached container on the host network (reaching PostgreSQL and Redis on the host), removed afterwards.
+        ``data_dir``: see ``chart_security_options``."""
         name = f"llm-engine-test-{uuid.uuid4().hex[:8]}"
-        flags = ["--detach", "--name", name, "--network=host", *chart_security_options(), *options]
+        flags = ["--detach", "--name", name, "--network=host", *chart_security_options(data_dir), *options]
         self.run("run", *flags, image, *command)
         try:
             yield Container(self, name)

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from model_engine_server.testing import free_port
 from model_engine_server.testing.peers import run_peer_script
 from tests.containers.conftest import Images
-from tests.containers.podman import Container, free_port
+from tests.containers.podman import Container
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.timeout(3600)]
 
