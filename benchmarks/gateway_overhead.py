@@ -270,10 +270,10 @@ def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str,
         chat: dict[str, Any] = {"model": ENDPOINT, "messages": CHAT_MESSAGES, "max_tokens": MAX_NEW_TOKENS}
         chat |= {"temperature": 0.0, "stream": kind == "chat_stream"}
         if target.startswith("gateway"):
-            return OpenAiKind.CHAT.path, chat, {"authorization": f"Bearer {key}"}
+            return OpenAiKind.CHAT.wire.path, chat, {"authorization": f"Bearer {key}"}
         engine = openai_engine_for(InferenceFramework.TEXT_GENERATION_INFERENCE)
         return (
-            OpenAiKind.CHAT.path,
+            OpenAiKind.CHAT.wire.path,
             engine.request_bodies(OpenAiKind.CHAT, chat, EndpointConfig(model_name="smollm2-135m"))[0],
             {},
         )

@@ -41,7 +41,7 @@ async def submit_fine_tune(services: FilesAndJobs, caller: str, body: Any) -> Jo
         validation_csv = await _read_csv(services, caller, request.validation_file, "validation_file")
         parse_training_csv(validation_csv.decode(), "validation_file")
     await _check_concurrency(services, caller)
-    await services.check_job_quota(caller)
+    await services.check_job_quota(caller, JobKind.FINE_TUNE)
     now = datetime.now(UTC)
     job_id = new_job_id()
     spec = FineTuneWorkerSpec(

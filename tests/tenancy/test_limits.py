@@ -133,7 +133,7 @@ async def test_redis_down_fails_open_and_shows_in_metrics() -> None:
         await limiter.admit_request("team-a")
         with pytest.raises(RateLimitExceededError):
             await limiter.admit_request("team-a")
-        assert _metric("llm_engine_rate_limiter_redis_up") == 1
+        assert _metric("llm_engine_rate_limiter_failing_open") == 0
 
         process.terminate()
         process.wait(timeout=10)
@@ -142,5 +142,5 @@ async def test_redis_down_fails_open_and_shows_in_metrics() -> None:
         async with limiter.concurrent_slot("team-a"), limiter.concurrent_slot("team-a"):
             pass
         assert _metric("llm_engine_rate_limiter_fail_open_total") >= before + 7
-        assert _metric("llm_engine_rate_limiter_redis_up") == 0
+        assert _metric("llm_engine_rate_limiter_failing_open") == 1
         await counters.aclose()
