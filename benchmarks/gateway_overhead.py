@@ -428,7 +428,11 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
                     runs.append(_run_load(target, url, kind, 1, requests, mode, pids.get(target)))
         for concurrency in CONCURRENCIES[1:]:
             for round_number in range(THROUGHPUT_ROUNDS):
-                for target, url in targets.items():
+                # Every other round runs the gateways in the opposite order, so neither always follows the other.
+                order = list(targets.items())
+                if round_number % 2:
+                    order = order[:1] + order[:0:-1]
+                for target, url in order:
                     print(f"  throughput sync   {target:8} c={concurrency} round {round_number + 1} ...", flush=True)
                     mode = "open" if target == "gateway_open" else auth_mode
                     requests = throughput_requests // THROUGHPUT_ROUNDS
