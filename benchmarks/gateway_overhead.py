@@ -52,6 +52,10 @@ TARGETS = {"p50_added_ms": 2.0, "sync_rps_at_32": 800.0, "openai_to_native_added
 CHAT_MESSAGES = [{"role": "user", "content": PROMPT}]
 KINDS = ("sync", "stream", "chat", "chat_stream")  # native sync and stream; OpenAI chat, whole and streamed
 LATENCY_ROUNDS = 3  # c=1 latency runs interleave every kind, once per round
+# Throughput runs interleave the targets, once per round; a figure is the median of its rounds. On a machine shared
+# with other work, a burst of load then hits one round of each target rather than all of one.
+THROUGHPUT_ROUNDS = 3
+AUTH_PROFILE_REQUESTS = 20_000
 
 
 # --- the load generator (runs in its own process) --------------------------------------------------------------
@@ -256,6 +260,51 @@ class Run:
     p99_ms: float
     first_byte_p50_ms: float
     first_byte_p99_ms: float
+    # The target process's CPU time per request (user + system, warm-up included): what a request costs the
+    # gateway itself, which other processes' load on the machine disturbs far less than requests/s.
+    cpu_ms_per_request: float | None = None
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _auth_cpu_us(data_dir: Path) -> dict[str, float]:
+    """CPU microseconds per request of what the gateway does for auth on every request (find the caller, count it
+    against its requests per minute), in open and in keys mode, measured in this process on a real registry. Unlike
+    requests/s this hardly moves with other processes' load on the machine."""
+    import asyncio as aio
+
+    from starlette.requests import Request
+
+    from model_engine_server.api.auth import authenticate
+    from model_engine_server.config import AuthMode, Settings
+    from model_engine_server.db.migrate import upgrade
+    from model_engine_server.db.registry import Registry
+    from model_engine_server.tenancy.services import Tenancy
+
+    async def measure() -> dict[str, float]:
+        settings = Settings(data_dir=data_dir, auth_mode=AuthMode.KEYS)
+        upgrade(settings.database_url)
+        registry = Registry(settings.database_url)
+        await registry.keys.store(STORED_KEY, OWNER_KEY, "benchmark")
+        tenancy = Tenancy.build(settings, registry)
+        request = Request({"type": "http", "headers": [(b"x-api-key", STORED_KEY.encode())]})
+        cost: dict[str, list[float]] = {"open": [], "keys": []}
+        for _ in range(3):  # interleaved rounds; the median of each
+            for mode in (AuthMode.OPEN, AuthMode.KEYS):
+                await authenticate(request, mode, tenancy.keys)  # the key is cached after this, as in the gateway
+                started = time.process_time()
+                for _ in range(AUTH_PROFILE_REQUESTS):
+                    caller = await authenticate(request, mode, tenancy.keys)
+                    await tenancy.limiter.admit_request(caller)
+                cost[mode.value].append(1e6 * (time.process_time() - started) / AUTH_PROFILE_REQUESTS)
+        await registry.close()
+        return {mode: statistics.median(values) for mode, values in cost.items()}
+
+    return aio.run(measure())
 
 
 def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str, Any], dict[str, str]]:
@@ -287,7 +336,9 @@ def _request_for(target: str, kind: str, auth_mode: str) -> tuple[str, dict[str,
     return adapter.stream_path, adapter.stream_body(request), {}
 
 
-def _run_load(target: str, url: str, kind: str, concurrency: int, requests: int, auth_mode: str) -> Run:
+def _run_load(
+    target: str, url: str, kind: str, concurrency: int, requests: int, auth_mode: str, pid: int | None = None
+) -> Run:
     path, body, headers = _request_for(target, kind, auth_mode)
     host, port = url.removeprefix("http://").split(":")
     spec = {
@@ -300,6 +351,7 @@ def _run_load(target: str, url: str, kind: str, concurrency: int, requests: int,
         "requests": requests,
         "warmup": max(100, concurrency * 4),
     }
+    cpu_before = _cpu_seconds(pid) if pid is not None else 0.0
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks.gateway_overhead", "--load", json.dumps(spec)],
         cwd=ROOT,
@@ -309,6 +361,8 @@ def _run_load(target: str, url: str, kind: str, concurrency: int, requests: int,
         timeout=600,
     )
     result = json.loads(completed.stdout)
+    sent = result["completed"] + result["errors"] + spec["warmup"]
+    cpu_ms = 1000 * (_cpu_seconds(pid) - cpu_before) / sent if pid is not None else None
     return Run(
         target=target,
         kind=kind,
@@ -320,11 +374,25 @@ def _run_load(target: str, url: str, kind: str, concurrency: int, requests: int,
         p99_ms=result["p99"],
         first_byte_p50_ms=result["first_byte_p50"],
         first_byte_p99_ms=result["first_byte_p99"],
+        cpu_ms_per_request=cpu_ms,
     )
 
 
-def _find(runs: list[Run], target: str, kind: str, concurrency: int) -> Run | None:
-    return next((r for r in runs if (r.target, r.kind, r.concurrency) == (target, kind, concurrency)), None)
+def _rounds(runs: list[Run], target: str, concurrency: int) -> list[Run]:
+    """The sync throughput runs of ``target`` at ``concurrency``, one per round, in order."""
+    return [r for r in runs if (r.target, r.kind, r.concurrency) == (target, "sync", concurrency)]
+
+
+def _median_rps(runs: list[Run], target: str, concurrency: int) -> float | None:
+    measured = _rounds(runs, target, concurrency)
+    return statistics.median(r.rps for r in measured) if measured else None
+
+
+def _median_ratio(runs: list[Run], concurrency: int, field: str) -> float | None:
+    """Keys mode over open mode, round by round (the two ran back to back), median over the rounds."""
+    pairs = zip(_rounds(runs, "gateway", concurrency), _rounds(runs, "gateway_open", concurrency), strict=False)
+    ratios = [getattr(keyed, field) / getattr(run, field) for keyed, run in pairs if getattr(run, field)]
+    return statistics.median(ratios) if ratios else None
 
 
 def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
@@ -339,11 +407,13 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
         )
         processes.callback(stop_process, gateway)
         targets = {"direct": engine_url, "gateway": gateway_url}
+        pids = {"gateway": gateway.pid}
         if auth_mode == "keys":  # the baseline: the same gateway in open mode, measured in this run
             baseline, targets["gateway_open"] = spawn_listening(
                 [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-gateway", engine_url, tmp + "/o", "open"]
             )
             processes.callback(stop_process, baseline)
+            pids["gateway_open"] = baseline.pid
         nginx_url = processes.enter_context(_nginx(int(engine_url.rsplit(":", 1)[1]), Path(tmp)))
         if nginx_url is not None:
             targets["nginx"] = nginx_url
@@ -354,13 +424,29 @@ def benchmark(quick: bool, auth_mode: str) -> dict[str, Any]:
                 for target, url in targets.items():
                     print(f"  latency    {kind:11} {target:8} c=1 round {round_number + 1} ...", flush=True)
                     mode = "open" if target == "gateway_open" else auth_mode
-                    runs.append(_run_load(target, url, kind, 1, latency_requests // LATENCY_ROUNDS, mode))
+                    requests = latency_requests // LATENCY_ROUNDS
+                    runs.append(_run_load(target, url, kind, 1, requests, mode, pids.get(target)))
         for concurrency in CONCURRENCIES[1:]:
-            for target, url in targets.items():
-                print(f"  throughput sync   {target:8} c={concurrency} ...", flush=True)
-                mode = "open" if target == "gateway_open" else auth_mode
-                runs.append(_run_load(target, url, "sync", concurrency, throughput_requests, mode))
-    return _summarise(runs, quick) | {"auth_mode": auth_mode}
+            for round_number in range(THROUGHPUT_ROUNDS):
+                # Every other round runs the gateways in the opposite order, so neither always follows the other.
+                order = list(targets.items())
+                if round_number % 2:
+                    order = order[:1] + order[:0:-1]
+                for target, url in order:
+                    print(f"  throughput sync   {target:8} c={concurrency} round {round_number + 1} ...", flush=True)
+                    mode = "open" if target == "gateway_open" else auth_mode
+                    requests = throughput_requests // THROUGHPUT_ROUNDS
+                    runs.append(_run_load(target, url, "sync", concurrency, requests, mode, pids.get(target)))
+        auth_cpu = _auth_cpu_us(Path(tmp) / "auth-profile") if auth_mode == "keys" else None
+    result = _summarise(runs, quick) | {"auth_mode": auth_mode}
+    if auth_cpu is not None:
+        # What keys mode adds per request, against the gateway's whole CPU cost per request in open mode.
+        open_cpu_ms = [r.cpu_ms_per_request for r in _rounds(runs, "gateway_open", 32) if r.cpu_ms_per_request]
+        added = auth_cpu["keys"] - auth_cpu["open"]
+        result["summary"]["auth_cpu_us_per_request"] = auth_cpu
+        if open_cpu_ms:
+            result["summary"]["keys_auth_added_share_of_request_cpu"] = added / (1000 * statistics.median(open_cpu_ms))
+    return result
 
 
 def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
@@ -383,14 +469,15 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
         "openai_added_chat_p99_ms": added("gateway", "chat", "p99_ms"),
         "openai_added_chat_ttft_p50_ms": added("gateway", "chat_stream", "first_byte_p50_ms"),
         "openai_added_chat_ttft_p99_ms": added("gateway", "chat_stream", "first_byte_p99_ms"),
-        "gateway_sync_rps": {c: run.rps for c in CONCURRENCIES if (run := _find(runs, "gateway", "sync", c))},
+        "gateway_sync_rps": {c: rps for c in CONCURRENCIES if (rps := _median_rps(runs, "gateway", c))},
         "errors": sum(run.errors for run in runs),
     }
     if any(run.target == "gateway_open" for run in runs):  # --auth-mode keys: keys mode's req/s over open mode's
         summary["keys_to_open_rps_ratio"] = {
-            c: keyed.rps / run.rps
-            for c in CONCURRENCIES
-            if (run := _find(runs, "gateway_open", "sync", c)) and (keyed := _find(runs, "gateway", "sync", c))
+            c: ratio for c in CONCURRENCIES if (ratio := _median_ratio(runs, c, "rps"))
+        }
+        summary["keys_to_open_cpu_per_request_ratio"] = {
+            c: ratio for c in CONCURRENCIES if (ratio := _median_ratio(runs, c, "cpu_ms_per_request"))
         }
     nginx_p50 = summary["nginx_added_sync_p50_ms"]
     if nginx_p50 is not None:
@@ -420,6 +507,10 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
     }
     if "keys_to_open_rps_ratio" in summary:
         summary["targets_met"]["keys_within_10pct_of_open_at_32"] = summary["keys_to_open_rps_ratio"][32] >= 0.9
+        cpu_ratio = summary["keys_to_open_cpu_per_request_ratio"].get(32)
+        summary["targets_met"]["keys_cpu_per_request_within_10pct_of_open_at_32"] = (
+            cpu_ratio is not None and cpu_ratio <= 1.1
+        )
     return {
         "benchmark": "gateway_overhead",
         "quick": quick,
@@ -433,11 +524,14 @@ def _summarise(runs: list[Run], quick: bool) -> dict[str, Any]:
 
 def _print_table(result: dict[str, Any]) -> None:
     print()
-    print(f"{'target':8} {'kind':6} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttfb p50':>9} {'errors':>6}")
+    header = f"{'target':12} {'kind':6} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttfb p50':>9}"
+    print(f"{header} {'errors':>6} {'cpu ms/req':>10}")
     for run in result["runs"]:
+        cpu = run["cpu_ms_per_request"]
         print(
-            f"{run['target']:8} {run['kind']:6} {run['concurrency']:>4} {run['rps']:>8.0f} {run['p50_ms']:>8.2f} "
-            f"{run['p99_ms']:>8.2f} {run['first_byte_p50_ms']:>9.2f} {run['errors']:>6}"
+            f"{run['target']:12} {run['kind']:6} {run['concurrency']:>4} {run['rps']:>8.0f} {run['p50_ms']:>8.2f} "
+            f"{run['p99_ms']:>8.2f} {run['first_byte_p50_ms']:>9.2f} {run['errors']:>6} "
+            f"{'' if cpu is None else format(cpu, '.3f'):>10}"
         )
     summary = result["summary"]
     print()

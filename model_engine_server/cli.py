@@ -228,8 +228,8 @@ def keys_list(
             "prefix": k.prefix,
             "admin": k.admin,
             "created_at": _moment(k.created_at),
-            "expires_at": _moment(k.expires_at),
-            "revoked_at": _moment(k.revoked_at),
+            "expires_at": _moment(k.expires_at) or None,  # JSON null when the key never expires / is not revoked
+            "revoked_at": _moment(k.revoked_at) or None,
             "label": k.description,
         }
         for k in records
@@ -242,9 +242,9 @@ def keys_list(
     header = {"id": "id", "owner": "owner", "prefix": "prefix", "admin": "admin", "created_at": "created"}
     header |= {"expires_at": "expires", "revoked_at": "revoked", "label": "label"}
     table = [header] + [{**row, "admin": "yes" if row["admin"] else "", "prefix": f"{row['prefix']}…"} for row in rows]
-    widths = {column: max(len(str(line[column])) for line in table) for column in header}
+    widths = {column: max(len(str(line[column] or "")) for line in table) for column in header}
     for line in table:
-        print("  ".join(str(line[c]).ljust(widths[c]) for c in header).rstrip())  # noqa: T201
+        print("  ".join(str(line[c] or "").ljust(widths[c]) for c in header).rstrip())  # noqa: T201
 
 
 @keys_app.command("revoke")

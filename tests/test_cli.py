@@ -77,6 +77,7 @@ def test_keys_list_prints_whole_ids_in_a_narrow_pipe_and_json(env: dict[str, str
     [record] = json.loads(run("keys", "list", "--json", env=narrow).stdout)
     assert record["id"] in listing.split()  # whole, copyable into `keys revoke`
     assert record["owner"] == "team-with-a-long-name" and record["label"] == "deploy bot" and record["expires_at"]
+    assert record["revoked_at"] is None  # JSON null, not an empty string, for scripts
     assert "Revoked" in run("keys", "revoke", record["id"], env=env).stdout
     assert json.loads(run("keys", "list", "--json", env=env).stdout)[0]["revoked_at"]
 

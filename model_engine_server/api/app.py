@@ -90,9 +90,7 @@ def create_app(
             health={"database": registry, "broker": task_queue},
             tenancy=tenancy,
         )
-        app.state.files_and_jobs = FilesAndJobs.build(
-            settings, registry, model_zoo, on_registry_change, tenancy.limiter
-        )
+        app.state.files_and_jobs = FilesAndJobs.build(settings, registry, model_zoo, on_registry_change, tenancy)
         # Local download links are signed with a per-process key: they stop working when this process stops, which
         # is sooner than their expiry only on a restart. (On S3 the store presigns them.)
         app.state.download_secret = secrets.token_bytes(32)

@@ -36,7 +36,7 @@ async def submit_batch(services: FilesAndJobs, caller: str, body: Any, *, versio
     content = request.content if request.content is not None else await _read_input(services, caller, request)
     items, output_format = _items(content, request, version)
     _check_fits(services, request, items)
-    await services.check_job_admission(caller)
+    await services.check_job_admission(caller, JobKind.BATCH_COMPLETION)
     job_id = new_job_id()
     spec = BatchWorkerSpec(
         model=request.model_config_.model,

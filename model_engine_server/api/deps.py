@@ -68,9 +68,7 @@ def get_endpoint_operations(request: Request, services: ServicesDep) -> Endpoint
     tenancy = get_tenancy(services)
 
     async def check_endpoint_quota(owner: str) -> None:
-        if (await tenancy.limiter.limits(owner)).max_endpoints:
-            current = await tenancy.limits.count_endpoints(owner)
-            await tenancy.limiter.check_quota(owner, Limit.MAX_ENDPOINTS, current)
+        await tenancy.check_quota(owner, Limit.MAX_ENDPOINTS)
 
     jobs = request.app.state.files_and_jobs.jobs  # fine-tuned models deploy by name
     return EndpointOperations(

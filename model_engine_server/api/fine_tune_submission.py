@@ -46,7 +46,7 @@ async def submit_fine_tune(services: FilesAndJobs, caller: str, body: Any) -> Jo
         validation = parse_training_csv(validation_csv.decode(), "validation_file")
         check_lengths(validation, params.max_length, zoo_entry.context_length, request.model, "validation_file")
     await _check_concurrency(services, caller)
-    await services.check_job_admission(caller)
+    await services.check_job_admission(caller, JobKind.FINE_TUNE)
     now = datetime.now(UTC)
     job_id = new_job_id()
     spec = FineTuneWorkerSpec(

@@ -19,7 +19,7 @@ from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.tenancy import Limit
 from model_engine_server.storage.locations import StorageConfig, build_object_store
 from model_engine_server.storage.port import ObjectStore
-from model_engine_server.tenancy.limiter import TenantLimiter
+from model_engine_server.tenancy.services import Tenancy
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -33,7 +33,7 @@ class FilesAndJobs:
     storage: StorageConfig
     zoo: ModelZoo
     on_change: Callable[[], None]  # wakes the reconciler after a job is recorded or cancelled
-    limiter: TenantLimiter  # the tenant's max_jobs quota, checked before a job is recorded
+    tenancy: Tenancy  # the tenant's quotas, checked before a job is recorded
 
     @classmethod
     def build(
@@ -42,23 +42,25 @@ class FilesAndJobs:
         registry: Registry,
         zoo: ModelZoo,
         on_change: Callable[[], None],
-        limiter: TenantLimiter,
+        tenancy: Tenancy,
     ) -> FilesAndJobs:
         storage = settings.storage_config()
         store = build_object_store(storage)
-        return cls(settings, registry.files, registry.jobs, store, storage, zoo, on_change, limiter)
+        return cls(settings, registry.files, registry.jobs, store, storage, zoo, on_change, tenancy)
 
-    async def check_job_admission(self, owner: str) -> None:
+    async def check_job_admission(self, owner: str, kind: JobKind) -> None:
         """503 when jobs cannot run in this deployment (Kubernetes pods cannot reach a store on the control plane's
-        disk); 429 when the owner already has ``max_jobs`` batch or fine-tune jobs queued or running."""
+        disk); 429 when the owner already has ``max_jobs`` batch or fine-tune jobs queued or running, or (a fine-tune)
+        its ``max_endpoints`` endpoints and fine-tunes."""
         if not self.storage.allow_local_paths and self.store.url.startswith("file://"):
             raise OrchestrationError(
                 "Jobs on Kubernetes need object storage every pod reaches, and this deployment stores objects on "
                 "the control plane's disk: set LLM_ENGINE_OBJECT_STORE_URL (chart value objectStorage.url) to "
                 "s3://bucket/prefix."
             )
-        if (await self.limiter.limits(owner)).max_jobs:
-            await self.limiter.check_quota(owner, Limit.MAX_JOBS, await self.jobs.count_active(owner))
+        await self.tenancy.check_quota(owner, Limit.MAX_JOBS)
+        if kind is JobKind.FINE_TUNE:
+            await self.tenancy.check_quota(owner, Limit.MAX_ENDPOINTS)
 
     async def cancel_owned(self, job_id: str, caller: str, kind: JobKind) -> bool:
         """Ask the caller's job to stop (404 when it is not theirs); False when it had already finished."""

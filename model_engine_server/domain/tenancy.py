@@ -71,7 +71,7 @@ def limit_detail(limit: Limit, value: int, tenant: str) -> str:
         Limit.REQUESTS_PER_MINUTE: f"{value} requests per minute",
         Limit.TOKENS_PER_MINUTE: f"{value} generated tokens per minute",
         Limit.MAX_CONCURRENT_REQUESTS: f"{value} concurrent requests",
-        Limit.MAX_ENDPOINTS: f"{value} model endpoints",
+        Limit.MAX_ENDPOINTS: f"{value} model endpoints and fine-tunes",
         Limit.MAX_JOBS: f"{value} running jobs",
     }[limit]
     return f"Rate limit exceeded: {limit.value} ({units}) for tenant {tenant!r}."

@@ -67,9 +67,11 @@ def run_completion(
         raise task.retry(
             countdown=retry_delay(attempt), kwargs={**kwargs, "attempt": attempt + 1}, max_retries=None
         ) from None
-    if not runtime.gate.try_enter(endpoint_id, runtime.slot_limit(admitted.endpoint)):
-        # This endpoint has its share of this worker's slots (maybe all stuck on a slow server): its queue is paused
-        # here until a slot frees up, and this message (fetched before the pause) goes back for any worker to take.
+    high_priority = admitted.endpoint.config.high_priority
+    if not runtime.gate.try_enter(endpoint_id, runtime.slot_limit(admitted.endpoint), high_priority=high_priority):
+        # This endpoint has its share of this worker's slots (maybe all stuck on a slow server), or the threads not
+        # kept for high-priority endpoints are all busy: its queue is paused here until a slot frees up, and this
+        # message (fetched before the pause) goes back for any worker to take.
         raise Reject(f"endpoint {endpoint_name!r} has all its slots in this worker", requeue=True)
     try:
         output = runtime.run(runtime.complete(admitted, completion))
@@ -79,7 +81,7 @@ def run_completion(
         log.exception("Task %s failed unexpectedly", task.request.id)
         raise AsyncTaskFailure(f"The worker failed unexpectedly ({type(exc).__name__}).") from None
     finally:
-        runtime.gate.leave(endpoint_id)
+        runtime.gate.leave(endpoint_id, high_priority=high_priority)
     try:
         runtime.run(runtime.account(task.request.id, endpoint_name, output))
     except Exception:  # usage is best effort: never fail a completed task over it

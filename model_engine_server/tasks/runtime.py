@@ -31,7 +31,7 @@ from model_engine_server.domain.waking import Waker
 from model_engine_server.inference.adapters import adapter_for
 from model_engine_server.inference.upstream import UpstreamClient
 from model_engine_server.tasks.celery_app import uses_redis
-from model_engine_server.tasks.policy import lease_renew_interval, queue_for
+from model_engine_server.tasks.policy import lease_renew_interval, ordinary_thread_limit, queue_for
 from model_engine_server.tenancy.counters import RedisCounters, limit_key_prefix
 from model_engine_server.tenancy.limiter import TenantLimiter
 from model_engine_server.tenancy.usage import UsageRecorder
@@ -78,11 +78,18 @@ class EndpointSlots:
 
 class QueueGate:
     """Per-endpoint slots, plus flow control: an endpoint that has all its slots stops being consumed from until one
-    frees up, so its backlog stays in the broker instead of cycling through the worker as retries."""
+    frees up, so its backlog stays in the broker instead of cycling through the worker as retries.
+
+    While some endpoint is ``high_priority``, the others together hold at most ``ordinary_limit`` slots: the rest of
+    the threads are kept for high-priority endpoints, whose tasks therefore never wait behind other endpoints' async
+    backlog. A queue paused because that shared pool is full resumes as soon as one of its slots frees up."""
 
     def __init__(self) -> None:
         self.slots = EndpointSlots()
+        self.ordinary_limit: int | None = None  # None: no high-priority endpoint, nothing kept back
+        self._ordinary = 0  # slots held by endpoints that are not high-priority
         self._paused: set[str] = set()  # endpoint ids
+        self._paused_for_pool: set[str] = set()
         self._lock = threading.Lock()
         # Set by the consumer step; they hand the change to the consumer's own thread.
         self.on_pause: Callable[[str], None] | None = None
@@ -92,23 +99,32 @@ class QueueGate:
         with self._lock:
             return {queue_for(endpoint_id) for endpoint_id in self._paused}
 
-    def try_enter(self, endpoint_id: str, limit: int) -> bool:
-        if self.slots.try_enter(endpoint_id, limit):
-            return True
+    def try_enter(self, endpoint_id: str, limit: int, *, high_priority: bool = False) -> bool:
         with self._lock:
+            pool_full = not high_priority and self.ordinary_limit is not None and self._ordinary >= self.ordinary_limit
+            if not pool_full and self.slots.try_enter(endpoint_id, limit):
+                self._ordinary += not high_priority
+                return True
             newly_paused = endpoint_id not in self._paused
             self._paused.add(endpoint_id)
+            if pool_full:
+                self._paused_for_pool.add(endpoint_id)
         if newly_paused and self.on_pause is not None:
             self.on_pause(queue_for(endpoint_id))
         return False
 
-    def leave(self, endpoint_id: str) -> None:
+    def leave(self, endpoint_id: str, *, high_priority: bool = False) -> None:
         self.slots.leave(endpoint_id)
         with self._lock:
-            was_paused = endpoint_id in self._paused
-            self._paused.discard(endpoint_id)
-        if was_paused and self.on_resume is not None:
-            self.on_resume(queue_for(endpoint_id))
+            resumed = {endpoint_id} & self._paused
+            if not high_priority:
+                self._ordinary -= 1
+                resumed |= self._paused_for_pool
+                self._paused_for_pool.clear()
+            self._paused -= resumed
+        if self.on_resume is not None:
+            for resumed_id in sorted(resumed):
+                self.on_resume(queue_for(resumed_id))
 
 
 class RedisLeases:
@@ -235,9 +251,13 @@ class WorkerRuntime:
 
     def slot_limit(self, endpoint: ModelEndpoint) -> int:
         """This process's share for one endpoint: the setting, capped by what the endpoint's servers take at once,
-        and always leaving a slot for other endpoints when there are several slots."""
+        and always leaving a slot for other endpoints when there are several slots (for other ordinary endpoints
+        within the threads that are not kept for high-priority ones)."""
         capacity = endpoint.config.max_workers * endpoint.config.per_worker
-        return max(1, min(self.settings.async_endpoint_concurrency, capacity, self.concurrency - 1))
+        threads = self.concurrency
+        if not endpoint.config.high_priority and self.gate.ordinary_limit is not None:
+            threads = self.gate.ordinary_limit
+        return max(1, min(self.settings.async_endpoint_concurrency, capacity, threads - 1))
 
     async def complete(self, admitted: Admitted, request: CompletionRequest) -> CompletionOutput:
         adapter = adapter_for(admitted.endpoint.config.inference_framework)
@@ -252,8 +272,12 @@ class WorkerRuntime:
                 await self.limiter.charge_tokens(owner, output.num_completion_tokens)
 
     async def wanted_queues(self) -> set[str]:
-        endpoints = await self._registry.endpoints.list_all()
-        return {queue_for(e.id) for e in endpoints if self.endpoint_names is None or e.name in self.endpoint_names}
+        """The queues to consume; also keeps threads back for high-priority endpoints while there are any."""
+        names = self.endpoint_names
+        endpoints = [e for e in await self._registry.endpoints.list_all() if names is None or e.name in names]
+        any_high_priority = any(e.config.high_priority for e in endpoints)
+        self.gate.ordinary_limit = ordinary_thread_limit(self.concurrency) if any_high_priority else None
+        return {queue_for(e.id) for e in endpoints}
 
     async def _close(self) -> None:
         await self.usage.close()

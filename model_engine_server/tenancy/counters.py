@@ -8,8 +8,9 @@ Two primitives cover every limit:
   gateway that dies holding slots does not hold them forever.
 
 The clock is the caller's (``time.time`` in production, a fake in tests): Redis only stores and compares numbers.
-If Redis cannot be reached the counters fail open — every request is let through — and
-``llm_engine_rate_limiter_fail_open_total`` counts it.
+If Redis cannot be reached the counters fail open — every request is let through —,
+``llm_engine_rate_limiter_fail_open_total`` counts the checks let through and ``llm_engine_rate_limiter_failing_open``
+is 1 until Redis answers again (0 otherwise, and always 0 with counters in memory).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ FAIL_OPEN = Counter(
     "llm_engine_rate_limiter_fail_open",
     "Limit checks let through without checking because the counter store (Redis) could not be reached.",
 )
-REDIS_UP = Gauge("llm_engine_rate_limiter_redis_up", "1 while the rate limiter's Redis answers, 0 while it fails open.")
+FAILING_OPEN = Gauge(
+    "llm_engine_rate_limiter_failing_open",
+    "1 while the rate limiter's Redis cannot be reached and limits are not enforced; 0 otherwise.",
+)
 
 _RETRY_SECONDS = 1.0  # after a Redis failure, fail open at once for this long instead of waiting on every request
 
@@ -124,7 +128,6 @@ class RedisCounters:
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._clock = clock  # only for the fail-open back-off
         self._down_until = 0.0
-        REDIS_UP.set(1)
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -154,8 +157,8 @@ class RedisCounters:
         except (RedisError, OSError) as exc:
             log.warning("rate limiter: Redis unreachable (%s); letting requests through", type(exc).__name__)
             self._down_until = self._clock() + _RETRY_SECONDS
-            REDIS_UP.set(0)
+            FAILING_OPEN.set(1)
             FAIL_OPEN.inc()
             return None
-        REDIS_UP.set(1)
+        FAILING_OPEN.set(0)
         return answer

@@ -132,6 +132,33 @@ async def test_a_stalled_endpoint_does_not_block_another_endpoints_tasks(
             assert (await task_state(gateway_client, task_id))["status"] in ("PENDING", "STARTED")
 
 
+async def test_a_high_priority_endpoints_tasks_do_not_wait_behind_other_endpoints_backlog(
+    gateway_client: httpx.AsyncClient, registry: EndpointRegistry, task_settings: Settings, workers: Workers
+) -> None:
+    async with (
+        running_scripted_tgi(stall=True) as first,
+        running_scripted_tgi(stall=True) as second,
+        running_instant_tgi() as healthy,
+    ):
+        stalled = [await ready_endpoint(registry, "stalled-1"), await ready_endpoint(registry, "stalled-2")]
+        urgent = await ready_endpoint(registry, "urgent", high_priority=True)
+        announce_replicas(
+            task_settings, [(stalled[0], [first.port]), (stalled[1], [second.port]), (urgent, [healthy.port])]
+        )
+        workers.start(concurrency=4)
+        # Two ordinary endpoints' backlogs, more than the worker has threads, all stuck on their servers...
+        stuck = [await submit(gateway_client, name) for name in ("stalled-1", "stalled-2") for _ in range(6)]
+        await eventually_async(lambda: first.started + second.started >= 3, timeout=60)
+        # ...yet every task of the high-priority endpoint runs: one thread of four is kept for it.
+        served = [await submit(gateway_client, "urgent", prompt=f"prompt {i}") for i in range(5)]
+        for task_id in served:
+            state = await wait_for_status(gateway_client, task_id, timeout=60)
+            assert state["status"] == "SUCCESS", workers.logs()
+        assert first.started + second.started == 3  # the ordinary endpoints shared the other three threads
+        for task_id in stuck:
+            assert (await task_state(gateway_client, task_id))["status"] in ("PENDING", "STARTED")
+
+
 async def test_deleting_an_endpoint_fails_its_queued_tasks(
     gateway_client: httpx.AsyncClient, registry: EndpointRegistry, task_settings: Settings, workers: Workers
 ) -> None:

@@ -13,7 +13,7 @@ from model_engine_server.domain.exceptions import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from model_engine_server.tasks.policy import RETRY_CAP_SECONDS, retry_delay
+from model_engine_server.tasks.policy import RETRY_CAP_SECONDS, ordinary_thread_limit, retry_delay
 from model_engine_server.tasks.runtime import EndpointSlots, is_retryable
 
 
@@ -50,3 +50,7 @@ def test_endpoint_slots_bound_each_endpoint_separately() -> None:
     assert slots.try_enter("b", 2)  # another endpoint is not affected
     slots.leave("a")
     assert slots.try_enter("a", 2)
+
+
+def test_a_quarter_of_the_threads_is_kept_for_high_priority_endpoints() -> None:
+    assert [ordinary_thread_limit(threads) for threads in (1, 2, 4, 8, 16)] == [1, 1, 3, 6, 12]

@@ -90,7 +90,8 @@ async def test_through_the_gateway_a_flooding_tenant_does_not_push_others_to_the
             assert response.status_code == 200
         finished.append(who[0])
 
-    async with running_instant_tgi(token_delay=0.01) as engine, running_gateway(settings) as gateway:
+    # Each request holds the endpoint for 5 x 50 ms: far longer than Bob's own way to the queue on a loaded machine.
+    async with running_instant_tgi(token_delay=0.05) as engine, running_gateway(settings) as gateway:
         await gateway.add_endpoint("shared", [engine.url], public_inference=True, per_worker=1)
         async with gateway.client() as client:
             flood = [asyncio.create_task(complete(client, ALICE)) for _ in range(12)]

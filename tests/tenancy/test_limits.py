@@ -133,7 +133,7 @@ async def test_redis_down_fails_open_and_shows_in_metrics() -> None:
         await limiter.admit_request("team-a")
         with pytest.raises(RateLimitExceededError):
             await limiter.admit_request("team-a")
-        assert _metric("llm_engine_rate_limiter_redis_up") == 1
+        assert _metric("llm_engine_rate_limiter_failing_open") == 0
 
         process.terminate()
         process.wait(timeout=10)
@@ -142,5 +142,20 @@ async def test_redis_down_fails_open_and_shows_in_metrics() -> None:
         async with limiter.concurrent_slot("team-a"), limiter.concurrent_slot("team-a"):
             pass
         assert _metric("llm_engine_rate_limiter_fail_open_total") >= before + 7
-        assert _metric("llm_engine_rate_limiter_redis_up") == 0
+        assert _metric("llm_engine_rate_limiter_failing_open") == 1
+        await counters.aclose()
+
+
+async def test_gateway_replicas_share_one_budget_in_redis(redis_url: str) -> None:
+    """Two gateways' limiters (each its own connection, as two replicas have) draw on the same bucket."""
+    clock = Clock()
+    replicas = [RedisCounters(redis_url, prefix="shared-budget:") for _ in range(2)]
+    first, second = (limiter_with(counters, clock, requests_per_minute=10) for counters in replicas)
+    assert await admitted(first, "team-a", 6) == 6
+    assert await admitted(second, "team-a", 6) == 4  # what the first replica left
+    with pytest.raises(RateLimitExceededError):
+        await first.admit_request("team-a")
+    clock.now += 6  # one request refills every 6 s, for either replica
+    assert await admitted(second, "team-a", 3) == 1
+    for counters in replicas:
         await counters.aclose()

@@ -85,7 +85,7 @@ async def test_an_admin_overrides_a_tenants_limits_and_the_tenant_can_read_them(
             first = {"name": "first", "model_name": "smollm2-135m"}
             assert (await client.post(ENDPOINTS, json=first, auth=ALICE)).status_code == 200
             second = await client.post(ENDPOINTS, json={**first, "name": "second"}, auth=ALICE)
-            assert_429(second, "max_endpoints (1 model endpoints)")
+            assert_429(second, "max_endpoints (1 model endpoints and fine-tunes)")
             assert (await client.post(ENDPOINTS, json={**first, "name": "b1"}, auth=BOB)).status_code == 200
             assert (await client.delete(f"{ENDPOINTS}/first", auth=ALICE)).status_code == 200
             assert (await client.post(ENDPOINTS, json={**first, "name": "second"}, auth=ALICE)).status_code == 200
@@ -159,3 +159,42 @@ async def test_the_published_client_raises_rate_limit_exceeded(database_url: str
         result = await asyncio.to_thread(run_peer_script, PEER_SCRIPT, env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"first": 0, "raised": "RateLimitExceededError"}
+
+
+OPENAI_SCRIPT = """
+import json, os, time
+import openai
+base, key = os.environ["BASE"] + "/v1", os.environ["KEY"]
+impatient = openai.OpenAI(base_url=base, api_key=key, max_retries=0)
+out = {"admitted": 0}
+while True:  # spend the minute's budget
+    try:
+        impatient.models.list()
+        out["admitted"] += 1
+    except openai.RateLimitError as exc:
+        retry_after = exc.response.headers["retry-after"]
+        out["error"] = {"class": type(exc).__name__, "status": exc.status_code, "retry_after": retry_after}
+        break
+patient = openai.OpenAI(base_url=base, api_key=key, max_retries=3)
+started = time.monotonic()
+calls = [patient.models.with_raw_response.list() for _ in range(3)]  # about one request a second refills
+out["patient"] = {
+    "statuses": [raw.status_code for raw in calls],
+    "retries_taken": sum(raw.retries_taken for raw in calls),
+    "seconds": time.monotonic() - started,
+}
+print(json.dumps(out))
+"""
+
+
+async def test_openai_clients_back_off_on_the_429_and_then_succeed(database_url: str, tmp_path: Path) -> None:
+    async with running_gateway(gateway_settings(database_url, tmp_path, tenant_requests_per_minute=60)) as gateway:
+        env = {"BASE": gateway.url, "KEY": "openai-key", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+        result = await asyncio.to_thread(run_peer_script, OPENAI_SCRIPT, env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["admitted"] >= 60  # a full bucket, plus what refilled while it was spent
+    assert out["error"] == {"class": "RateLimitError", "status": 429, "retry_after": "1"}
+    # With the budget spent, three calls cannot all be admitted at once: the SDK waited Retry-After and retried.
+    assert out["patient"]["statuses"] == [200, 200, 200]
+    assert out["patient"]["retries_taken"] >= 1 and out["patient"]["seconds"] >= 1.0
