@@ -55,7 +55,7 @@ class TtlCache(Generic[K, V]):
     def _lookup_once(self, key: K) -> asyncio.Future[V]:
         """The lookup of ``key`` under way, or a new one."""
         pending = self._pending.get(key)
-        if pending is None:
+        if pending is None or pending.done():  # a finished lookup (its clean-up not yet run) is not shared later
             pending = asyncio.ensure_future(self._load(key))
             self._pending[key] = pending
             pending.add_done_callback(lambda done: self._forget(key, done))
@@ -63,7 +63,12 @@ class TtlCache(Generic[K, V]):
 
     async def _load(self, key: K) -> V:
         generation = self._generation
-        value = await self.lookup(key)
+        try:
+            value = await self.lookup(key)
+        except DomainError:
+            if generation == self._generation:
+                self._entries.pop(key, None)  # gone for good (say, a deleted tenant): no stale answer stands for it
+            raise
         if generation == self._generation:
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
