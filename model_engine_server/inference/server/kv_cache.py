@@ -145,6 +145,12 @@ class BatchKvCache(Cache):
         for layer in self.buffered_layers:
             layer.advance(new)
 
+    def rewind(self, columns: int) -> None:
+        """Forget the last ``columns`` columns of every layer (a speculative guess the model rejected). Their stale
+        values stay in the buffers, beyond ``length``, where nothing reads them and the next write replaces them."""
+        for layer in self.buffered_layers:
+            layer.advance(-columns)
+
     def window(self, row: int, start: int, end: int) -> torch.Tensor:
         """A copy of columns ``start..end`` of ``row``, all layers: ``[2, layers, kv_heads, end - start, head_dim]``."""
         first = self.buffered_layers[0].key_buffer

@@ -51,6 +51,11 @@ class ServerMetrics:
             "llm_engine_prefix_cache_reused_tokens", "Prompt tokens not prefilled thanks to the cache", registry=r
         )
         self.prefix_cache_bytes = Gauge("llm_engine_prefix_cache_bytes", "Memory held by the prefix cache", registry=r)
+        # Speculative decoding (see speculation.py): TGI counts only the skipped forwards; vLLM reports these two as
+        # vllm:spec_decode_num_accepted_tokens and the draft tokens minus them.
+        self.speculative_tokens = Counter(
+            "llm_engine_speculative_tokens", "Guessed tokens the model verified", ["outcome"], registry=r
+        )
 
     def observe_prefix_cache(self, lookups: int, reused_tokens: list[int], cache_bytes: int) -> None:
         """One prefill's lookups, and the tokens each of its prompts reused (0 for a miss)."""

@@ -34,6 +34,7 @@ from model_engine_server.inference.server.kv_cache import KvPrefix
 from model_engine_server.inference.server.metrics import ServerMetrics
 from model_engine_server.inference.server.prefix_cache import PrefixCache, plan_prefill, uncached_tokens
 from model_engine_server.inference.server.sampling import SamplingParams, TokenChooser, choose_next_tokens
+from model_engine_server.inference.server.speculation import propose
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,15 @@ class _Sequence:
 
 class Scheduler:
     def __init__(
-        self, runner: ModelRunner, limits: BatchLimits, metrics: ServerMetrics, prefix_cache: PrefixCache | None = None
+        self,
+        runner: ModelRunner,
+        limits: BatchLimits,
+        metrics: ServerMetrics,
+        prefix_cache: PrefixCache | None = None,
+        speculate: int = 0,
     ) -> None:
         self.runner, self.limits, self.metrics = runner, limits, metrics
+        self.speculate = speculate  # most tokens guessed per step for a greedy sequence decoding alone (0: never)
         self.prefix_cache = prefix_cache or PrefixCache(capacity_bytes=0)
         self._waiting: deque[GenerationRequest] = deque()
         self._condition = threading.Condition()
@@ -205,10 +212,41 @@ class Scheduler:
             return Batch.concatenate([b for b in (batch, prefilled) if b is not None]) if prefilled else batch
         if batch is None:
             return None
+        draft = self._draft(batch)
         started = time.monotonic()
-        batch, logits = self.runner.decode(batch)
+        if draft:
+            batch, logits = self.runner.verify(batch, draft)
+        else:
+            batch, logits = self.runner.decode(batch)
         self.metrics.batch_inference_duration.labels("decode").observe(time.monotonic() - started)
-        return self._advance(batch, logits)
+        return self._accept(batch, logits, draft) if draft else self._advance(batch, logits)
+
+    def _draft(self, batch: Batch) -> list[int]:
+        """Tokens to guess this step (see ``speculation``): only for a greedy sequence without penalties decoding
+        alone. With more rows the step is no longer bound by reading the weights, and a sampled token depends on
+        its generator's draws, which guessing would change."""
+        if not self.speculate or len(batch) != 1 or batch.lengths[0] != batch.attention_mask.shape[1]:
+            return []
+        seq: _Sequence = batch.rows[0]
+        params = seq.request.sampling
+        if params.sampling or params.has_penalties:
+            return []
+        room = seq.request.max_new_tokens - len(seq.tokens) - 1  # the step's own token comes on top of the guess
+        return propose(seq.history, min(self.speculate, room))
+
+    def _accept(self, batch: Batch, logits: torch.Tensor, draft: list[int]) -> Batch | None:
+        """Send the guessed tokens the model agrees with, then its own next token; forget the rest of the guess."""
+        seq: _Sequence = batch.rows[0]
+        tokens, logprobs = choose_next_tokens(logits, [seq.chooser] * len(logits), [seq.history] * len(logits))
+        accepted = 0
+        while accepted < len(draft) and draft[accepted] == tokens[accepted]:
+            accepted += 1
+        self.metrics.speculative_tokens.labels("accepted").inc(accepted)
+        self.metrics.speculative_tokens.labels("rejected").inc(len(draft) - accepted)
+        for token, logprob in zip(tokens[: accepted + 1], logprobs[: accepted + 1], strict=True):
+            if self._emit(seq, token, logprob):
+                return None
+        return batch.rewound(len(draft) - accepted).with_next_tokens([tokens[accepted]])
 
     def _prefill(self, requests: list[GenerationRequest]) -> Batch | None:
         now = time.monotonic()
