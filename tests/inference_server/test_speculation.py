@@ -17,6 +17,7 @@ from model_engine_server.inference.server.metrics import ServerMetrics
 from model_engine_server.inference.server.sampling import SamplingParams
 from model_engine_server.inference.server.scheduler import BatchLimits, GenerationRequest, Scheduler
 from model_engine_server.inference.server.speculation import propose
+from tests.inference_server.test_forward import tiny_llama
 
 if TYPE_CHECKING:
     from model_engine_server.inference.server.engine import ModelRunner
@@ -51,7 +52,9 @@ class Outcome:
     streamed: list[int]
 
 
-def generate(runner: ModelRunner, metrics: ServerMetrics, prompt: str, speculate: int, **request: object) -> Outcome:
+def generate(
+    runner: ModelRunner, metrics: ServerMetrics, prompt: str | list[int], speculate: int, **request: object
+) -> Outcome:
     """One streamed greedy request through a scheduler of its own, alone in the batch."""
     scheduler = Scheduler(runner, BatchLimits(), metrics, speculate=speculate)
     events: list[Event] = []
@@ -64,7 +67,7 @@ def generate(runner: ModelRunner, metrics: ServerMetrics, prompt: str, speculate
 
     scheduler.start()
     try:
-        ids = runner.tokenizer(prompt)["input_ids"]
+        ids = runner.tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else prompt
         sampling = SamplingParams(seed=0)
         scheduler.submit(GenerationRequest(ids, sampling=sampling, sink=sink, stream=True, **request))  # type: ignore[arg-type]
         assert done.wait(timeout=300), "the request did not finish"
@@ -120,3 +123,22 @@ def test_limits_and_stop_sequences_end_a_guessing_request_where_they_end_a_plain
         assert guessed.finished.reason == plain.finished.reason
         assert len(guessed.finished.tokens) == len(plain.finished.tokens)
     assert len(plain.finished.tokens) < 40 and plain.finished.reason == "stop_sequence"
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("overrides", [{}, {"attention_bias": True}], ids=["our-forward", "transformers-forward"])
+def test_both_forward_passes_verify_guesses_exactly(model_runner: ModelRunner, overrides: dict[str, bool]) -> None:
+    """A small random Llama, on our forward and (with attention biases) on transformers': it repeats itself a lot."""
+    from model_engine_server.inference.server.engine import ModelRunner
+
+    model = tiny_llama(**overrides)
+    model.generation_config.eos_token_id = None  # its random logits must not stop it early
+    runner = ModelRunner(model, model_runner.tokenizer, model_runner.device)  # ids below 97 decode with any vocab
+    assert (runner.lean is None) == bool(overrides)
+    prompt = [30, 31, 32, 33, 30, 31, 32, 40]
+    plain = generate(runner, ServerMetrics(), prompt, speculate=0, max_new_tokens=40)
+    metrics = ServerMetrics()
+    guessed = generate(runner, metrics, prompt, speculate=3, max_new_tokens=40)
+
+    assert [t.id for t in guessed.finished.tokens] == [t.id for t in plain.finished.tokens]
+    assert counter(metrics, "accepted") > 0
