@@ -58,6 +58,21 @@ class Batch:
             lengths=lengths,
         )
 
+    @property
+    def padded(self) -> bool:
+        """Whether some row is left-padded (shorter than the cache)."""
+        return min(self.lengths) < self.attention_mask.shape[1]
+
+    def advanced(self, columns: int) -> Batch:
+        """The batch after a forward that wrote ``columns`` more tokens of every row into its cache."""
+        ones = torch.ones((len(self), columns), dtype=self.attention_mask.dtype, device=self.attention_mask.device)
+        return replace(
+            self,
+            attention_mask=torch.cat([self.attention_mask, ones], dim=1),
+            positions=self.positions + columns,
+            lengths=tuple(length + columns for length in self.lengths),
+        )
+
     def rewound(self, columns: int) -> Batch:
         """The batch without its last ``columns`` cached tokens in every row (rejected speculative tokens)."""
         if columns == 0:
@@ -196,22 +211,14 @@ class ModelRunner:
     @torch.inference_mode()
     def decode(self, batch: Batch) -> tuple[Batch, torch.Tensor]:
         """One decode step for every row; returns the advanced batch and the next-token logits ``[batch, vocab]``."""
-        ones = torch.ones((len(batch), 1), dtype=batch.attention_mask.dtype, device=self.device)
-        mask = torch.cat([batch.attention_mask, ones], dim=1)
+        advanced = batch.advanced(1)
         # Without left padding every row attends to its whole cache, so the model needs no mask: building the 4-D
         # mask from the 2-D one costs a quarter of a small batch's decode step on CPU (measured, SmolLM2 batch 1).
-        padded = min(batch.lengths) < batch.attention_mask.shape[1]
         logits = self._forward(
             batch.cache,
             input_ids=batch.next_tokens[:, None],
-            attention_mask=mask if padded else None,
+            attention_mask=advanced.attention_mask if batch.padded else None,
             position_ids=batch.positions[:, None],
-        )
-        advanced = replace(
-            batch,
-            attention_mask=mask,
-            positions=batch.positions + 1,
-            lengths=tuple(length + 1 for length in batch.lengths),
         )
         return advanced, logits[:, -1, :]
 
@@ -223,7 +230,7 @@ class ModelRunner:
         token after draft token i (row 0 the token after the next one). The caller keeps what the model agrees with
         and ``rewound``s the batch past the rest.
         """
-        if len(batch) != 1 or batch.lengths[0] != batch.attention_mask.shape[1]:
+        if len(batch) != 1 or batch.padded:
             raise ValueError("speculative decoding needs a batch of one sequence without padding")
         new = 1 + len(draft)
         tokens = torch.tensor(draft, dtype=batch.next_tokens.dtype, device=self.device)
@@ -235,14 +242,7 @@ class ModelRunner:
             position_ids=positions,
             logits_to_keep=new,
         )
-        ones = torch.ones((1, new), dtype=batch.attention_mask.dtype, device=self.device)
-        advanced = replace(
-            batch,
-            attention_mask=torch.cat([batch.attention_mask, ones], dim=1),
-            positions=batch.positions + new,
-            lengths=(batch.lengths[0] + new,),
-        )
-        return advanced, logits[0]
+        return batch.advanced(new), logits[0]
 
     def _forward(self, cache: BatchKvCache, **inputs: Any) -> torch.Tensor:
         """Logits for ``inputs`` (transformers' keyword arguments), appending the new keys/values to ``cache``."""

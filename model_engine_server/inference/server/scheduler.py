@@ -225,7 +225,7 @@ class Scheduler:
         """Tokens to guess this step (see ``speculation``): only for a greedy sequence without penalties decoding
         alone. With more rows the step is no longer bound by reading the weights, and a sampled token depends on
         its generator's draws, which guessing would change."""
-        if not self.speculate or len(batch) != 1 or batch.lengths[0] != batch.attention_mask.shape[1]:
+        if not self.speculate or len(batch) != 1 or batch.padded:
             return []
         seq: _Sequence = batch.rows[0]
         params = seq.request.sampling
