@@ -163,18 +163,17 @@ async def _openai_stream(
     if first is not None:
         yield _chunk({**base, "choices": [first]})
     pending: list[GeneratedToken] = []  # tokens generated since the last chunk (their text may be held back)
-    generated = 0  # characters generated before this token
     async for event in generation.events():
         if isinstance(event, ErrorEvent):
             yield _chunk({"error": {"message": event.message, "type": "InternalServerError", "code": 500}})
             break
         finished = event.finished
         text = "" if event.token.special else event.token.text
+        start = len(trimmer.text)  # characters generated before this token (the loop ends once a stop string cuts)
         delta = trimmer.push(text, final=finished is not None)
         # As a whole response counts them (``_text_tokens``): the tokens whose text begins before a stop string.
-        if logprobs and text and generated < len(trimmer.text):
+        if logprobs and text and start < len(trimmer.text):
             pending.append(event.token)
-        generated += len(text)
         if finished is None and trimmer.stopped:
             finished_reason: str | None = "stop"
         elif finished is not None:
