@@ -97,13 +97,18 @@ def job_manifest(settings: Settings, job: Job) -> dict[str, Any]:
     }
 
 
-def observation(job_object: dict[str, Any] | None, pods: list[dict[str, Any]] | None = None) -> RunObservation:
+def observation(
+    job_object: dict[str, Any] | None,
+    pods: list[dict[str, Any]] | None = None,
+    gpus: int = 0,
+    gpu_type: str | None = None,
+) -> RunObservation:
     """What a Job's status conditions say (``Complete``, ``Failed`` with its reason, else running), with the reason a
     person can act on from its pods (out of memory, unschedulable, image pull) — for a Job that failed, or one that
-    cannot get going."""
+    cannot get going. ``gpus`` and ``gpu_type`` are what the job asked for, which the unschedulable reason names."""
     if job_object is None:
         return RunObservation(RunState.MISSING, "the Kubernetes Job does not exist")
-    pod_reason = next((r for r in (_pod_failure(pod) for pod in pods or []) if r), None)
+    pod_reason = next((r for r in (pod_failure(pod, gpus, gpu_type) for pod in pods or []) if r), None)
     for condition in job_object.get("status", {}).get("conditions") or []:
         if condition.get("status") != "True":
             continue
@@ -118,14 +123,6 @@ def observation(job_object: dict[str, Any] | None, pods: list[dict[str, Any]] | 
             )
     active = job_object.get("status", {}).get("active") or 0
     return RunObservation(RunState.RUNNING if active else RunState.PENDING, pod_reason)
-
-
-def _pod_failure(pod: dict[str, Any]) -> str | None:
-    """``status.pod_failure`` (the endpoints' reasons: OOMKilled, Unschedulable, image pull...) for a job's pod."""
-    resources = pod.get("spec", {}).get("containers", [{}])[0].get("resources", {}).get("limits", {})
-    gpus = int(resources.get("nvidia.com/gpu", 0) or 0)
-    gpu_type = next(iter((pod.get("spec", {}).get("nodeSelector") or {}).values()), None)
-    return pod_failure(pod, gpus, gpu_type)
 
 
 class KubernetesJobRunner:
@@ -170,7 +167,7 @@ class KubernetesJobRunner:
         if not cache.synced:  # right after start-up: nothing is known yet, so nothing is missing either
             return RunObservation(RunState.PENDING, "waiting for the first list of Jobs")
         pods = self._orchestrator.cache.select(PODS, {JOB_ID_LABEL: job.id})  # job pods are managed: watched there
-        return observation(cache.get(JOBS, job_name(job)), pods)
+        return observation(cache.get(JOBS, job_name(job)), pods, job.resources.gpus, job.resources.gpu_type)
 
     async def close(self) -> None:
         if self._cache is not None:
