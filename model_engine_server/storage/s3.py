@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from model_engine_server.storage.port import ObjectNotFoundError, ObjectStoreError
 
 
@@ -67,6 +65,8 @@ class S3ObjectStore:
         except Exception as error:
             if _status(error) in (403, 404):
                 raise ObjectNotFoundError(key) from error
+            from botocore.exceptions import BotoCoreError, ClientError  # here, like boto3: only S3 deployments load it
+
             if isinstance(error, BotoCoreError | ClientError):  # unreachable, invalid bucket name, throttled...
                 raise ObjectStoreError(f"s3://{self.bucket}/{self._key(key)}: {error}") from error
             raise
