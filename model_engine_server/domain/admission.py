@@ -23,7 +23,6 @@ from typing import TypeVar
 
 from model_engine_server.domain.autoscaling import is_asleep, is_wakeable
 from model_engine_server.domain.completions import CompletionRequest, check_fits_context
-from model_engine_server.domain.endpoint_cache import ENDPOINT_CACHE_SECONDS, EndpointCache
 from model_engine_server.domain.entities import EndpointStatus, ModelEndpoint
 from model_engine_server.domain.exceptions import (
     EndpointNotFoundError,
@@ -34,9 +33,22 @@ from model_engine_server.domain.exceptions import (
 from model_engine_server.domain.model_zoo import ModelZoo
 from model_engine_server.domain.ports import InferenceEndpoints, UpstreamResolver
 from model_engine_server.domain.rules import check_not_deleting, status_reason_suffix
+from model_engine_server.domain.ttl_cache import TtlCache
 from model_engine_server.domain.waking import Waker
 
 K = TypeVar("K", bound=Hashable)
+
+# Endpoint records are cached for a second: the hot path then touches no database, and a status change or a delete is
+# still seen within about that second (the replica list, consulted on every request, is always current).
+ENDPOINT_CACHE_SECONDS = 1.0
+_ENDPOINT_STALE_FACTOR = 10  # an entry older than this many cache periods is not served, even once
+_ENDPOINT_CACHE_ENTRIES = 10_000  # many distinct callers: drop everything rather than grow without bound
+
+
+def _endpoint_cache(
+    lookup: Callable[[K], Awaitable[ModelEndpoint]], cache_seconds: float, clock: Callable[[], float]
+) -> TtlCache[K, ModelEndpoint]:
+    return TtlCache(lookup, cache_seconds, clock, _ENDPOINT_STALE_FACTOR, _ENDPOINT_CACHE_ENTRIES)
 
 
 @dataclass(frozen=True)
@@ -95,12 +107,8 @@ class Admission:
         self._endpoints = endpoints
         self._resolver = resolver
         self._zoo = zoo
-        self._for_caller: EndpointCache[tuple[str, str]] = EndpointCache(
-            self._lookup_for_caller, cache_seconds=cache_seconds, clock=clock
-        )
-        self._by_id: EndpointCache[tuple[str, str]] = EndpointCache(
-            self._lookup_by_id, cache_seconds=cache_seconds, clock=clock
-        )
+        self._for_caller = _endpoint_cache(self._lookup_for_caller, cache_seconds, clock)
+        self._by_id = _endpoint_cache(self._lookup_by_id, cache_seconds, clock)
 
     async def admit(self, endpoint_name: str, caller: str, request: CompletionRequest) -> Admitted:
         """A request to run now (sync, stream, OpenAI routes): where it may go, or the 404/400/503/429 error."""
@@ -152,7 +160,7 @@ class Admission:
             await self._waker.note(endpoint)
 
     async def _admit_now(
-        self, cache: EndpointCache[K], key: K, request: CompletionRequest, waking_since: float | None = None
+        self, cache: TtlCache[K, ModelEndpoint], key: K, request: CompletionRequest, waking_since: float | None = None
     ) -> Admitted:
         endpoint = await cache.get(key)
         try:

@@ -13,7 +13,7 @@ from model_engine_server.db.notifications import EVERYTHING
 from model_engine_server.db.repositories import hash_api_key
 from model_engine_server.domain.entities import ApiKey, KeyIdentity
 from model_engine_server.domain.ports import ApiKeys
-from model_engine_server.tenancy.cache import TtlCache
+from model_engine_server.domain.ttl_cache import TtlCache
 
 DEFAULT_TTL_SECONDS = 30.0
 

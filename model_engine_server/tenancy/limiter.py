@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from model_engine_server.db.notifications import EVERYTHING
 from model_engine_server.domain.exceptions import RateLimitExceededError
 from model_engine_server.domain.tenancy import Limit, TenantLimitOverrides, TenantLimits, limit_detail
-from model_engine_server.tenancy.cache import TtlCache
+from model_engine_server.domain.ttl_cache import TtlCache
 from model_engine_server.tenancy.counters import LimitCounters
 
 OverridesLookup = Callable[[str], Awaitable[TenantLimitOverrides | None]]

@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 from model_engine_server.domain.exceptions import NotFoundError
-from model_engine_server.tenancy.cache import STALE_FACTOR, TtlCache
+from model_engine_server.domain.ttl_cache import STALE_FACTOR, TtlCache
+from model_engine_server.testing import eventually_async
 
 
 class Registry:
@@ -38,12 +39,11 @@ async def test_expired_entries_are_refreshed_in_the_background_and_invalidated_o
     registry.version, registry.release = 2, asyncio.Event()
     now[0] = 31  # expired: the last answer at once, one lookup under way for every request meanwhile
     assert [await cache.get("k") for _ in range(3)] == ["k@1"] * 3
-    await asyncio.sleep(0)  # a turn of the event loop: the background lookup starts
-    assert registry.lookups == 2  # one, shared
+    await eventually_async(lambda: registry.lookups == 2, what="the background lookup")  # one, shared
     registry.release.set()
-    await asyncio.sleep(0)  # and stores its answer
-    await asyncio.sleep(0)
-    assert await cache.get("k") == "k@2" and registry.lookups == 2
+    # Until the lookup stores its answer, a request gets the last one and joins the lookup under way.
+    await eventually_async(lambda: cache.get("k"), lambda answer: answer == "k@2", what="the refreshed answer")
+    assert registry.lookups == 2
 
     registry.version = 3
     cache.invalidate("k")  # the change feed: the next request waits for the registry's answer
@@ -101,7 +101,7 @@ async def test_a_domain_error_or_an_invalidation_is_never_papered_over() -> None
     now[0] += 31  # just expired: this request gets the last answer while the refresh finds the tenant gone
     registry.answer = NotFoundError("gone")
     assert await cache.get("tenant") == "limits v1"
-    await asyncio.sleep(0)  # a turn of the event loop: the background lookup runs and fails
+    await eventually_async(lambda: registry.lookups == 4, what="the background lookup")  # it fails as it runs
     with pytest.raises(NotFoundError):
         await cache.get("tenant")  # the entry went with it: the next request sees the error
 

@@ -1,8 +1,10 @@
-"""A small read-through cache for the request path: entries live ``ttl`` seconds (the safety net), ``invalidate``
-drops them at once (the change feed), concurrent misses for one key share a single lookup, and an entry that has
-just expired is refreshed in the background rather than making a request wait on the database. When the lookup of an
-expired entry fails because the database is unreachable (anything but a domain error), the last answer stands — the
-rule of the endpoint cache — so a database outage does not turn away callers the gateway already knows."""
+"""A small read-through cache for the request path (endpoints, API keys, tenants' limits): entries live ``ttl``
+seconds, ``invalidate`` drops them at once (a change feed), concurrent misses for one key share a single lookup, and
+an entry that has just expired is refreshed in the background rather than making a request wait on the database.
+
+A failed lookup is never cached. When it fails because the database is unreachable (anything but a domain error),
+the last answer stands, so a database outage does not turn away callers the gateway already knows; a domain error
+(say, a deleted endpoint or tenant) drops the entry at once."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ class TtlCache(Generic[K, V]):
     lookup: Callable[[K], Awaitable[V]]
     ttl: float
     clock: Callable[[], float] = time.monotonic
+    stale_factor: float = STALE_FACTOR
+    max_entries: int = MAX_ENTRIES
     _entries: dict[K, tuple[float, V]] = field(default_factory=dict, init=False)
     _pending: dict[K, asyncio.Future[V]] = field(default_factory=dict, init=False)
     # Bumped by every invalidation: a lookup that started before it must not store its (maybe stale) answer.
@@ -37,20 +41,24 @@ class TtlCache(Generic[K, V]):
             age = self.clock() - entry[0]
             if age < self.ttl:
                 return entry[1]
-            if age < STALE_FACTOR * self.ttl:
+            if age < self.stale_factor * self.ttl:
                 # Served once more while one background lookup refreshes it: the request that arrives at expiry
                 # does not wait on the database (on a busy gateway, a p99 spike every ``ttl`` per key). An
                 # invalidated entry is gone, so this never serves what the change feed has revoked.
                 self._lookup_once(key)
                 return entry[1]
         try:
-            return await asyncio.shield(self._lookup_once(key))
+            return await self.refresh(key)
         except DomainError:
             raise
         except Exception:
             if entry is None or self._entries.get(key) is not entry:  # unknown, or invalidated meanwhile
                 raise
             return entry[1]
+
+    async def refresh(self, key: K) -> V:
+        """Ask now (joining a lookup already under way); the answer replaces the entry."""
+        return await asyncio.shield(self._lookup_once(key))
 
     def _lookup_once(self, key: K) -> asyncio.Future[V]:
         """The lookup of ``key`` under way, or a new one."""
@@ -70,7 +78,7 @@ class TtlCache(Generic[K, V]):
                 self._entries.pop(key, None)  # gone for good (say, a deleted tenant): no stale answer stands for it
             raise
         if generation == self._generation:
-            if len(self._entries) >= MAX_ENTRIES:
+            if len(self._entries) >= self.max_entries:
                 self._entries.clear()
             self._entries[key] = (self.clock(), value)
         return value
