@@ -31,11 +31,11 @@ from typing import Any
 import httpx
 
 from benchmarks.cold_start import create, first_token_seconds, platform, wait_for
+from benchmarks.support import ROOT
 from model_engine_server.config import Settings
 from model_engine_server.domain.fine_tuning import Hyperparameters, TrainingExample, parse_training_csv
 from model_engine_server.inference.model_loading import resolve_model
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "fine_tune.json"
 TOPICS = ["the moon", "tea", "rivers", "chess", "bread", "owls", "trains", "glass", "maps", "bees"]
 FINISHED = ("SUCCESS", "FAILURE", "CANCELLED")

@@ -61,9 +61,14 @@ class Platform:
         return "\n--- platform output (tail) ---\n" + self.started.log_tail()
 
 
+def model_cache() -> str:
+    """Where the platforms these tests start keep converted models (shared by runs, so converted once)."""
+    return os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
+
+
 def start_platform(workdir: Path) -> Platform:
     """``model-engine serve`` with the embedded defaults in ``workdir``, through the test kit's launcher."""
-    cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
+    cache = model_cache()
     # Where `make engines` put vLLM, if not the default.
     engines = {"engines_dir": os.environ["LLM_ENGINE_ENGINES_DIR"]} if os.environ.get("LLM_ENGINE_ENGINES_DIR") else {}
     running = testkit_platform.start_platform(

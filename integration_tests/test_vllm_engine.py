@@ -15,7 +15,7 @@ import pytest
 from llmengine import Completion
 from llmengine.errors import BadRequestError
 
-from integration_tests.support import MODEL, REPO_ROOT, VLLM_READY_TIMEOUT, Platform, VllmEndpoint, greedy
+from integration_tests.support import MODEL, VLLM_READY_TIMEOUT, Platform, VllmEndpoint, greedy, model_cache
 from model_engine_server.inference.model_loading import resolve_model
 from model_engine_server.testing import free_port
 from model_engine_server.testing.peers import run_peer_script
@@ -26,17 +26,19 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):"]
 
 
-def transformers_greedy(checkpoint: Path, prompt: str, max_new_tokens: int = 24) -> str:
-    """Plain transformers' greedy continuation of ``prompt`` from ``checkpoint`` (nothing of ours involved)."""
+def transformers_greedy(checkpoint: Path, prompts: list[str], max_new_tokens: int = 24) -> list[str]:
+    """Plain transformers' greedy continuation of each prompt from ``checkpoint`` (nothing of ours involved)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
     model: Any = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
-    ids = tokenizer(prompt, return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    text: str = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-    return text
+    texts = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        texts.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
+    return texts
 
 
 def vllm_greedy(url: str, model: str, prompt: str, max_new_tokens: int = 24) -> str:
@@ -54,10 +56,9 @@ def test_converted_checkpoint_answers_in_vllm_as_in_transformers(vllm_endpoint: 
     """The checkpoint our loader writes, served by vLLM, decodes greedily to exactly what transformers produces."""
     if vllm_endpoint.replica_url is None:
         pytest.skip("needs the platform's data directory to reach the vLLM replica")
-    cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
-    checkpoint = resolve_model(MODEL, Path(cache))  # the directory the replica serves, converted once
-    for prompt in PROMPTS:
-        assert vllm_greedy(vllm_endpoint.replica_url, MODEL, prompt) == transformers_greedy(checkpoint, prompt), prompt
+    checkpoint = resolve_model(MODEL, Path(model_cache()))  # the directory the replica serves, converted once
+    answers = [vllm_greedy(vllm_endpoint.replica_url, MODEL, prompt) for prompt in PROMPTS]
+    assert answers == transformers_greedy(checkpoint, PROMPTS)
 
 
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft's, not ours
@@ -74,8 +75,7 @@ def test_fine_tune_merge_answers_in_vllm_as_in_transformers(tmp_path: Path) -> N
     from model_engine_server.orchestration.local.engines import VLLM_CPU
     from model_engine_server.training.lora import LoraTrainer
 
-    cache = os.environ.get("LLM_ENGINE_MODEL_CACHE_DIR") or str(REPO_ROOT / ".llm-engine" / "test-model-cache")
-    base = resolve_model(MODEL, Path(cache))
+    base = resolve_model(MODEL, Path(model_cache()))
     examples = [TrainingExample(f"Say the word number {i}.", "ZEPHYR", row=i + 2) for i in range(2)]
     params = Hyperparameters(epochs=1, batch_size=2, lr=0.05)
     merged = LoraTrainer(base, tmp_path / "out", params, _Silent()).run(examples).merged_dir
@@ -95,9 +95,9 @@ def test_fine_tune_merge_answers_in_vllm_as_in_transformers(tmp_path: Path) -> N
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(f"{url}/health", process, timeout=VLLM_READY_TIMEOUT, output=lambda: log.read_text()[-3000:])
-        for prompt in PROMPTS:
-            assert vllm_greedy(url, "merged", prompt) == transformers_greedy(merged, prompt), prompt
-        assert vllm_greedy(url, "merged", PROMPTS[0]) != transformers_greedy(base, PROMPTS[0])  # really fine-tuned
+        answers = [vllm_greedy(url, "merged", prompt) for prompt in PROMPTS]
+        assert answers == transformers_greedy(merged, PROMPTS)
+        assert answers[0] != transformers_greedy(base, PROMPTS[:1])[0]  # really fine-tuned
     finally:
         stop_process(process, timeout=30)
 
