@@ -45,6 +45,11 @@ def _check_no_repeated_parameter(query: bytes) -> None:
         raise _Refused(400, f"Query parameter {repeated[0]!r} is given more than once; give it once.")
 
 
+def file_too_large(limit: int) -> str:
+    """The 413 message for an upload over the file limit, wherever it is found out (declared, streamed, stored)."""
+    return f"The file is larger than the limit of {limit} bytes."
+
+
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int
@@ -63,8 +68,9 @@ class Limits:
             max_file_bytes=settings.file_max_bytes,
         )
 
-    def file_too_large(self) -> str:
-        return f"The file is larger than the limit of {self.max_file_bytes} bytes."
+    @property
+    def _max_upload_bytes(self) -> int:
+        return self.max_file_bytes + MULTIPART_FRAMING_BYTES
 
     def check_head(self, scope: Scope) -> None:
         query = len(scope.get("query_string", b""))
@@ -85,8 +91,8 @@ class Limits:
                     length = int(value)
                 except ValueError:
                     raise _Refused(400, "Content-Length is not a number.") from None
-                if upload and length > self.max_file_bytes + MULTIPART_FRAMING_BYTES:
-                    raise _Refused(413, self.file_too_large())
+                if upload and length > self._max_upload_bytes:
+                    raise _Refused(413, file_too_large(self.max_file_bytes))
                 if not upload and length > self.max_body_bytes:
                     raise _Refused(413, self._too_large())
                 return length
@@ -112,8 +118,8 @@ class Limits:
                 ) from None
             if message["type"] == "http.request":
                 size += len(message.get("body", b""))
-                if size > self.max_file_bytes + MULTIPART_FRAMING_BYTES:
-                    raise PayloadTooLargeError(self.file_too_large())
+                if size > self._max_upload_bytes:
+                    raise PayloadTooLargeError(file_too_large(self.max_file_bytes))
                 complete = not message.get("more_body", False)
             return message
 

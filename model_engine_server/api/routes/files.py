@@ -11,6 +11,7 @@ from starlette.datastructures import UploadFile
 
 from model_engine_server.api.deps import CallerDep
 from model_engine_server.api.job_services import FilesAndJobsDep
+from model_engine_server.api.limits import file_too_large
 from model_engine_server.db.file_registry import new_file_id
 from model_engine_server.domain.exceptions import InvalidRequestError, NotFoundError, PayloadTooLargeError
 from model_engine_server.domain.files import StoredFile
@@ -84,13 +85,13 @@ async def upload_file(request: Request, caller: CallerDep, services: FilesAndJob
         if not isinstance(upload, UploadFile):
             raise InvalidRequestError("Send the file as multipart/form-data in the field `file`.")
         if upload.size is not None and upload.size > limit:
-            raise PayloadTooLargeError(f"The file is larger than the limit of {limit} bytes.")
+            raise PayloadTooLargeError(file_too_large(limit))
         file_id = new_file_id()
         key = f"{_tenant_prefix(caller)}/{file_id}"
         size = await asyncio.to_thread(services.store.put_file, key, upload.file)
         if size > limit:  # no declared size: counted while storing
             await asyncio.to_thread(services.store.delete, key)
-            raise PayloadTooLargeError(f"The file is larger than the limit of {limit} bytes.")
+            raise PayloadTooLargeError(file_too_large(limit))
         location = f"{services.store.url}/{key}"
         try:
             await services.files.create(
